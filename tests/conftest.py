@@ -1,0 +1,25 @@
+"""Shared test fixtures: the taming golden fixtures beside the clone, and deterministic torch settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("TAMING_FIXTURES", REPO.parent / "shared" / "fixtures" / "taming"))
+
+
+@pytest.fixture(scope="session")
+def taming_fixtures() -> Path:
+    """Folder of the golden taming-transformers fixtures (skips the test when it is absent)."""
+    if not FIXTURES.is_dir():
+        pytest.skip(f"taming fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads() -> None:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))

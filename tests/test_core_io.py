@@ -1,0 +1,119 @@
+"""Round trips, the CLI, downloads by URL and the fast (bf16/fp16/channels_last) path."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+
+import pytest
+import torch
+
+from vqgan_core import VQGAN, VQGANConfig, load_vqgan, save_vqgan
+from vqgan_core.cli import main
+from vqgan_core.download import DownloadError, download
+
+
+def test_ckpt_to_safetensors_roundtrip_bit_exact(taming_fixtures, tmp_path):
+    for name in ("tiny_f4", "tiny_gumbel_f8", "tiny_f4_train"):
+        m = load_vqgan(taming_fixtures / name / "last.ckpt")
+        out = save_vqgan(m, tmp_path / f"{name}.safetensors")
+        r = load_vqgan(out)
+        assert r.config.to_dict() == m.config.to_dict()
+        a, b = m.state_dict(), r.state_dict()
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_convert_and_info(taming_fixtures, tmp_path, capsys):
+    out = tmp_path / "g.safetensors"
+    assert main(["convert", str(taming_fixtures / "tiny_gumbel_f8" / "last.ckpt"), str(out)]) == 0
+    assert "round-trip bit-exact" in capsys.readouterr().out
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["codebook_size"] == 256 and info["downsample_factor"] == 8 and info["quantizer"] == "gumbel"
+    assert info["parameters"] == 1_127_875
+    assert main(["info", str(taming_fixtures / "tiny_f4" / "last.ckpt")]) == 0
+    text = capsys.readouterr().out
+    assert "64 codes x 16 dims" in text and "f4" in text and "1,017,875" in text
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    (tmp_path / "x.ckpt").write_bytes(b"garbage")
+    assert main(["info", str(tmp_path / "x.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_cli_convert_with_explicit_config(taming_fixtures, tmp_path):
+    src = tmp_path / "elsewhere.ckpt"
+    src.write_bytes((taming_fixtures / "tiny_f4" / "last.ckpt").read_bytes())
+    out = tmp_path / "o.safetensors"
+    assert main(["convert", str(src), str(out), "--config", str(taming_fixtures / "tiny_f4" / "model.yaml")]) == 0
+    assert load_vqgan(out).config.n_embed == 64
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A loopback HTTP server over a temp folder (downloads are a feature: test them without internet)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_load_by_url_downloads_once_into_cache(taming_fixtures, http_dir, tmp_path, monkeypatch):
+    root, base = http_dir
+    monkeypatch.setenv("VQGAN_CORE_CACHE", str(tmp_path / "cache"))
+    m = load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt")
+    save_vqgan(m, root / "tiny.safetensors")
+    r = load_vqgan(f"{base}/tiny.safetensors")
+    assert torch.equal(r.codebook, m.codebook)
+    (root / "tiny.safetensors").unlink()  # second load must come from the cache
+    assert torch.equal(load_vqgan(f"{base}/tiny.safetensors").codebook, m.codebook)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_download_error_is_actionable(http_dir, tmp_path):
+    _, base = http_dir
+    with pytest.raises(DownloadError, match="offline.*local path"):
+        download(f"{base}/missing.ckpt", tmp_path)
+    assert not list(tmp_path.glob("*missing*")), "no partial file is left behind"
+
+
+@pytest.mark.parametrize(("dtype", "channels_last", "tol"), [
+    (torch.float32, True, 1e-4),
+    (torch.bfloat16, False, 0.08),
+    (torch.bfloat16, True, 0.08),
+    (torch.float16, False, 0.02),
+])
+def test_fast_path_matches_fp32(taming_fixtures, dtype, channels_last, tol):
+    """Low precision / NHWC decode and encode agree with fp32 within a stated tolerance (max abs, images in [-1,1])."""
+    ref = load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt")
+    fast = load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt", dtype=dtype)
+    if channels_last:
+        fast.to_channels_last()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        z_ref, idx_ref = ref.encode(x)
+        z_fast, idx_fast = fast.encode(x.to(memory_format=torch.channels_last) if channels_last else x)
+        dec_ref, dec_fast = ref.decode(z_ref), fast.decode(z_ref)
+    assert dec_fast.dtype == dtype
+    assert (dec_fast.float() - dec_ref).abs().max() < tol
+    assert (idx_fast == idx_ref).float().mean() > 0.9  # near-ties may flip in low precision
+    assert (z_fast.float() - z_ref).abs().max() < 0.5
+
+
+def test_config_json_roundtrip_and_unknown_keys():
+    cfg = VQGANConfig(ch=32, ch_mult=(1, 2), n_embed=8, embed_dim=4, z_channels=4, resolution=16, attn_resolutions=())
+    assert VQGANConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="unknown VQGAN config keys.*'chmult'"):
+        VQGANConfig.from_dict({"chmult": [1]})
+    with pytest.raises(ValueError, match="divisible by 32"):
+        VQGANConfig(ch=48)
+    m = VQGAN(cfg)
+    assert m.downsample_factor == 2 and m.codebook.shape == (8, 4)

@@ -1,0 +1,92 @@
+"""``load_vqgan``: one entry point for safetensors, taming ``.ckpt`` (+yaml), URLs and the shipped demo model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpoint import (
+    CheckpointError,
+    check_state_dict,
+    generator_state_dict,
+    read_safetensors,
+    read_state_dict,
+    resolve_config,
+)
+from .config import VQGANConfig
+from .model import VQGAN
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """Turn ``demo`` or an ``http(s)://`` URL into a local file; other paths pass through."""
+    s = os.fspath(path)
+    if s == "demo":
+        from . import demo
+
+        return Path(demo.vqgan_path())
+    if s.startswith(("http://", "https://")):
+        from .download import download
+
+        return download(s)
+    return Path(s).expanduser()
+
+
+def load_vqgan(
+    path: str | os.PathLike,
+    config: str | os.PathLike | VQGANConfig | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    strict: bool = True,
+) -> VQGAN:
+    """Load a VQGAN in eval mode.
+
+    Args:
+        path: ``.safetensors`` (config read from its metadata), a taming ``.ckpt``/``.pt`` (config from ``config``
+            or a yaml beside it: same stem, ``model.yaml``/``config.yaml``, ``../configs/model.yaml``), an
+            ``http(s)://`` URL (downloaded once into the cache) or ``"demo"`` (the shipped offline model).
+        config: a taming yaml, a JSON config file, a :class:`VQGANConfig`, or None.
+        device: where to put the weights.
+        dtype: parameter dtype (bf16/fp16 for a fast decode; the quantizer distances stay float32).
+        strict: refuse missing or unexpected keys (``loss.*`` and transformer keys are always dropped first).
+
+    Raises:
+        CheckpointError: unreadable file, no config, or weights that do not fit the config (names key and shape).
+    """
+    file = resolve_model_path(path)
+    if isinstance(config, str) and config.startswith(("http://", "https://")):
+        config = resolve_model_path(config)
+    meta: dict[str, str] | None = None
+    if file.suffix == ".safetensors":
+        sd, meta = read_safetensors(file)
+    else:
+        sd = read_state_dict(file)
+    cfg = resolve_config(file, config, meta)
+    sd = generator_state_dict(sd, str(cfg.extra.get("key_prefix", "")))
+    cfg_source = "the file's metadata" if config is None and meta and "vqgan_config" in meta else str(config or "the yaml beside it")
+    with torch.device("meta"):
+        model = VQGAN(cfg)
+    if strict:
+        check_state_dict(model, sd, file, cfg_source)
+    model = model.to_empty(device=device)
+    try:
+        model.load_state_dict(sd, strict=strict, assign=False)
+    except RuntimeError as e:
+        raise CheckpointError(f"{file}: {e}") from None
+    if not strict:
+        # Anything not in the file stays uninitialised on to_empty; refuse rather than decode garbage.
+        absent = set(model.state_dict()) - set(sd)
+        if absent:
+            raise CheckpointError(f"{file} lacks {len(absent)} tensors the config needs (e.g. {sorted(absent)[:3]})")
+    model = model.to(dtype=dtype).eval().requires_grad_(False)
+    log.info("loaded VQGAN %s (f%d, %d codes x %d)", file.name, cfg.downsample_factor, cfg.n_embed, cfg.embed_dim)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameter elements (buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
