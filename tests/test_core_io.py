@@ -117,3 +117,18 @@ def test_config_json_roundtrip_and_unknown_keys():
         VQGANConfig(ch=48)
     m = VQGAN(cfg)
     assert m.downsample_factor == 2 and m.codebook.shape == (8, 4)
+
+
+def test_known_model_by_name_through_mirror(taming_fixtures, http_dir, tmp_path, monkeypatch):
+    """Released models resolve by name; a mirror (here a loopback server) replaces the dead links."""
+    root, base = http_dir
+    (root / "vqgan_imagenet_f16_1024.ckpt").write_bytes((taming_fixtures / "tiny_f4" / "last.ckpt").read_bytes())
+    (root / "vqgan_imagenet_f16_1024.yaml").write_bytes((taming_fixtures / "tiny_f4" / "model.yaml").read_bytes())
+    monkeypatch.setenv("VQGAN_CORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VQGAN_CORE_MIRROR", base)
+    m = load_vqgan("vqgan_imagenet_f16_1024")
+    assert m.config.n_embed == 64
+    with pytest.raises(ValueError, match="unknown known VQGAN.*valid names: vqgan_gumbel_f8"):
+        from vqgan_core.known_models import fetch_known
+
+        fetch_known("vqgan_typo")

@@ -48,7 +48,8 @@ def load_vqgan(
     Args:
         path: ``.safetensors`` (config read from its metadata), a taming ``.ckpt``/``.pt`` (config from ``config``
             or a yaml beside it: same stem, ``model.yaml``/``config.yaml``, ``../configs/model.yaml``), an
-            ``http(s)://`` URL (downloaded once into the cache) or ``"demo"`` (the shipped offline model).
+            ``http(s)://`` URL (downloaded once into the cache), ``"demo"`` (the shipped offline model) or the
+            name of a released model (``vqgan_imagenet_f16_16384``...; see ``known_models``), fetched when online.
         config: a taming yaml, a JSON config file, a :class:`VQGANConfig`, or None.
         device: where to put the weights.
         dtype: parameter dtype (bf16/fp16 for a fast decode; the quantizer distances stay float32).
@@ -57,6 +58,11 @@ def load_vqgan(
     Raises:
         CheckpointError: unreadable file, no config, or weights that do not fit the config (names key and shape).
     """
+    from .known_models import KNOWN_VQGANS, fetch_known
+
+    if os.fspath(path) in KNOWN_VQGANS:
+        path, known_yaml = fetch_known(os.fspath(path))
+        config = config or known_yaml
     file = resolve_model_path(path)
     if isinstance(config, str) and config.startswith(("http://", "https://")):
         config = resolve_model_path(config)
