@@ -31,7 +31,13 @@ class RunLogger:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
         if cfg.log.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ImportError(
+                    "TensorBoard logging is on (log.tensorboard=true) but the tensorboard package is missing: "
+                    "pip install tensorboard (or install the [train] extra), or pass log.tensorboard=false"
+                ) from None
 
             self.tb = SummaryWriter(str(out / "tb"))
 

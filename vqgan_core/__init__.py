@@ -29,3 +29,21 @@ __all__ = [
 ]
 
 # --- generation API ---
+from .clip_guide import ClipEnsemble, ClipGuide, ClipLoadError, load_clip, load_clip_ensemble  # noqa: E402
+from .gen_config import GenerationConfig  # noqa: E402
+from .generate import GenerationCallbacks, GenerationLoop, GenerationResult, run_generation  # noqa: E402
+from .prompts import PromptSyntaxError  # noqa: E402
+
+__all__ += [
+    "ClipEnsemble",
+    "ClipGuide",
+    "ClipLoadError",
+    "GenerationCallbacks",
+    "GenerationConfig",
+    "GenerationLoop",
+    "GenerationResult",
+    "PromptSyntaxError",
+    "load_clip",
+    "load_clip_ensemble",
+    "run_generation",
+]
