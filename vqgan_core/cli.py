@@ -12,6 +12,7 @@ import torch
 
 from .checkpoint import CheckpointError, save_vqgan
 from .config import ConfigError
+from .download import DownloadError
 from .loading import count_parameters, load_vqgan
 
 
@@ -89,6 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, ConfigError, DownloadError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

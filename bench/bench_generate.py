@@ -1,0 +1,152 @@
+"""Generation speed: the classic VQGAN+CLIP loop vs ours, same models, same run (ratios are what counts).
+
+Models: the f16-16384 VQGAN architecture and open_clip ViT-B-32, random weights (no download needed).
+Each (mode, size) runs in its own subprocess so peak memory is measured per mode (CUDA:
+``max_memory_allocated``; CPU: peak RSS). Prints a table and a JSON line.
+
+    python bench/bench_generate.py --sizes 128 --cutn 8 --iters 6 --warmup 2      # CPU
+    python bench/bench_generate.py --device cuda --sizes 256 512 --cutn 32          # GPU
+    python bench/bench_generate.py --device cuda --sizes 512 --modes ours --compile # + torch.compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _peak_mem(device) -> float:
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+
+
+def _child(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from vqgan_core import VQGAN, VQGANConfig
+    from vqgan_core.clip_guide import load_clip
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True  # the classic script's defaults (TF32 for convolutions only)
+    vqgan = VQGAN(VQGANConfig()).to(device).eval()  # f16-16384 architecture, random weights
+    size, cutn = args.size, args.cutn
+    if args.mode == "classic":
+        sys.path.insert(0, str(REPO / "bench"))
+        import open_clip
+        from classic_loop import ClassicLoop
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+        plain = open_clip.create_model("ViT-B-32", pretrained=None, device=device)  # as shipped, no load_clip tweaks
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD))
+        loop = ClassicLoop(vqgan, plain, mean, std, size, cutn, device=device)
+        step = loop.step
+        precision = "fp32 VQGAN + " + ("fp16" if device.type == "cuda" else "fp32") + " CLIP"
+    else:
+        from vqgan_core.gen_config import GenerationConfig
+        from vqgan_core.generate import GenerationLoop
+
+        cfg = GenerationConfig(prompts="a painting of a lighthouse", width=size, height=size, steps=10**9, seed=0,
+                               cutn=cutn, precision=args.precision, compile=args.compile,
+                               channels_last=args.channels_last)
+        guide = load_clip("ViT-B-32", "none", device=device)
+        loop = GenerationLoop(vqgan, guide, cfg)
+        step = loop.step
+        precision = loop.precision
+        for m in (vqgan, guide.model):
+            m.requires_grad_(False)  # what GenerationLoop.run() does around the loop
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(args.iters):
+        loss = step()
+    sync()
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"mode": args.mode, "size": size, "cutn": cutn, "precision": precision, "it_s": args.iters / dt,
+            "cpu_s_per_it": cpu / args.iters,
+            "peak_gib": _peak_mem(device), "loss": float(loss), "device": str(device), "threads": torch.get_num_threads()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sizes", type=int, nargs="+", default=[128])
+    p.add_argument("--cutn", type=int, default=8)
+    p.add_argument("--iters", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--modes", nargs="+", default=["classic", "ours"], choices=["classic", "ours"])
+    p.add_argument("--precision", default="auto", help="ours: auto|fp32|bf16|fp16|classic")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    p.add_argument("--compile", action="store_true", help="ours: torch.compile the render+encode step")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1, help="alternate the modes this many times (noisy machines)")
+    p.add_argument("--json-out", help="also write the results here")
+    p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._child:
+        print("RESULT " + json.dumps(_child(args)))
+        return 0
+    rows = []
+    for size in args.sizes:
+        for _ in range(args.repeats):
+            for mode in args.modes:
+                cmd = [sys.executable, __file__, "--_child", "--mode", mode, "--size", str(size), "--device", args.device,
+                       "--cutn", str(args.cutn), "--iters", str(args.iters), "--warmup", str(args.warmup),
+                       "--precision", args.precision, "--threads", str(args.threads)]
+                cmd += ["--compile"] if args.compile else []
+                cmd += ["--channels-last"] if args.channels_last else []
+                out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
+                line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+                if out.returncode or not line:
+                    print(out.stdout[-2000:], out.stderr[-4000:], file=sys.stderr)
+                    raise SystemExit(f"{mode} at {size} failed (exit {out.returncode})")
+                rows.append(json.loads(line[0][7:]))
+                r = rows[-1]
+                print(f"  {mode:8s} {size:4d}^2 cutn {r['cutn']:3d}: {r['it_s']:7.3f} it/s  peak {r['peak_gib']:.2f} GiB",
+                      file=sys.stderr)
+    print("\n| mode | size | cutn | numerics | it/s (wall) | CPU s/it | peak GiB | device |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['size']}² | {r['cutn']} | {r['precision']} | {r['it_s']:.3f} | {r['cpu_s_per_it']:.2f} | "
+              f"{r['peak_gib']:.2f} | {r['device']} ({r['threads']} threads) |")
+    summary = {}
+    for size in args.sizes:
+        by = {m: [r["it_s"] for r in rows if r["size"] == size and r["mode"] == m] for m in args.modes}
+        if all(by.get(m) for m in ("classic", "ours")):
+            cpu = {m: min(r["cpu_s_per_it"] for r in rows if r["size"] == size and r["mode"] == m) for m in by}
+            summary[str(size)] = {"classic_it_s": max(by["classic"]), "ours_it_s": max(by["ours"]),
+                                  "speedup": max(by["ours"]) / max(by["classic"]),
+                                  "speedup_cpu_time": cpu["classic"] / cpu["ours"]}
+            print(f"\n{size}²: speed-up ours/classic = {summary[str(size)]['speedup']:.2f}x wall (best of each), "
+                  f"{summary[str(size)]['speedup_cpu_time']:.2f}x in CPU time per step (robust on a shared machine)")
+    result = {"rows": rows, "summary": summary}
+    print(json.dumps(result))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

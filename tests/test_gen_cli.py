@@ -1,0 +1,69 @@
+"""``python -m vqgan_core generate``: PNG metadata, --from-png reproduction, --save-every, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.gen_helpers import make_tiny_clip_dir
+from vqgan_core.cli import main
+from vqgan_core.image_io import read_png_metadata
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers cost seconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    return make_tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture
+def base_args(taming_fixtures, tiny_clip_dir):
+    return ["generate", "--vqgan", str(taming_fixtures / "tiny_f4" / "last.ckpt"), "--clip", str(tiny_clip_dir),
+            "--size", "32", "32", "--cutn", "2", "--precision", "fp32", "--device", "cpu", "--no-progress"]
+
+
+def test_generate_metadata_and_reproduce(base_args, tmp_path, capsys):
+    out = tmp_path / "a.png"
+    rc = main([*base_args, "red circle:1|blue:-0.5", "--steps", "3", "--seed", "11", "--out", str(out),
+               "--save-every", "2", "--save-sequence", "--optimizer", "adamw"])
+    assert rc == 0 and out.is_file()
+    assert (tmp_path / "a_00000.png").is_file() and (tmp_path / "a_00002.png").is_file()
+    meta = read_png_metadata(out)
+    cfg = meta["config"]
+    assert cfg["seed"] == 11 and cfg["prompts"] == "red circle:1|blue:-0.5" and cfg["optimizer"] == "adamw"
+    assert cfg["vqgan"].endswith("last.ckpt") and cfg["clip"] and meta["step"] == 3
+    assert Image.open(out).text["prompt"] == "red circle:1|blue:-0.5"
+    again = tmp_path / "b.png"
+    assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_batch_outputs(base_args, tmp_path):
+    out = tmp_path / "batch.png"
+    assert main([*base_args, "--batch-prompts", "red", "blue", "--steps", "1", "--seed", "2", "--out", str(out)]) == 0
+    metas = [read_png_metadata(tmp_path / f"batch_{b}.png") for b in (0, 1)]
+    assert [m["batch_index"] for m in metas] == [0, 1] and metas[0]["config"]["batch_size"] == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["a cat:", "--steps", "1"], "empty weight"),
+        (["a cat", "--optimizer", "diffgrad", "--steps", "1"], "valid names"),
+        (["a cat", "--augments", "Af,Zz", "--steps", "1"], "valid names"),
+        (["a cat", "--out", "x.jpg"], ".png"),
+    ],
+)
+def test_errors_are_one_line(base_args, tmp_path, capsys, extra, needle):
+    assert main([*base_args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and needle in err

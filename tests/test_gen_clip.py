@@ -1,0 +1,143 @@
+"""CLIP loading: spec parsing, folder/file/URL/none sources, clear errors, the demo folder, ensembles."""
+
+import functools
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.gen_helpers import TINY_CLIP_CFG, make_tiny_clip_dir
+from vqgan_core.clip_guide import (
+    ClipLoadError,
+    _seq_first,
+    load_clip,
+    load_clip_ensemble,
+    parse_clip_spec,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers cost seconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    return make_tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("ViT-B-32", ("ViT-B-32", None)),
+        ("ViT-B-32:openai", ("ViT-B-32", "openai")),
+        ("ViT-B-32:none", ("ViT-B-32", "none")),
+        ("ViT-B-32:C:\\models\\clip.pt", ("ViT-B-32", "C:\\models\\clip.pt")),
+        ("ViT-B-32:/abs/clip.safetensors", ("ViT-B-32", "/abs/clip.safetensors")),
+        ("ViT-B-32:https://host:8000/w.safetensors", ("ViT-B-32", "https://host:8000/w.safetensors")),
+        ("/some/folder", ("/some/folder", None)),
+        ("D:\\clip_folder", ("D:\\clip_folder", None)),
+        ("demo", ("demo", None)),
+    ],
+)
+def test_parse_clip_spec(spec, expected):
+    assert parse_clip_spec(spec) == expected
+
+
+@pytest.mark.parametrize("bad", ["", ":openai", "ViT-B-32:"])
+def test_parse_clip_spec_malformed(bad):
+    with pytest.raises(ClipLoadError):
+        parse_clip_spec(bad)
+
+
+def test_folder_with_custom_vocabulary(tiny_clip_dir):
+    g = load_clip(str(tiny_clip_dir))
+    assert g.image_size == 32 and g.tokenizer.vocab_size == 512 + 10 + 2
+    assert torch.allclose(g.mean.flatten(), torch.full((3,), 0.5))
+    assert g.encode_text(["red", "blue circle"]).shape == (2, 32)
+    x = torch.rand(3, 3, 64, 64, requires_grad=True)  # resized to 32 inside
+    e = g.encode_image(x)
+    e.sum().backward()
+    assert e.shape == (3, 32) and x.grad is not None
+    assert not any(p.requires_grad for p in g.model.parameters())
+
+
+def test_seq_first_is_bit_identical(tiny_clip_dir):
+    import open_clip
+
+    torch.manual_seed(0)
+    m = open_clip.model.CLIP(**TINY_CLIP_CFG).eval()
+    x = torch.rand(2, 3, 32, 32)
+    before = m.encode_image(x)
+    assert _seq_first(m) == 2  # vision and text stacks
+    assert torch.equal(before, m.encode_image(x))
+
+
+@pytest.fixture
+def tiny_registered(tmp_path, tiny_clip_dir):
+    import open_clip
+
+    cfg_file = tmp_path / "tiny-gen-test.json"
+    cfg_file.write_text(json.dumps(TINY_CLIP_CFG))
+    open_clip.add_model_config(cfg_file)
+    return tiny_clip_dir / "open_clip_model.safetensors"
+
+
+def test_local_file_none_and_url(tiny_registered, tmp_path, monkeypatch):
+    ref = load_clip(str(tiny_registered.parent)).model.state_dict()
+    from_file = load_clip("tiny-gen-test", str(tiny_registered))
+    assert all(torch.equal(ref[k], v) for k, v in from_file.model.state_dict().items())
+    rand = load_clip("tiny-gen-test", "none")
+    assert rand.pretrained == "none"
+    monkeypatch.setenv("VQGAN_CORE_CACHE", str(tmp_path / "cache"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_registered.parent))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/open_clip_model.safetensors"
+        from_url = load_clip("tiny-gen-test", url)
+    finally:
+        srv.shutdown()
+    assert all(torch.equal(ref[k], v) for k, v in from_url.model.state_dict().items())
+    assert list((tmp_path / "cache" / "clip").glob("*open_clip_model.safetensors"))
+
+
+def test_clear_errors(monkeypatch):
+    import open_clip
+
+    with pytest.raises(ClipLoadError, match="valid names: .*ViT-B-32"):
+        load_clip("ViT-Nope", "none")
+    with pytest.raises(ClipLoadError, match="valid tags: .*openai"):
+        load_clip("ViT-B-32", "notatag")
+    with pytest.raises(ClipLoadError, match="not found"):
+        load_clip("ViT-B-32", "/no/such/clip.safetensors")
+
+    def offline(*a, **k):
+        raise RuntimeError("Failed to download weights for tag 'openai': Name or service not known")
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(ClipLoadError, match=r"Offline\? Download https://huggingface.co/.*ViT-B-32:/path"):
+        load_clip("ViT-B-32", "openai")
+
+
+def test_ensemble(tiny_clip_dir):
+    ens = load_clip_ensemble([str(tiny_clip_dir), str(tiny_clip_dir)], [1.0, 0.5])
+    assert [w for _, w in ens.guides] == [1.0, 0.5]
+    with pytest.raises(ClipLoadError, match="weights"):
+        load_clip_ensemble([str(tiny_clip_dir)], [1.0, 2.0])
+
+
+def test_demo_clip_if_shipped():
+    demo_dir = Path(__file__).resolve().parents[1] / "vqgan_core" / "assets" / "demo" / "clip"
+    if not (demo_dir / "open_clip_config.json").is_file():
+        pytest.skip("demo CLIP not shipped yet")
+    g = load_clip("demo")
+    assert g.encode_text(["a red circle on a blue background"]).ndim == 2

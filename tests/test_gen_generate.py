@@ -1,0 +1,139 @@
+"""The generation loop end to end with the fixture VQGANs and a tiny random CLIP."""
+
+import pytest
+import torch
+
+from tests.gen_helpers import make_tiny_clip_dir
+from vqgan_core import load_vqgan
+from vqgan_core.clip_guide import load_clip
+from vqgan_core.gen_config import GenerationConfig
+from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers cost seconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    return make_tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="module")
+def vqgan(taming_fixtures):
+    return load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt")
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_clip_dir):
+    return load_clip(str(tiny_clip_dir))
+
+
+def _cfg(**kw):
+    base = {"prompts": "a red circle", "width": 32, "height": 32, "steps": 6, "seed": 3, "cutn": 4, "precision": "fp32",
+            "log_every": 1}
+    return GenerationConfig(**{**base, **kw})
+
+
+def test_same_seed_same_image_bit_identical(vqgan, clip):
+    for precision in ("fp32", "auto"):
+        a = run_generation(vqgan, clip, _cfg(precision=precision))
+        b = run_generation(vqgan, clip, _cfg(precision=precision))
+        assert torch.equal(a.images, b.images) and torch.equal(a.latent, b.latent)
+        assert a.losses == b.losses
+    c = run_generation(vqgan, clip, _cfg(seed=4))
+    assert not torch.equal(a.latent, c.latent)
+
+
+def test_seed_drawn_and_recorded(vqgan, clip):
+    r = run_generation(vqgan, clip, _cfg(seed=None, steps=1))
+    assert isinstance(r.config.seed, int)
+    again = run_generation(vqgan, clip, r.config)
+    assert torch.equal(r.images, again.images)
+
+
+def test_loss_falls(vqgan, clip):
+    cfg = _cfg(steps=15, augments=[], aug_noise=0.0, cutn=2, lr=0.2, log_every=1)
+    r = run_generation(vqgan, clip, cfg)
+    first = sum(v for _, v in r.losses[:3]) / 3
+    last = sum(v for _, v in r.losses[-3:]) / 3
+    assert last < first - 0.05, r.losses  # about 1.50 -> 1.32 for seeds 0-4
+
+
+def test_batch_prompts_and_batched_seeds(vqgan, clip):
+    cfg = _cfg(batch_size=2, batch_prompts=["red", "blue circle:1|red:-0.5"], steps=2)
+    r = run_generation(vqgan, clip, cfg)
+    assert r.images.shape == (2, 3, 32, 32) and r.latent.shape[0] == 2 and r.indices.shape == (2, 8, 8)
+    # item b starts from the same latent as a solo run with seed+b
+    solo = GenerationLoop(vqgan, clip, _cfg(seed=4, steps=0))
+    batch = GenerationLoop(vqgan, clip, _cfg(seed=3, batch_size=2, steps=0))
+    assert torch.equal(batch.z[1], solo.z[0])
+
+
+def test_callbacks_save_preview_interrupt(vqgan, clip):
+    saved, previews, progress = [], [], []
+    stop_after = 4
+    cb = GenerationCallbacks(
+        progress=lambda s, t, loss: progress.append((s, t, loss)),
+        save=lambda s, im: saved.append((s, im.shape)),
+        preview=lambda s, im: previews.append(s),
+        should_stop=lambda: len(progress) >= stop_after,
+    )
+    r = run_generation(vqgan, clip, _cfg(steps=10, save_every=2, preview_every=3, log_every=2), cb)
+    assert r.interrupted and r.steps_done == stop_after
+    assert [s for s, _ in saved] == [0, 2] and saved[0][1] == (1, 3, 32, 32) and previews == [0, 3]
+    assert [p[2] is not None for p in progress] == [True, False, True, False]
+
+
+def test_continue_from_latent_and_init_kinds(vqgan, clip):
+    r1 = run_generation(vqgan, clip, _cfg(steps=3))
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=3), init_latent=r1.latent)
+    assert torch.equal(loop.z.detach(), r1.latent)
+    for kind in ("pixels", "gradient", "perlin"):
+        r = run_generation(vqgan, clip, _cfg(init=kind, steps=1, init_weight=0.5))
+        assert torch.isfinite(r.images).all()
+    img = torch.rand(1, 3, 20, 30)
+    r = run_generation(vqgan, clip, _cfg(init="image", steps=1), init_image=img, image_prompts=[(img, 1.0, float("-inf"))])
+    assert r.images.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="valid: random, image, gradient, perlin, pixels"):
+        GenerationLoop(vqgan, clip, _cfg(init="plasma"))
+
+
+def test_story_mode_switches_targets(vqgan, clip):
+    loop = GenerationLoop(vqgan, clip, _cfg(prompts="red ^ blue circle", change_prompts_every=2, steps=4))
+    e0, e2, e4 = (loop.targets.at(s)[0].embeds for s in (0, 2, 4))
+    assert not torch.equal(e0, e2) and torch.equal(e0, e4)
+
+
+def test_noise_prompts_ensemble_tv_and_options(vqgan, clip):
+    cfg = _cfg(prompts="", noise_prompts="5:1|6:-0.5", tv_weight=0.1, optimizer="AdamW", lr_schedule="cosine",
+               cutout_method="mixed", clip_weights=[1.0, 0.5], steps=2)
+    r = run_generation(vqgan, [clip, clip], cfg)
+    assert len(r.losses) == 2
+    with pytest.raises(ValueError, match="clip_weights"):
+        GenerationLoop(vqgan, clip, cfg)
+    with pytest.raises(ValueError, match="no prompts"):
+        GenerationLoop(vqgan, clip, _cfg(prompts=""))
+    with pytest.raises(ValueError, match="valid names"):
+        GenerationLoop(vqgan, clip, _cfg(optimizer="diffgrad"))
+
+
+def test_gumbel_model_and_inference_mode(taming_fixtures, clip):
+    gumbel = load_vqgan(taming_fixtures / "tiny_gumbel_f8" / "last.ckpt")
+    with torch.inference_mode():  # as ComfyUI runs nodes
+        r = run_generation(gumbel, clip, _cfg(width=64, height=64, steps=2))
+    assert r.images.shape == (1, 3, 64, 64) and r.indices.shape == (1, 8, 8)
+
+
+def test_config_json_roundtrip():
+    cfg = _cfg(batch_size=2, batch_prompts=["a", "b"])
+    assert GenerationConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="unknown generation setting"):
+        GenerationConfig.from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="precision"):
+        _cfg(precision="fp8")

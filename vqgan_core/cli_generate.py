@@ -1,0 +1,184 @@
+"""``python -m vqgan_core generate``: text-to-image from the command line.
+
+Settings resolve in this order (later wins): GenerationConfig defaults, the demo preset (when neither
+``--vqgan`` nor ``--clip`` is given, the shipped demo models are used), the settings stored in
+``--from-png FILE``, then the flags given on this command line. Every PNG written carries the prompt
+and the full settings (seed and model specs included), so ``--from-png out.png`` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# flag dest -> GenerationConfig field (flags whose dest equals the field name are listed with None)
+_FIELDS: dict[str, str | None] = {
+    "image_prompts": None, "noise_prompts": None, "batch_prompts": None, "change_prompts_every": None,
+    "steps": None, "seed": None, "batch": "batch_size", "init": None, "init_image": None, "init_weight": None,
+    "init_weight_decay": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
+    "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "optimizer": None, "lr": None,
+    "lr_schedule": None, "precision": None, "channels_last": None, "compile": None, "deterministic": None,
+    "log_every": None, "save_every": None,
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``generate`` subcommand."""
+    p = sub.add_parser("generate", help="generate an image from text prompts (VQGAN+CLIP)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("prompts", nargs="?", default=None,
+                   help="'text:weight:stop|text2...' ('^' separates story phrase sets, see --change-prompts-every)")
+    g = p.add_argument_group("models")
+    g.add_argument("--vqgan", help="VQGAN .safetensors / taming .ckpt / URL / 'demo' (default: demo)")
+    g.add_argument("--clip", action="append", metavar="NAME[:TAG|:PATH]",
+                   help="open_clip model, e.g. ViT-B-32:openai, ViT-B-32:/w/clip.safetensors, ViT-B-32:none, a "
+                        "folder, or 'demo'; repeat for an ensemble (default: demo)")
+    g.add_argument("--clip-weights", type=float, nargs="+", help="ensemble weights, one per --clip")
+    g.add_argument("--device", help="cuda, cuda:1, cpu, mps (default: cuda if available)")
+    g = p.add_argument_group("image and run")
+    g.add_argument("--size", type=int, nargs=2, metavar=("W", "H"))
+    g.add_argument("--steps", type=int)
+    g.add_argument("--seed", type=int, help="default: random (stored in the PNG)")
+    g.add_argument("--out", default=None, help="output PNG (default output.png); batch items get _0, _1... suffixes")
+    g.add_argument("--batch", type=int, help="images optimised together in one batched step (seeds seed+i)")
+    g.add_argument("--batch-prompts", nargs="+", help="one prompt string per batch item (instead of PROMPTS)")
+    g = p.add_argument_group("prompts")
+    g.add_argument("--image-prompts", help="'path_or_url:weight:stop|...'")
+    g.add_argument("--noise-prompts", help="'seed:weight|...' random CLIP directions")
+    g.add_argument("-cpe", "--change-prompts-every", type=int, help="story mode: next '^' phrase set every N steps")
+    g = p.add_argument_group("initialisation")
+    g.add_argument("--init", choices=["random", "image", "pixels", "gradient", "perlin"])
+    g.add_argument("--init-image", help="image file or URL (implies --init image)")
+    g.add_argument("--init-weight", type=float, help="pull-back of the latent towards the init")
+    g.add_argument("--init-weight-decay", choices=["classic", "linear", "none"])
+    g = p.add_argument_group("cutouts, augmentation, loss")
+    g.add_argument("--cutouts", help="cutout method: latest | crops | mixed")
+    g.add_argument("--cutn", type=int)
+    g.add_argument("--cut-pow", type=float)
+    g.add_argument("--augments", help="comma-separated codes (Ji,Sh,Gn,Pe,Ro,Af,Et,Ts,Cr,Er,Re,Hf) or 'none'")
+    g.add_argument("--aug-noise", type=float)
+    g.add_argument("--aug-padding", choices=["zeros", "border", "reflection"])
+    g.add_argument("--tv-weight", type=float)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", help="adam | adamw | adagrad | adamax | rmsprop | radam | nadam | sgd | adamp | lion ...")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--lr-schedule", help="constant | cosine | step | plateau")
+    g.add_argument("--no-clamp", dest="clamp_latent", action="store_const", const=False, default=None,
+                   help="do not clamp the latent to the codebook range")
+    g = p.add_argument_group("speed and output")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "classic"])
+    g.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the step")
+    g.add_argument("--deterministic", action="store_const", const=True, default=None)
+    g.add_argument("--save-every", type=int, help="write the current image every N steps")
+    g.add_argument("--save-sequence", action="store_true", help="with --save-every: numbered frames instead of overwriting")
+    g.add_argument("--log-every", type=int, help="read the loss (a device sync) every N steps")
+    g.add_argument("--from-png", help="reuse the settings stored in a PNG written by this command")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _explicit(args: argparse.Namespace) -> dict[str, Any]:
+    out = {}
+    for dest, field in _FIELDS.items():
+        v = getattr(args, dest, None)
+        if v is not None:
+            out[field or dest] = v
+    if args.prompts is not None:
+        out["prompts"] = args.prompts
+    if args.size is not None:
+        out["width"], out["height"] = args.size
+    if args.clamp_latent is not None:
+        out["clamp_latent"] = False
+    if args.init_image is not None and args.init is None:
+        out["init"] = "image"
+    return out
+
+
+def resolve_config(args: argparse.Namespace):
+    """Merge defaults, demo preset, ``--from-png`` settings and explicit flags into a GenerationConfig."""
+    from vqgan_core.gen_config import GenerationConfig
+    from vqgan_core.image_io import read_png_metadata
+
+    settings: dict[str, Any] = {}
+    stored: dict[str, Any] = {}
+    if args.from_png:
+        stored = read_png_metadata(args.from_png).get("config", {})
+    vqgan = args.vqgan or stored.get("vqgan") or "demo"
+    clip = args.clip or stored.get("clip") or ["demo"]
+    if vqgan == "demo" and clip == ["demo"] and not stored:
+        from vqgan_core import demo
+
+        settings.update(demo.preset())
+    settings.update(stored)
+    settings.update(_explicit(args))
+    settings["vqgan"], settings["clip"] = str(vqgan), list(clip)
+    if settings.get("batch_prompts") and "batch_size" not in _explicit(args):
+        settings["batch_size"] = len(settings["batch_prompts"])
+    return GenerationConfig.from_dict(settings)
+
+
+def _paths(out: Path, batch: int, step: int | None = None) -> list[Path]:
+    stem = out.with_suffix("")
+    tag = "" if step is None else f"_{step:05d}"
+    if batch == 1:
+        return [out if step is None else Path(f"{stem}{tag}.png")]
+    return [Path(f"{stem}_{b}{tag}.png") for b in range(batch)]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``generate``; returns the exit code."""
+    from tqdm import tqdm
+
+    from vqgan_core import load_vqgan
+    from vqgan_core.clip_guide import load_clip_ensemble
+    from vqgan_core.generate import GenerationCallbacks, GenerationLoop
+    from vqgan_core.image_io import save_png
+
+    cfg = resolve_config(args)
+    if not (cfg.prompts or cfg.batch_prompts or cfg.image_prompts or cfg.noise_prompts):
+        raise ValueError("no prompts: give PROMPTS, --batch-prompts, --image-prompts, --noise-prompts or --from-png")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(args.out or "output.png")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must be a .png file (metadata is stored in PNG text chunks), got {out}")
+    vqgan = load_vqgan(cfg.vqgan, device=device)
+    clip = load_clip_ensemble(cfg.clip, cfg.clip_weights, device=device)
+    holder: dict[str, Any] = {}
+
+    def write(step: int | None, images: torch.Tensor, paths: list[Path]) -> None:
+        meta_cfg = holder["loop"].config.to_dict()
+        for b, (img, path) in enumerate(zip(images, paths, strict=True)):
+            prompt = cfg.batch_prompts[b] if cfg.batch_prompts else cfg.prompts
+            save_png(path, img, prompt, {"config": meta_cfg, "batch_index": b, "step": step})
+
+    bar = tqdm(total=cfg.steps, disable=args.no_progress, unit="it", dynamic_ncols=True)
+
+    def progress(step: int, total: int, loss: float | None) -> None:
+        bar.update(1)
+        if loss is not None:
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+    def save(step: int, images: torch.Tensor) -> None:
+        write(step, images, _paths(out, cfg.batch_size, step if args.save_sequence else None))
+
+    callbacks = GenerationCallbacks(progress=progress, save=save if cfg.save_every else None)
+    loop = GenerationLoop(vqgan, clip, cfg, callbacks)
+    holder["loop"] = loop
+    log.info("seed %d, %dx%d, %d steps, %s precision on %s", loop.config.seed, cfg.width, cfg.height, cfg.steps,
+             loop.precision, device)
+    try:
+        result = loop.run()
+    finally:
+        bar.close()
+    paths = _paths(out, cfg.batch_size)
+    write(result.steps_done, result.images, paths)
+    for path in paths:
+        print(f"wrote {path} (seed {loop.config.seed}{', interrupted' if result.interrupted else ''})")
+    return 0

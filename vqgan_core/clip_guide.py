@@ -1,0 +1,355 @@
+"""CLIP guides via open_clip: one model (own input size and normalisation) or a weighted ensemble.
+
+``load_clip(name, pretrained)`` accepts, for ``pretrained``:
+
+* an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``...): downloaded by open_clip into its standard
+  cache when online; offline, a :class:`ClipLoadError` says which file to fetch and where to put it;
+* a local weights file (``.pt``/``.pth``/``.bin``/``.safetensors``, loaded with ``weights_only``);
+* an ``http(s)`` URL: downloaded atomically into ``<vqgan_core cache>/clip`` once, then loaded;
+* ``"none"``: random initialisation (tests, benchmarks).
+
+``name`` may also be ``"demo"`` (the shipped tiny CLIP) or a folder holding ``open_clip_config.json`` +
+``open_clip_model.safetensors`` (+ ``bpe_vocab.txt.gz`` for a custom vocabulary: open_clip's
+``get_tokenizer("local-dir:...")`` would silently return the 49k-token default, so it is built here).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ClipEnsemble", "ClipGuide", "ClipLoadError", "load_clip", "load_clip_ensemble", "parse_clip_spec"]
+
+log = logging.getLogger(__name__)
+
+_WEIGHT_EXT = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+_NONE = ("", "none", "random")
+
+
+class ClipLoadError(ValueError):
+    """A CLIP model or its weights could not be found or loaded; the message says how to fix it."""
+
+
+def _looks_like_path(s: str) -> bool:
+    return bool(re.match(r"^[A-Za-z]:[\\/]", s)) or s.startswith(("/", "./", "../", "~", "\\\\")) or (
+        s.lower().endswith(_WEIGHT_EXT)
+    ) or "/" in s or "\\" in s
+
+
+def parse_clip_spec(spec: str) -> tuple[str, str | None]:
+    """Split the CLI form ``NAME[:TAG|:PATH|:URL]`` into ``(name, pretrained)``.
+
+    Only the first colon separates; Windows paths (``ViT-B-32:C:\\w\\clip.pt``) and URLs keep theirs.
+    A bare folder path or ``demo`` is returned as the name with ``pretrained=None``. A bare model name
+    also gives ``None``, meaning "the default tag" in :func:`load_clip_ensemble`.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise ClipLoadError("empty CLIP spec; expected NAME[:TAG|:PATH], e.g. ViT-B-32:openai")
+    if re.match(r"^[A-Za-z]:[\\/]", spec) or spec.startswith(("/", "./", "../", "~", "\\\\")) or os.path.isdir(spec):
+        return spec, None
+    name, sep, rest = spec.partition(":")
+    if not sep:
+        return name, None
+    if not name or not rest:
+        raise ClipLoadError(f"malformed CLIP spec {spec!r}; expected NAME[:TAG|:PATH], e.g. ViT-B-32:openai")
+    return name, rest
+
+
+@dataclass
+class ClipGuide:
+    """A frozen CLIP model with its tokenizer, input size and normalisation.
+
+    ``encode_image`` takes images in [0, 1] and resizes/normalises them itself, so callers never need
+    to know which CLIP they talk to (ensembles mix sizes and normalisations).
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    image_size: int
+    mean: torch.Tensor  # [1,3,1,1]
+    std: torch.Tensor
+    name: str = ""
+    pretrained: str = ""
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the weights (fp16 in the classic CUDA mode)."""
+        return next(self.model.parameters()).dtype
+
+    @property
+    def spec(self) -> str:
+        """``name:pretrained`` as it would be given on the command line."""
+        return f"{self.name}:{self.pretrained}" if self.pretrained else self.name
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ClipGuide:
+        """Move weights (and normalisation constants) in place; returns self."""
+        self.model.to(device=device, dtype=dtype)
+        self.__dict__.pop("_lowp", None)  # low-precision copies follow the weights
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> ``[N, D]`` float32 embeddings (not normalised)."""
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.model.encode_text(tokens).float()
+
+    def lowp_model(self, dtype: torch.dtype) -> torch.nn.Module:
+        """A cached copy of the weights in ``dtype`` (bf16/fp16 runs skip per-step weight casts)."""
+        cache = self.__dict__.setdefault("_lowp", {})
+        if dtype not in cache:
+            cache.clear()
+            cache[dtype] = copy.deepcopy(self.model).to(dtype=dtype).eval().requires_grad_(False)
+        return cache[dtype]
+
+    def encode_image(self, x01: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """Images in [0,1] -> ``[N, D]`` float32 embeddings; differentiable w.r.t. the input.
+
+        ``model`` overrides the weights used (e.g. :meth:`lowp_model`).
+
+        Shape:
+            x01: [N, 3, H, W] (resized to ``image_size`` if needed) -> [N, D]
+        """
+        model = self.model if model is None else model
+        if x01.shape[-2:] != (self.image_size, self.image_size):
+            x01 = F.interpolate(x01, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
+        x = (x01 - self.mean.to(x01.dtype)) / self.std.to(x01.dtype)
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(next(model.parameters()).dtype)
+        return model.encode_image(x).float()
+
+    @torch.no_grad()
+    def embed_dim(self) -> int:
+        """Embedding width (from a one-token text encode; cheap and model-agnostic)."""
+        return int(self.encode_text(["a"]).shape[-1])
+
+
+@dataclass
+class ClipEnsemble:
+    """Several guides with loss weights; each sees its own cutouts at its own size."""
+
+    guides: list[tuple[ClipGuide, float]]
+
+    def __post_init__(self) -> None:
+        if not self.guides:
+            raise ClipLoadError("a CLIP ensemble needs at least one model")
+
+    @classmethod
+    def of(cls, clip: ClipGuide | ClipEnsemble | list) -> ClipEnsemble:
+        """Normalise a guide, a list of guides / (guide, weight) pairs, or an ensemble to an ensemble."""
+        if isinstance(clip, ClipEnsemble):
+            return clip
+        if isinstance(clip, ClipGuide):
+            return cls([(clip, 1.0)])
+        return cls([c if isinstance(c, tuple) else (c, 1.0) for c in clip])
+
+    @property
+    def specs(self) -> list[str]:
+        """Specs of the members (for metadata)."""
+        return [g.spec for g, _ in self.guides]
+
+
+def _seq_first(model: torch.nn.Module) -> int:
+    """Run open_clip's ``nn.MultiheadAttention`` stacks sequence-first; returns the stacks switched.
+
+    Why: with ``batch_first=True`` torch's MHA transposes its input to a non-contiguous view, so each
+    in/out projection becomes a ``bmm`` against the weight expanded over the sequence, which autocast
+    materialises (a 50x copy of every projection weight per call on CPU). Sequence-first, open_clip makes
+    the activations contiguous once per stack and the projections are plain matrix products. The
+    results are bit-identical.
+    """
+    from open_clip.transformer import Transformer
+
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, Transformer) and mod.batch_first:
+            blocks = list(mod.resblocks)
+            if blocks and all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in blocks):
+                mod.batch_first = False
+                for b in blocks:
+                    b.attn.batch_first = False
+                n += 1
+    return n
+
+
+class _PatchEmbedLinear(torch.nn.Module):
+    """A ViT patch-embedding conv (kernel == stride) computed as one matrix product.
+
+    Why: oneDNN's backward of a stride-32 conv to its input is slow on CPU; as a linear layer it is a
+    plain GEMM. Same parameters (same state_dict keys), same result up to summation order.
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d) -> None:
+        super().__init__()
+        self.weight, self.bias, self.p = conv.weight, conv.bias, conv.kernel_size[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        b, c, h, w = x.shape
+        p, gh, gw = self.p, h // self.p, w // self.p
+        x = x.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * p * p)
+        y = F.linear(x, self.weight.reshape(self.weight.shape[0], -1), self.bias)
+        return y.transpose(1, 2).reshape(b, -1, gh, gw)
+
+
+def _patch_embed_as_linear(model: torch.nn.Module) -> bool:
+    conv = getattr(getattr(model, "visual", None), "conv1", None)
+    if (
+        isinstance(conv, torch.nn.Conv2d)
+        and conv.kernel_size == conv.stride
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    ):
+        model.visual.conv1 = _PatchEmbedLinear(conv)
+        return True
+    return False
+
+
+def _preprocess(model: torch.nn.Module) -> tuple[int, torch.Tensor, torch.Tensor]:
+    import open_clip
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    cfg = open_clip.get_model_preprocess_cfg(model) if hasattr(open_clip, "get_model_preprocess_cfg") else {}
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    if isinstance(size, (tuple, list)):
+        if size[0] != size[-1]:
+            raise ClipLoadError(f"non-square CLIP input size {size} is not supported")
+        size = size[0]
+    mean = torch.tensor(cfg.get("mean", OPENAI_DATASET_MEAN), dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.get("std", OPENAI_DATASET_STD), dtype=torch.float32).view(1, 3, 1, 1)
+    return int(size), mean, std
+
+
+def _load_folder(folder: Path, label: str) -> tuple[torch.nn.Module, object]:
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    cfg_path = folder / "open_clip_config.json"
+    if not cfg_path.is_file():
+        raise ClipLoadError(f"CLIP folder {folder} has no open_clip_config.json (expected open_clip's HF layout: "
+                            "open_clip_config.json + open_clip_model.safetensors [+ bpe_vocab.txt.gz])")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    model = open_clip.create_model("local-dir:" + str(folder))
+    tok_cfg = cfg.get("tokenizer_cfg", {})
+    ctx = int(tok_cfg.get("context_length", cfg["model_cfg"].get("text_cfg", {}).get("context_length", 77)))
+    bpe = folder / tok_cfg.get("bpe", "bpe_vocab.txt.gz")
+    if bpe.is_file():
+        tokenizer = SimpleTokenizer(bpe_path=str(bpe), context_length=ctx)
+    else:
+        tokenizer = open_clip.get_tokenizer("local-dir:" + str(folder))
+    log.info("loaded CLIP %s from folder %s", label, folder)
+    return model, tokenizer
+
+
+def _load_builtin(name: str, pretrained: str | None) -> tuple[torch.nn.Module, object, str]:
+    import open_clip
+
+    name = name.replace("/", "-")  # OpenAI spelling ViT-B/32 -> open_clip's ViT-B-32
+    if name not in open_clip.list_models():
+        raise ClipLoadError(f"unknown open_clip model {name!r}; valid names: {', '.join(open_clip.list_models())}")
+    tokenizer = open_clip.get_tokenizer(name)
+    p = (pretrained or "none").strip()
+    if p.lower() in _NONE:
+        return open_clip.create_model(name, pretrained=None), tokenizer, "none"
+    if p.startswith(("http://", "https://")):
+        from vqgan_core.download import cache_dir, download
+
+        local = download(p, dest_dir=cache_dir() / "clip")
+        model = open_clip.create_model(name, pretrained=None)
+        open_clip.load_checkpoint(model, str(local), weights_only=True)
+        return model, tokenizer, p
+    if os.path.isfile(os.path.expanduser(p)):
+        model = open_clip.create_model(name, pretrained=None)
+        open_clip.load_checkpoint(model, os.path.expanduser(p), weights_only=True)
+        return model, tokenizer, p
+    if _looks_like_path(p):
+        raise ClipLoadError(f"CLIP weights file not found: {p}")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if p not in tags:
+        raise ClipLoadError(f"unknown pretrained tag {p!r} for {name}; valid tags: {', '.join(tags) or '(none)'}; "
+                            "or give a local weights file, a URL, or 'none'")
+    try:
+        model = open_clip.create_model(name, pretrained=p)
+    except Exception as e:  # open_clip raises RuntimeError / FileNotFoundError / hub errors when offline
+        cfg = open_clip.get_pretrained_cfg(name, p)
+        src = f"https://huggingface.co/{cfg['hf_hub'].rstrip('/')}" if cfg.get("hf_hub") else cfg.get("url") or "?"
+        raise ClipLoadError(
+            f"could not obtain CLIP weights {name}:{p} ({type(e).__name__}: {e}). Offline? Download {src} on a "
+            f"connected machine and either pass the file (--clip {name}:/path/to/file.safetensors) or copy the "
+            "Hugging Face cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub) to this machine."
+        ) from None
+    return model, tokenizer, p
+
+
+def load_clip(
+    name: str,
+    pretrained: str | None = "none",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> ClipGuide:
+    """Load a frozen CLIP guide (eval mode, ``requires_grad=False``).
+
+    Args:
+        name: open_clip model name (``ViT-B-32``), ``demo``, or a folder in open_clip's HF layout.
+        pretrained: tag, weights file, URL or ``none`` (see module doc); ignored for folders.
+        device: where to put the weights.
+        dtype: weight dtype (float32; float16 reproduces the classic CUDA numerics).
+    """
+    if name == "demo":
+        from vqgan_core import demo
+
+        folder, label = Path(demo.clip_dir()), "demo"
+    elif os.path.isdir(os.path.expanduser(name)):
+        folder, label = Path(os.path.expanduser(name)), name
+    else:
+        folder = None
+    if folder is not None:
+        model, tokenizer = _load_folder(folder, label)
+        used = ""
+    else:
+        model, tokenizer, used = _load_builtin(name, pretrained)
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    _seq_first(model)
+    _patch_embed_as_linear(model)
+    size, mean, std = _preprocess(model)
+    return ClipGuide(model, tokenizer, size, mean.to(device), std.to(device), name=name, pretrained=used)
+
+
+def _default_tag(name: str) -> str:
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if not tags:
+        return "none"
+    return "openai" if "openai" in tags else tags[0]
+
+
+def load_clip_ensemble(
+    specs: list[str], weights: list[float] | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> ClipEnsemble:
+    """Load ``NAME[:TAG|:PATH]`` specs (bare names use ``openai`` or the first known tag) as an ensemble."""
+    if weights is not None and len(weights) != len(specs):
+        raise ClipLoadError(f"{len(specs)} CLIP models but {len(weights)} weights")
+    guides = []
+    for k, spec in enumerate(specs):
+        name, pre = parse_clip_spec(spec)
+        if pre is None and name != "demo" and not os.path.isdir(os.path.expanduser(name)):
+            pre = _default_tag(name)
+            log.info("CLIP %s: no weights given, using pretrained tag %r", name, pre)
+        guides.append((load_clip(name, pre, device=device, dtype=dtype), 1.0 if weights is None else float(weights[k])))
+    return ClipEnsemble(guides)

@@ -1,0 +1,102 @@
+"""``GenerationConfig``: every setting of a VQGAN+CLIP run, JSON-serialisable for PNG metadata.
+
+A PNG written by the CLI carries this config (with the resolved seed and model specs), so
+``generate --from-png out.png`` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PRECISIONS", "GenerationConfig"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "classic")
+
+
+@dataclass
+class GenerationConfig:
+    """Settings of one generation run (defaults = the classic nerdyrodent script, except size/steps)."""
+
+    # prompts (classic grammar "text:weight:stop|..."; '^' separates story phrase sets)
+    prompts: str = ""
+    image_prompts: str = ""  # "path_or_url:weight:stop|..."
+    noise_prompts: str = ""  # "seed:weight|..."
+    batch_prompts: list[str] | None = None  # one prompt string per batch item (overrides `prompts`)
+    change_prompts_every: int = 0  # story mode: next '^' phrase set every N steps (classic -cpe)
+    # image and run
+    width: int = 256
+    height: int = 256
+    steps: int = 300
+    seed: int | None = None  # None: drawn at random and recorded in the result/PNG
+    batch_size: int = 1  # items b use seeds seed+b
+    # initialisation
+    init: str = "random"  # random | image | pixels | gradient | perlin
+    init_image: str | None = None  # file or URL for init="image"
+    init_weight: float = 0.0  # MSE pull-back to the initial latent
+    init_weight_decay: str = "classic"  # classic (1/(2i+1)/2) | linear | none
+    # cutouts and augmentation
+    cutout_method: str = "latest"  # latest | crops | mixed
+    cutn: int = 32
+    cut_pow: float = 1.0
+    augments: list[str] = field(default_factory=lambda: ["Af", "Pe", "Ji", "Er"])
+    aug_noise: float = 0.1  # per-cutout noise U(0, aug_noise) * N(0, 1) (classic 0.1)
+    aug_padding: str = "zeros"  # zeros | border | reflection
+    # loss
+    tv_weight: float = 0.0
+    clip_weights: list[float] | None = None  # ensemble weights (default 1 each)
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 0.1
+    lr_schedule: str = "constant"  # constant | cosine | step | plateau
+    clamp_latent: bool = True  # clamp z to the per-channel codebook range after each step
+    # speed / numerics
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 | classic (fp32 VQGAN + fp16 CLIP on CUDA)
+    channels_last: bool | None = None  # None: on for CUDA and bf16
+    compile: bool = False  # torch.compile the render+encode function
+    deterministic: bool = False  # torch deterministic algorithms (CUDA: slower; see docs)
+    # reporting
+    log_every: int = 10  # fetch the loss (a device sync) every N steps
+    save_every: int = 0
+    preview_every: int = 0
+    # provenance (filled by the CLI; not used by the loop)
+    vqgan: str | None = None
+    clip: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.steps < 0 or self.batch_size < 1 or self.cutn < 1:
+            raise ValueError(f"need steps >= 0, batch_size >= 1, cutn >= 1 (got {self.steps}, {self.batch_size}, {self.cutn})")
+        if self.batch_prompts is not None and len(self.batch_prompts) != self.batch_size:
+            raise ValueError(f"batch_prompts has {len(self.batch_prompts)} entries but batch_size is {self.batch_size}")
+        if isinstance(self.augments, str):
+            self.augments = [c.strip() for c in self.augments.split(",") if c.strip() and c.strip().lower() != "none"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON types only)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Compact JSON for PNG text metadata."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerationConfig:
+        """Build from a dict; unknown keys are an error naming them (a typo never goes unnoticed)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown generation setting(s) {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> GenerationConfig:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(s))
+
+    def replace(self, **changes: Any) -> GenerationConfig:
+        """Copy with some fields changed (validated)."""
+        return self.from_dict({**self.to_dict(), **changes})

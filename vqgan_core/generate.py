@@ -1,0 +1,310 @@
+"""The VQGAN+CLIP optimisation loop as an object: models and config in, callbacks out, no globals.
+
+One step: snap the latent to the codebook (straight-through, cached codebook norms), decode once for
+the whole batch, cut out + augment all items in one call per CLIP guide, encode, classic spherical
+loss (+ optional TV / init pull-back), backward, optimiser step, clamp to the codebook range.
+
+Speed (fast path): frozen weights (no weight gradients; the classic script left the VQGAN trainable),
+bf16 autocast + channels_last on CUDA (bf16 on CPUs with native bf16), device-side augmentation
+parameters, and no host sync in the loop except on logging steps. ``precision="classic"`` keeps the
+classic numerics (fp32 VQGAN, fp16 CLIP on CUDA) for comparisons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from vqgan_core.augment import Augmenter
+from vqgan_core.clip_guide import ClipEnsemble, ClipGuide
+from vqgan_core.cutouts import Cutouts
+from vqgan_core.gen_config import GenerationConfig
+from vqgan_core.image_io import load_image01
+from vqgan_core.init import fit_image
+from vqgan_core.init import init_latent as make_init_latent
+from vqgan_core.losses import clamp_with_grad, init_weight_factor, prompt_loss, tv_loss
+from vqgan_core.optimizers import make_optimizer
+from vqgan_core.prompts import parse_story
+from vqgan_core.schedules import make_lr_schedule
+from vqgan_core.targets import TargetBank
+
+__all__ = ["GenerationCallbacks", "GenerationLoop", "GenerationResult", "resolve_precision", "run_generation"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationCallbacks:
+    """Hooks called by the loop (all optional).
+
+    progress(step, total, loss): after every step; ``loss`` is a float on logging steps, else None.
+    preview(step, images) / save(step, images): every ``preview_every`` / ``save_every`` steps with
+    ``[B,3,H,W]`` CPU images in [0,1] (the image the step was computed on; step 0 = the start).
+    should_stop(): checked before every step; True ends the run early (result.interrupted).
+    """
+
+    progress: Callable[[int, int, float | None], None] | None = None
+    preview: Callable[[int, torch.Tensor], None] | None = None
+    save: Callable[[int, torch.Tensor], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass
+class GenerationResult:
+    """Output of a run: images, the latent to continue from, and what was done."""
+
+    images: torch.Tensor  # [B,3,H,W] float32 CPU in [0,1]
+    latent: torch.Tensor  # [B,C,h,w] float32 (continuous z; pass as init_latent to continue)
+    indices: torch.Tensor  # [B,h,w] int64 codebook indices of the final image
+    config: GenerationConfig  # with the seed actually used
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    steps_done: int = 0
+    interrupted: bool = False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA and on CPUs with native bf16, else ``fp32``."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        with contextlib.suppress(Exception):
+            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return "bf16"
+    return "fp32"
+
+
+@contextlib.contextmanager
+def _run_context(modules: list[torch.nn.Module], deterministic: bool) -> Iterator[None]:
+    """Freeze weights and (optionally) force deterministic kernels, restoring everything after."""
+    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    training = [(m, m.training) for m in modules]
+    det = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        for m in modules:
+            m.eval().requires_grad_(False)
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference_mode
+            yield
+    finally:
+        for p, rg in saved:
+            p.requires_grad_(rg)
+        for m, t in training:
+            m.train(t)
+        torch.use_deterministic_algorithms(det[0], warn_only=True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = det[1], det[2]
+
+
+class GenerationLoop:
+    """One VQGAN+CLIP run; call :meth:`step` yourself or :meth:`run` to completion.
+
+    Args:
+        vqgan: a ``vqgan_core.VQGAN`` (VQ or Gumbel), any device.
+        clip: a guide, a list of guides / (guide, weight), or a :class:`ClipEnsemble` on the same device.
+        config: the settings (``seed=None`` draws one; see ``result.config.seed``).
+        callbacks: progress / preview / save / interrupt hooks.
+        init_latent: ``[B or 1, C, h, w]`` latent to continue from (overrides ``config.init``).
+        init_image: ``[1 or B, 3, H, W]`` in [0,1] for ``init="image"`` (else ``config.init_image`` is read).
+        image_prompts: extra image prompts as tensors: ``(image01 [1,3,H,W], weight, stop)``.
+    """
+
+    def __init__(
+        self,
+        vqgan: torch.nn.Module,
+        clip: ClipGuide | ClipEnsemble | list,
+        config: GenerationConfig,
+        callbacks: GenerationCallbacks | None = None,
+        init_latent: torch.Tensor | None = None,
+        init_image: torch.Tensor | None = None,
+        image_prompts: list[tuple[torch.Tensor, float, float]] | None = None,
+    ) -> None:
+        with torch.inference_mode(False):  # ComfyUI calls nodes under inference_mode
+            self._setup(vqgan, clip, config, callbacks, init_latent, init_image, image_prompts)
+
+    def _setup(self, vqgan, clip, config, callbacks, init_latent, init_image, image_prompts) -> None:
+        self.vqgan, self.clip = vqgan, ClipEnsemble.of(clip)
+        if config.seed is None:
+            config = config.replace(seed=random.SystemRandom().randrange(2**31))  # noqa: S311 - not crypto
+        self.config, self.cb = config, callbacks or GenerationCallbacks()
+        self.device = vqgan.codebook.device
+        self.precision = resolve_precision(config.precision, self.device)
+        self.step_index, self.losses = 0, []
+        c, B = config, config.batch_size
+        cb = vqgan.codebook.detach().float()
+        self._cb, self._cb_sq = cb, cb.pow(2).sum(1)
+        self._zmin, self._zmax = cb.amin(0).view(1, -1, 1, 1), cb.amax(0).view(1, -1, 1, 1)
+        # latent
+        if init_latent is not None:
+            z = init_latent.detach().float().to(self.device)
+            z = z.expand(B, -1, -1, -1).clone() if z.shape[0] == 1 else z.clone()
+            if z.shape[0] != B:
+                raise ValueError(f"init_latent batch {z.shape[0]} does not match batch_size {B}")
+        else:
+            gens = [torch.Generator().manual_seed(c.seed + b) for b in range(B)]
+            img = init_image
+            if img is None and c.init == "image":
+                if not c.init_image:
+                    raise ValueError("init 'image' needs init_image (a file, URL or tensor)")
+                img = load_image01(c.init_image)
+            z = make_init_latent(vqgan, c.init, B, c.height, c.width, gens, img)
+        self.z = z.to(self.device).requires_grad_(True)
+        self.z_init = self.z.detach().clone() if c.init_weight else None
+        self.height, self.width = z.shape[-2] * vqgan.downsample_factor, z.shape[-1] * vqgan.downsample_factor
+        # randomness of cutouts/augmentations: a generator on the run device
+        self.gen = torch.Generator(self.device).manual_seed(c.seed * 7919 + 17)
+        self.cutouts = Cutouts(c.cutout_method, c.cutn, c.cut_pow, Augmenter(c.augments, c.aug_noise, c.aug_padding))
+        # targets
+        prompt_strings = c.batch_prompts if c.batch_prompts is not None else [c.prompts] * B
+        schedules = [parse_story(p, c.change_prompts_every, c.image_prompts, c.noise_prompts) for p in prompt_strings]
+        if any("^" in p for p in prompt_strings) and c.change_prompts_every <= 0:
+            log.warning("prompts contain '^' phrase sets but change_prompts_every is 0: only the first set is used")
+        if c.clip_weights is not None:
+            if len(c.clip_weights) != len(self.clip.guides):
+                raise ValueError(f"{len(c.clip_weights)} clip_weights for {len(self.clip.guides)} CLIP models")
+            self.clip = ClipEnsemble([(g, float(w)) for (g, _), w in zip(self.clip.guides, c.clip_weights, strict=True)])
+        self.targets = TargetBank(self.clip, schedules, self._encode_image_prompt, load_image01, image_prompts)
+        self.opt = make_optimizer(c.optimizer, [self.z], lr=c.lr)
+        self.lr_schedule = make_lr_schedule(c.lr_schedule, max(c.steps, 1))
+        self._forward = torch.compile(self._loss) if c.compile else self._loss
+        self._prepare_models()
+        self.targets.at(0)  # encode prompts now, so errors surface before the first step
+
+    # -- setup -------------------------------------------------------------------------------------------
+    def _prepare_models(self) -> None:
+        cl = self.config.channels_last
+        self._channels_last = bool(cl or (cl is None and self.device.type == "cuda"))
+        self._dec: torch.nn.Module | None = None
+        self._clip_models: list[torch.nn.Module | None] = [None] * len(self.clip.guides)
+        if self.precision in ("bf16", "fp16"):  # frozen low-precision copies: no weight casts per step
+            dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
+            self._dec = copy.deepcopy(dec).to(dtype=dt).eval().requires_grad_(False)
+            self._clip_models = [g.lowp_model(dt) for g, _ in self.clip.guides]
+        if self._channels_last:
+            (self._dec or self.vqgan).to(memory_format=torch.channels_last)
+        if self.precision == "classic" and self.device.type == "cuda":
+            # OpenAI clip.load(jit=False) on CUDA gives fp16 weights; a cached copy leaves the caller's guide intact
+            self._clip_models = [g.lowp_model(torch.float16) for g, _ in self.clip.guides]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision in ("bf16", "fp16"):
+            dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dt)
+        return contextlib.nullcontext()
+
+    def _encode_image_prompt(self, guide: ClipGuide, img01: torch.Tensor) -> torch.Tensor:
+        img = fit_image(img01, self.height, self.width).to(self.device)
+        gen = torch.Generator(self.device).manual_seed(self.config.seed * 7919 + 23)
+        with torch.no_grad(), self._autocast():
+            return guide.encode_image(self.cutouts(img, guide.image_size, gen))
+
+    # -- the step ----------------------------------------------------------------------------------------
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest codebook entry per cell (fp32), straight-through gradient to ``z``."""
+        if getattr(getattr(self.vqgan, "config", None), "l2_normalize", False):
+            return self.vqgan.quantize_latent(z)  # cosine lookup: defer to the model
+        B, C, h, w = z.shape
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, C)
+        idx = torch.addmm(self._cb_sq, flat, self._cb.t(), alpha=-2).argmin(1)
+        z_q = self._cb[idx].view(B, h, w, C).permute(0, 3, 1, 2)
+        return z + (z_q - z).detach(), idx.view(B, h, w)
+
+    def render(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent -> image in [0,1] (clamp keeps gradients that pull back into range)."""
+        z_q, _ = self.quantize(z)
+        if self._channels_last:
+            z_q = z_q.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            out = self.vqgan.decode(z_q) if self._dec is None else self._dec(z_q)
+        return clamp_with_grad(out.float().add(1).div(2), 0.0, 1.0)
+
+    def _loss(self, z: torch.Tensor, packs: list, init_factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+        c, B = self.config, z.shape[0]
+        img = self.render(z)
+        per_item = torch.zeros(B, device=z.device)
+        for (guide, gw), tg, model in zip(self.clip.guides, packs, self._clip_models, strict=True):
+            cuts = self.cutouts(img, guide.image_size, self.gen)
+            with self._autocast():
+                emb = guide.encode_image(cuts, model)
+            per_item = per_item + gw * prompt_loss(emb.view(B, c.cutn, -1), tg.embeds, tg.weights, tg.stops)
+        if c.tv_weight:
+            per_item = per_item + c.tv_weight * tv_loss(img)
+        if self.z_init is not None:
+            mse = (z - self.z_init).pow(2).flatten(1).mean(1)
+            per_item = per_item + c.init_weight * init_factor * mse
+        return per_item.sum(), img
+
+    def step(self) -> torch.Tensor:
+        """One optimisation step; returns the (device) loss of the image before the update."""
+        c, i = self.config, self.step_index
+        for g in self.opt.param_groups:
+            g["lr"] = c.lr * self.lr_schedule.factor(i)
+        self.opt.zero_grad(set_to_none=True)
+        factor = init_weight_factor(i, c.steps, c.init_weight_decay) if self.z_init is not None else 0.0
+        loss, img = self._forward(self.z, self.targets.at(i), factor)
+        wants_img = (c.save_every and i % c.save_every == 0 and self.cb.save) or (
+            c.preview_every and i % c.preview_every == 0 and self.cb.preview
+        )
+        if wants_img:
+            shown = img.detach().float().cpu()
+            if c.save_every and i % c.save_every == 0 and self.cb.save:
+                self.cb.save(i, shown)
+            if c.preview_every and i % c.preview_every == 0 and self.cb.preview:
+                self.cb.preview(i, shown)
+        loss.backward()
+        self.opt.step()
+        if c.clamp_latent:
+            with torch.no_grad():
+                self.z.copy_(torch.maximum(torch.minimum(self.z, self._zmax), self._zmin))
+        self.step_index += 1
+        return loss.detach()
+
+    # -- the run -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def result(self, interrupted: bool = False) -> GenerationResult:
+        """Decode the current latent into the final images."""
+        z_q, idx = self.quantize(self.z.detach())
+        with self._autocast():
+            img = (self.vqgan.decode(z_q) if self._dec is None else self._dec(z_q)).float().add(1).div(2).clamp(0, 1)
+        return GenerationResult(img.cpu(), self.z.detach().clone(), idx, self.config, list(self.losses),
+                                self.step_index, interrupted)
+
+    def run(self) -> GenerationResult:
+        """Run the remaining steps with callbacks; weights' ``requires_grad``/modes are restored afterwards."""
+        c, interrupted = self.config, False
+        mods = [self.vqgan] + [g.model for g, _ in self.clip.guides]
+        with _run_context(mods, c.deterministic):
+            while self.step_index < c.steps:
+                if self.cb.should_stop is not None and self.cb.should_stop():
+                    interrupted = True
+                    break
+                i = self.step_index
+                loss = self.step()
+                value = None
+                if (c.log_every and i % c.log_every == 0) or self.step_index == c.steps:
+                    value = float(loss)  # the only host sync of the loop
+                    self.losses.append((i, value))
+                    self.lr_schedule.observe(value)
+                if self.cb.progress is not None:
+                    self.cb.progress(self.step_index, c.steps, value)
+            return self.result(interrupted)
+
+
+def run_generation(
+    vqgan: torch.nn.Module,
+    clip: ClipGuide | ClipEnsemble | list,
+    config: GenerationConfig,
+    callbacks: GenerationCallbacks | None = None,
+    **kwargs,
+) -> GenerationResult:
+    """Convenience: ``GenerationLoop(vqgan, clip, config, callbacks, **kwargs).run()``."""
+    return GenerationLoop(vqgan, clip, config, callbacks, **kwargs).run()
