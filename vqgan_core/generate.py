@@ -39,6 +39,11 @@ __all__ = ["GenerationCallbacks", "GenerationLoop", "GenerationResult", "resolve
 log = logging.getLogger(__name__)
 
 
+def _stream_seed(seed: int, stream: int) -> int:
+    """An independent generator seed per random stream, kept inside torch's 64-bit seed range."""
+    return (seed * 7919 + stream) % 2**64
+
+
 @dataclass
 class GenerationCallbacks:
     """Hooks called by the loop (all optional).
@@ -149,7 +154,7 @@ class GenerationLoop:
             if z.shape[0] != B:
                 raise ValueError(f"init_latent batch {z.shape[0]} does not match batch_size {B}")
         else:
-            gens = [torch.Generator().manual_seed(c.seed + b) for b in range(B)]
+            gens = [torch.Generator().manual_seed((c.seed + b) % 2**64) for b in range(B)]
             img = init_image
             if img is None and c.init == "image":
                 if not c.init_image:
@@ -160,7 +165,7 @@ class GenerationLoop:
         self.z_init = self.z.detach().clone() if c.init_weight else None
         self.height, self.width = z.shape[-2] * vqgan.downsample_factor, z.shape[-1] * vqgan.downsample_factor
         # randomness of cutouts/augmentations: a generator on the run device
-        self.gen = torch.Generator(self.device).manual_seed(c.seed * 7919 + 17)
+        self.gen = torch.Generator(self.device).manual_seed(_stream_seed(c.seed, 17))
         self.cutouts = Cutouts(c.cutout_method, c.cutn, c.cut_pow, Augmenter(c.augments, c.aug_noise, c.aug_padding))
         # targets
         prompt_strings = c.batch_prompts if c.batch_prompts is not None else [c.prompts] * B
@@ -203,7 +208,7 @@ class GenerationLoop:
 
     def _encode_image_prompt(self, guide: ClipGuide, img01: torch.Tensor) -> torch.Tensor:
         img = fit_image(img01, self.height, self.width).to(self.device)
-        gen = torch.Generator(self.device).manual_seed(self.config.seed * 7919 + 23)
+        gen = torch.Generator(self.device).manual_seed(_stream_seed(self.config.seed, 23))
         with torch.no_grad(), self._autocast():
             return guide.encode_image(self.cutouts(img, guide.image_size, gen))
 

@@ -1,0 +1,224 @@
+"""Small helpers that hide ComfyUI plumbing from the node files.
+
+Everything ComfyUI-specific that is not a schema lives here: model folders, devices, the
+``inference_mode`` escape hatch, progress bars with JPEG previews and interruption. ``folder_paths``
+and ``comfy.*`` are imported inside the functions, so the CI stubs (tests/comfy_stubs) can be swapped
+in per test and the module imports without ComfyUI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import torch
+
+log = logging.getLogger(__name__)
+
+VQGAN_FOLDER = "vqgan"
+CLIP_FOLDER = "clip_guide"
+VQGAN_EXTENSIONS = {".safetensors", ".ckpt"}
+CLIP_EXTENSIONS = {".safetensors", ".bin", ".pt", ".pth"}
+DEMO_NAME = "demo"
+
+
+def register_model_folders() -> None:
+    """Register ``models/vqgan`` and ``models/clip_guide`` with ComfyUI.
+
+    Uses ``add_model_folder_path`` so entries a user put in ``extra_model_paths.yaml`` (loaded before
+    packs are imported) are kept, then sets the extensions on the existing tuple.
+    """
+    import folder_paths
+
+    for name, exts in ((VQGAN_FOLDER, VQGAN_EXTENSIONS), (CLIP_FOLDER, CLIP_EXTENSIONS)):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+        paths, old_exts = folder_paths.folder_names_and_paths[name]
+        folder_paths.folder_names_and_paths[name] = (paths, set(old_exts) | exts)
+
+
+EXAMPLE_INPUTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "workflows", "example_inputs")
+
+
+def install_example_inputs() -> list[str]:
+    """Copy the example workflows' input images into ComfyUI's input folder (never overwrites).
+
+    The shipped workflows use Load Image on these files; without them the workflows would fail
+    validation with "Invalid image file". Returns the names copied.
+    """
+    import shutil
+
+    import folder_paths
+
+    if not os.path.isdir(EXAMPLE_INPUTS_DIR):
+        return []
+    dest_dir = folder_paths.get_input_directory()
+    os.makedirs(dest_dir, exist_ok=True)
+    copied = []
+    for name in sorted(os.listdir(EXAMPLE_INPUTS_DIR)):
+        dest = os.path.join(dest_dir, name)
+        if name.lower().endswith(".png") and not os.path.exists(dest):
+            shutil.copyfile(os.path.join(EXAMPLE_INPUTS_DIR, name), dest)
+            copied.append(name)
+    if copied:
+        log.info("VQGAN+CLIP: copied example inputs %s to %s", copied, dest_dir)
+    return copied
+
+
+def list_models(folder: str) -> list[str]:
+    """Files in a model folder (sorted); empty when the folder is unknown."""
+    import folder_paths
+
+    try:
+        return sorted(folder_paths.get_filename_list(folder))
+    except KeyError:
+        return []
+
+
+def list_model_folders(folder: str) -> list[str]:
+    """Sub-folders of a model folder that hold an open_clip model (``open_clip_config.json``)."""
+    import folder_paths
+
+    try:
+        bases = folder_paths.get_folder_paths(folder)
+    except KeyError:
+        return []
+    found = set()
+    for base in bases:
+        if not os.path.isdir(base):
+            continue
+        for root, _dirs, files in os.walk(base, followlinks=True):
+            if "open_clip_config.json" in files and root != base:
+                found.add(os.path.relpath(root, base).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def model_folder_path(folder: str, name: str) -> str:
+    """Full path of a model sub-folder ``name`` (ValueError naming the searched folders)."""
+    import folder_paths
+
+    bases = folder_paths.get_folder_paths(folder)
+    for base in bases:
+        path = os.path.join(base, name)
+        if os.path.isfile(os.path.join(path, "open_clip_config.json")):
+            return path
+    raise ValueError(f"No open_clip folder '{name}' (with open_clip_config.json) in models/{folder} "
+                     f"(searched: {', '.join(bases)}).")
+
+
+def model_path(folder: str, name: str) -> str:
+    """Full path of ``name`` in ``folder``, or a ValueError that tells the user where to put it."""
+    import folder_paths
+
+    path = folder_paths.get_full_path(folder, name)
+    if path is None:
+        dirs = ", ".join(folder_paths.get_folder_paths(folder))
+        raise ValueError(f"Model file '{name}' was not found in models/{folder} (searched: {dirs}).")
+    return path
+
+
+def compute_device() -> torch.device:
+    """Device where the maths runs (``--cpu`` gives cpu)."""
+    import comfy.model_management as mm
+
+    return mm.get_torch_device()
+
+
+def output_device() -> torch.device:
+    """Device where node outputs live (CPU unless ``--gpu-only``)."""
+    import comfy.model_management as mm
+
+    return mm.intermediate_device()
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel."""
+    import comfy.model_management as mm
+
+    mm.throw_exception_if_processing_interrupted()
+
+
+@contextlib.contextmanager
+def outside_inference_mode() -> Iterator[None]:
+    """Leave ComfyUI's ``torch.inference_mode()`` so loaded weights are normal tensors.
+
+    Models loaded under inference mode can never take part in autograd later, so every loader
+    builds its model inside this context.
+    """
+    with torch.inference_mode(False):
+        yield
+
+
+@contextlib.contextmanager
+def gradients_on() -> Iterator[None]:
+    """Leave inference mode and switch gradients on, for the optimisation loop."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def bchw_to_image(x: torch.Tensor) -> torch.Tensor:
+    """[B,3,H,W] in [0,1] -> ComfyUI IMAGE [B,H,W,3] float32 on the output device."""
+    return x.clamp(0, 1).movedim(1, -1).float().contiguous().to(output_device())
+
+
+def image_to_bchw(image: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """ComfyUI IMAGE [B,H,W,C] in [0,1] -> [B,3,H,W]; drops alpha, repeats grey."""
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    x = image[..., :3].movedim(-1, 1).float()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.to(device) if device is not None else x
+
+
+class Progress:
+    """ComfyUI progress bar fed by the engine's callbacks, with JPEG previews and interruption.
+
+    ``should_stop`` (before each step) and ``progress`` (after each step) both call
+    ``throw_exception_if_processing_interrupted``, so Cancel stops the run at the next step with
+    ComfyUI's own InterruptProcessingException. ``preview`` keeps the newest image, which goes out
+    with the next progress update as a ``("JPEG", PIL image, max size)`` tuple (what KSampler sends).
+    """
+
+    def __init__(self, total: int, preview_size: int | None = None) -> None:
+        """Create the ComfyUI bar for ``total`` steps (preview size: ComfyUI's ``--preview-size``)."""
+        import comfy.utils
+
+        self.total = max(int(total), 1)
+        self.preview_size = preview_size or _preview_size()
+        self.bar = comfy.utils.ProgressBar(self.total)
+        self._pending = None
+
+    def should_stop(self) -> bool:
+        """Engine hook before every step: raise if the user pressed Cancel."""
+        check_interrupt()
+        return False
+
+    def preview(self, step: int, images: torch.Tensor) -> None:
+        """Engine hook every N steps: keep the first image for the next progress update."""
+        self._pending = ("JPEG", to_pil(images), self.preview_size)
+
+    def progress(self, step: int, total: int, loss: float | None = None) -> None:
+        """Engine hook after every step: update the bar (with a pending preview), check Cancel."""
+        preview, self._pending = self._pending, None
+        self.bar.update_absolute(step, total, preview)
+        check_interrupt()
+
+
+def _preview_size() -> int:
+    """ComfyUI's ``--preview-size`` (512 when it cannot be read, e.g. under the test stubs)."""
+    try:
+        from comfy.cli_args import args
+    except ImportError:
+        return 512
+    return int(getattr(args, "preview_size", 512) or 512)
+
+
+def to_pil(x: torch.Tensor):  # noqa: ANN201 - PIL is imported lazily
+    """First image of a [B,3,H,W] batch in [0,1] as a PIL image."""
+    from PIL import Image
+
+    arr = (x[0].detach().float().clamp(0, 1).movedim(0, -1).cpu().numpy() * 255).round().astype("uint8")
+    return Image.fromarray(arr)

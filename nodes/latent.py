@@ -1,0 +1,180 @@
+"""Latent nodes: VQGAN Encode, VQGAN Decode, Random VQ Latent, Resize VQ Latent.
+
+A VQ latent carries the continuous ``z`` (codebook space, before quantisation) and its model;
+decoding always quantises first, so what you see is what the codes give.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from comfy_api.latest import io
+
+from . import comfy_adapters as ca
+from .types import Latent, VQGANModel, VQLatent
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "vqgan_clip/latent"
+MAX_SIZE = 4096
+
+
+def crop_to_multiple(x: torch.Tensor, f: int) -> torch.Tensor:
+    """Centre-crop [B,C,H,W] so H and W are multiples of the downsampling factor ``f``."""
+    h, w = x.shape[-2:]
+    nh, nw = (h // f) * f, (w // f) * f
+    if nh == 0 or nw == 0:
+        raise ValueError(f"The image is {w}x{h} pixels but this VQGAN needs at least {f}x{f} "
+                         f"(its downsampling factor is {f}).")
+    if (nh, nw) != (h, w):
+        log.warning("Cropping image from %dx%d to %dx%d (multiple of f=%d)", w, h, nw, nh, f)
+        top, left = (h - nh) // 2, (w - nw) // 2
+        x = x[..., top:top + nh, left:left + nw]
+    return x
+
+
+def decode_latent(latent: Latent, model=None) -> torch.Tensor:  # noqa: ANN001
+    """Quantise and decode a latent to [B,3,H,W] in [0,1] on the compute device."""
+    model = latent.model if model is None else model
+    device = ca.compute_device()
+    z = latent.z.to(device)
+    z_q, _ = model.quantize_latent(z)
+    return ((model.decode(z_q) + 1) / 2).clamp(0, 1)
+
+
+class VQGANEncode(io.ComfyNode):
+    """IMAGE -> VQ latent."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: vqgan + image."""
+        return io.Schema(
+            node_id="VQGAN_Encode",
+            display_name="VQGAN Encode",
+            category=CATEGORY,
+            description="Encodes an image into the VQGAN's latent (centre-cropped to a multiple of the "
+            "downsampling factor).",
+            inputs=[VQGANModel.Input("vqgan"), io.Image.Input("image")],
+            outputs=[VQLatent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, vqgan, image: torch.Tensor) -> io.NodeOutput:  # noqa: ANN001
+        """Encode to the pre-quantisation latent (its nearest codes are the image's codes)."""
+        device = ca.compute_device()
+        x = crop_to_multiple(ca.image_to_bchw(image, device), vqgan.downsample_factor)
+        with torch.no_grad():
+            z = vqgan.encode_to_prequant(x * 2 - 1)
+        return io.NodeOutput(Latent(z=z.to(ca.output_device()), model=vqgan))
+
+
+class VQGANDecode(io.ComfyNode):
+    """VQ latent -> IMAGE."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: latent only (it carries its model)."""
+        return io.Schema(
+            node_id="VQGAN_Decode",
+            display_name="VQGAN Decode",
+            category=CATEGORY,
+            description="Quantises the latent to its nearest codes and decodes it to an image.",
+            inputs=[VQLatent.Input("latent")],
+            outputs=[io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, latent: Latent) -> io.NodeOutput:
+        """Decode the whole batch."""
+        with torch.no_grad():
+            x = decode_latent(latent)
+        return io.NodeOutput(ca.bchw_to_image(x))
+
+
+def init_type_names() -> list[str]:
+    """Init types of the engine: random codes, the optional image, or a noise image."""
+    from vqgan_core.init import NOISE_IMAGES
+
+    return ["random", "image", *NOISE_IMAGES.names()]
+
+
+class RandomVQLatent(io.ComfyNode):
+    """A starting latent: random codes, a noise image (pixels, gradient, perlin) or an init image, seeded."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: size, seed, init type, batch, optional init image."""
+        return io.Schema(
+            node_id="VQGAN_RandomLatent",
+            display_name="Random VQ Latent",
+            category=CATEGORY,
+            description="Creates a seeded starting latent (image i of the batch uses seed + i, so it equals a "
+            "single run with that seed). init 'image' resizes and crops the init image to width x height.",
+            inputs=[
+                VQGANModel.Input("vqgan"),
+                io.Int.Input("width", default=256, min=8, max=MAX_SIZE, step=8),
+                io.Int.Input("height", default=256, min=8, max=MAX_SIZE, step=8),
+                io.Int.Input("seed", default=0, min=0, max=2**32 - 1, step=1, control_after_generate=True),
+                io.Combo.Input("init", options=init_type_names(), default="random",
+                               tooltip="random: random codes; image: the init image; others: encoded noise."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, step=1),
+                io.Image.Input("init_image", optional=True, tooltip="Used when init is 'image'."),
+            ],
+            outputs=[VQLatent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, init: str = "random") -> bool | str:
+        """Only checks the init name (other inputs keep ComfyUI's own min/max checks)."""
+        names = init_type_names()
+        return True if init in names else f"Unknown init '{init}'. Choose one of: {', '.join(names)}."
+
+    @classmethod
+    def execute(cls, vqgan, width: int, height: int, seed: int, init: str,  # noqa: ANN001
+                batch_size: int, init_image: torch.Tensor | None = None) -> io.NodeOutput:
+        """Build the latent with the engine's ``init_latent`` (one generator per image)."""
+        from vqgan_core.init import init_latent
+
+        f = vqgan.downsample_factor
+        w, h = (width // f) * f, (height // f) * f
+        if w == 0 or h == 0:
+            raise ValueError(f"Width and height must be at least {f} pixels for this VQGAN (got {width}x{height}).")
+        if init == "image" and init_image is None:
+            raise ValueError("init is 'image' but no init_image is connected: connect an image or pick another init.")
+        gens = [torch.Generator().manual_seed((int(seed) + i) % 2**32) for i in range(batch_size)]
+        image = ca.image_to_bchw(init_image, ca.compute_device()) if init_image is not None else None
+        with torch.no_grad():
+            z = init_latent(vqgan, init, batch_size, h, w, gens, image=image if init == "image" else None)
+        return io.NodeOutput(Latent(z=z.to(ca.output_device()), model=vqgan))
+
+
+class ResizeVQLatent(io.ComfyNode):
+    """Change the token grid of a latent (coarse-to-fine: optimise small, enlarge, optimise again)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: latent + scale."""
+        return io.Schema(
+            node_id="VQGAN_ResizeLatent",
+            display_name="Resize VQ Latent",
+            category=CATEGORY,
+            description="Scales the latent's token grid (nearest keeps the codes, bilinear blends). Chain with "
+            "VQGAN+CLIP Optimize for coarse-to-fine.",
+            inputs=[
+                VQLatent.Input("latent"),
+                io.Float.Input("scale", default=2.0, min=0.25, max=8.0, step=0.25, round=0.01),
+                io.Combo.Input("mode", options=["nearest", "bilinear"], default="nearest"),
+            ],
+            outputs=[VQLatent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, latent: Latent, scale: float, mode: str) -> io.NodeOutput:
+        """Interpolate z; the optimiser state is dropped (its shapes no longer match)."""
+        h, w = latent.z.shape[-2:]
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        kwargs = {"align_corners": False} if mode == "bilinear" else {}
+        z = F.interpolate(latent.z.float(), size=(nh, nw), mode=mode, **kwargs)
+        return io.NodeOutput(Latent(z=z, model=latent.model))

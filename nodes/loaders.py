@@ -1,0 +1,184 @@
+"""Loader nodes: Load VQGAN, Load CLIP Guide, Combine CLIP Guides.
+
+Models are built outside ``inference_mode`` (see comfy_adapters.outside_inference_mode) and kept in a
+small module-level cache: V3 node classes are cloned per run, so state on ``cls`` would be lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from comfy_api.latest import io
+
+from . import comfy_adapters as ca
+from .types import ClipGuide, VQGANModel
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "vqgan_clip/loaders"
+_CACHE: dict[tuple, Any] = {}
+_CACHE_SIZE = 4
+
+
+def _cached(key: tuple, build):  # noqa: ANN001, ANN202 - tiny internal helper
+    """Return the cached model for ``key`` or build it (evicting the oldest entry)."""
+    if key in _CACHE:
+        return _CACHE[key]
+    value = build()
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = value
+    return value
+
+
+def vqgan_choices() -> list[str]:
+    """'demo' plus every .safetensors/.ckpt in models/vqgan."""
+    return [ca.DEMO_NAME, *ca.list_models(ca.VQGAN_FOLDER)]
+
+
+def resolve_vqgan(name: str) -> str:
+    """Full path (or 'demo') of a VQGAN choice, checking that a .ckpt has its .yaml beside it."""
+    if name == ca.DEMO_NAME:
+        return name
+    path = ca.model_path(ca.VQGAN_FOLDER, name)
+    if path.endswith(".ckpt"):
+        yaml_path = os.path.splitext(path)[0] + ".yaml"
+        if not os.path.isfile(yaml_path):
+            raise ValueError(
+                f"VQGAN '{name}' is a taming .ckpt and needs its config next to it: put "
+                f"'{os.path.basename(yaml_path)}' in the same folder ({os.path.dirname(path)})."
+            )
+    return path
+
+
+class LoadVQGAN(io.ComfyNode):
+    """Load a VQGAN autoencoder (taming .ckpt + .yaml, our .safetensors, or the bundled demo)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: one combo of model files."""
+        return io.Schema(
+            node_id="VQGAN_Load",
+            display_name="Load VQGAN",
+            category=CATEGORY,
+            description="Loads a VQGAN from models/vqgan (.safetensors, or a taming .ckpt with its .yaml). "
+            "'demo' is the tiny model shipped with the pack (runs on CPU).",
+            inputs=[io.Combo.Input("vqgan_name", options=vqgan_choices(), default=ca.DEMO_NAME,
+                                   tooltip="File in models/vqgan, or 'demo'.")],
+            outputs=[VQGANModel.Output(display_name="vqgan")],
+        )
+
+    @classmethod
+    def execute(cls, vqgan_name: str) -> io.NodeOutput:
+        """Load (or reuse) the model on the compute device."""
+        from vqgan_core import load_vqgan
+
+        path = resolve_vqgan(vqgan_name)
+        device = ca.compute_device()
+        mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
+
+        def build():  # noqa: ANN202
+            with ca.outside_inference_mode():
+                model = load_vqgan(path, device=str(device))
+                model.eval().requires_grad_(False)
+            return model
+
+        return io.NodeOutput(_cached(("vqgan", path, mtime, str(device)), build))
+
+
+def clip_model_choices() -> list[str]:
+    """'demo', open_clip folders found in models/clip_guide ('local:<folder>'), then open_clip names."""
+    import open_clip
+
+    return [ca.DEMO_NAME, *(f"local:{d}" for d in ca.list_model_folders(ca.CLIP_FOLDER)), *open_clip.list_models()]
+
+
+def clip_pretrained_choices() -> list[str]:
+    """'none', weight files in models/clip_guide, then every open_clip pretrained tag (downloaded when online)."""
+    import open_clip
+
+    tags = sorted({tag for _name, tag in open_clip.list_pretrained()})
+    return ["none", *ca.list_models(ca.CLIP_FOLDER), *tags]
+
+
+class LoadCLIPGuide(io.ComfyNode):
+    """Load one CLIP model (open_clip) as a guide."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: model name + pretrained weights."""
+        return io.Schema(
+            node_id="VQClip_LoadGuide",
+            display_name="Load CLIP Guide",
+            category=CATEGORY,
+            description="Loads an open_clip model. 'pretrained' is a weights file from models/clip_guide or an "
+            "open_clip tag (downloaded by open_clip when online). 'demo' is the tiny shipped CLIP (64x64 "
+            "shapes) and 'local:<folder>' an open_clip folder in models/clip_guide; both ignore 'pretrained'.",
+            inputs=[
+                io.Combo.Input("clip_name", options=clip_model_choices(), default=ca.DEMO_NAME),
+                io.Combo.Input("pretrained", options=clip_pretrained_choices(), default="none",
+                               tooltip="Weights file in models/clip_guide, or an open_clip tag such as 'openai'."),
+            ],
+            outputs=[ClipGuide.Output(display_name="clip_guide")],
+        )
+
+    @classmethod
+    def execute(cls, clip_name: str, pretrained: str) -> io.NodeOutput:
+        """Resolve names to paths and load (cached) on the compute device."""
+        from vqgan_core.clip_guide import load_clip
+
+        name = clip_name
+        if clip_name.startswith("local:"):
+            name = ca.model_folder_path(ca.CLIP_FOLDER, clip_name[len("local:"):])
+        weights = pretrained
+        if pretrained in ca.list_models(ca.CLIP_FOLDER):
+            weights = ca.model_path(ca.CLIP_FOLDER, pretrained)
+        elif pretrained == "none" and clip_name != ca.DEMO_NAME and not clip_name.startswith("local:"):
+            log.warning("CLIP %s with pretrained 'none' has random weights: it will not guide anything useful",
+                        clip_name)
+        device = ca.compute_device()
+
+        def build():  # noqa: ANN202
+            with ca.outside_inference_mode():
+                return load_clip(name, weights, device=device)
+
+        return io.NodeOutput(_cached(("clip", name, weights, str(device)), build))
+
+
+class CombineCLIPGuides(io.ComfyNode):
+    """Several CLIP models as one weighted guide (each sees its own cutouts at its own size)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: two guides (a third optional) with weights."""
+        w = {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.05, "round": 0.001}
+        return io.Schema(
+            node_id="VQClip_CombineGuides",
+            display_name="Combine CLIP Guides",
+            category=CATEGORY,
+            description="Makes an ensemble: the loss is the weighted sum over the CLIP models. Ensembles can be "
+            "combined again (weights multiply).",
+            inputs=[
+                ClipGuide.Input("guide_1"), io.Float.Input("weight_1", **w),
+                ClipGuide.Input("guide_2"), io.Float.Input("weight_2", **w),
+                ClipGuide.Input("guide_3", optional=True), io.Float.Input("weight_3", **w),
+            ],
+            outputs=[ClipGuide.Output(display_name="clip_guide")],
+        )
+
+    @classmethod
+    def execute(cls, guide_1, weight_1: float, guide_2, weight_2: float,  # noqa: ANN001
+                weight_3: float = 1.0, guide_3=None) -> io.NodeOutput:  # noqa: ANN001
+        """Flatten the inputs into one ClipEnsemble."""
+        from vqgan_core.clip_guide import ClipEnsemble
+
+        members = []
+        for guide, weight in ((guide_1, weight_1), (guide_2, weight_2), (guide_3, weight_3)):
+            if guide is None:
+                continue
+            members += [(g, w * weight) for g, w in ClipEnsemble.of(guide).guides]
+        if sum(w for _, w in members) <= 0:
+            raise ValueError("All CLIP guide weights are 0: give at least one guide a weight above 0.")
+        return io.NodeOutput(ClipEnsemble(members))

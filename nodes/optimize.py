@@ -1,0 +1,241 @@
+"""VQGAN+CLIP Optimize (latent in, latent out; chainable) and the one-node VQGAN+CLIP Generate.
+
+The loop itself is ``vqgan_core.generate``; this file maps widgets to a ``GenerationConfig``, runs it
+outside ComfyUI's inference mode with gradients on, and reports progress/previews/interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from comfy_api.latest import io
+
+from . import comfy_adapters as ca
+from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "vqgan_clip/sampling"
+SEED_MAX = 2**32 - 1  # the engine derives generator seeds as seed * 7919 + k
+
+
+def optimizer_choices() -> list[str]:
+    """Optimiser names of the engine's registry."""
+    from vqgan_core.optimizers import optimizer_names
+
+    return optimizer_names()
+
+
+def cutout_choices() -> list[str]:
+    """Cutout methods of the engine's registry."""
+    from vqgan_core.cutouts import cutout_names
+
+    return cutout_names()
+
+
+def check_augments(augmentations: str) -> str | None:
+    """None when the augmentation codes are valid, else a message listing the valid codes."""
+    from vqgan_core.augment import augment_names, parse_augments
+
+    try:
+        parse_augments(augmentations)
+    except ValueError:
+        return (f"Unknown augmentation in '{augmentations}'. Use comma-separated codes from: "
+                f"{', '.join(augment_names())} (or 'none').")
+    return None
+
+
+def prompt_string(targets: Targets) -> str:
+    """Text targets back into the engine's grammar (explicit weight and stop, so colons in text survive)."""
+    return "|".join(f"{t.text}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "text")
+
+
+def image_prompts(targets: Targets) -> list[tuple[torch.Tensor, float, float]]:
+    """Image targets as the engine's ``(image01 [1,3,H,W], weight, stop)`` tuples."""
+    return [(t.image, t.weight, t.stop) for t in targets.items if t.kind == "image"]
+
+
+def make_config(settings: dict, **extra):  # noqa: ANN003, ANN201
+    """GenerationConfig from node settings (errors name the setting)."""
+    from vqgan_core.gen_config import GenerationConfig
+
+    return GenerationConfig.from_dict({**settings, **extra})
+
+
+def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings: dict,  # noqa: ANN001
+               state: dict, preview_every: int):  # noqa: ANN201
+    """Run ``vqgan_core.generate`` from ``z0`` (or its own init when None).
+
+    Returns the engine's GenerationResult and the state to continue from: the optimiser name and
+    its ``state_dict`` (Adam moments), restored into the next Optimize when the optimiser and the
+    latent shape match, so a chained Optimize continues the run instead of restarting it.
+    """
+    from vqgan_core.generate import GenerationCallbacks, GenerationLoop
+
+    progress = ca.Progress(settings["steps"])
+    callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
+                                    should_stop=progress.should_stop)
+    config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
+    loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets))
+    opt_state = state.get("optimizer_state")
+    if opt_state is not None and state.get("optimizer") == settings["optimizer"] \
+            and tuple(state.get("shape", ())) == tuple(loop.z.shape):
+        loop.opt.load_state_dict(opt_state)
+        for g in loop.opt.param_groups:  # the new lr widget wins over the stored one
+            g["lr"] = g["initial_lr"] = settings["lr"]
+    elif opt_state is not None:
+        log.info("Not continuing the optimiser state (different optimiser or latent size): starting fresh")
+    result = loop.run()
+    new_state = {"optimizer": settings["optimizer"], "shape": tuple(result.latent.shape),
+                 "optimizer_state": loop.opt.state_dict(), "steps": state.get("steps", 0) + result.steps_done}
+    return result, new_state
+
+
+def optimize_latent(latent: Latent, model, guide, targets: Targets, settings: dict,  # noqa: ANN001
+                    preview_every: int, continue_run: bool) -> Latent:
+    """Shared body of Optimize and Generate: checks, device moves, grad mode, engine call."""
+    if latent.model is not model and tuple(latent.model.codebook.shape) != tuple(model.codebook.shape):
+        raise ValueError(
+            "The latent was made with a different VQGAN (codebook "
+            f"{tuple(latent.model.codebook.shape)}) than the one connected ({tuple(model.codebook.shape)}). "
+            "Connect the same Load VQGAN to both, or re-encode the image with this VQGAN."
+        )
+    if not targets.items:
+        raise ValueError("No targets: connect a CLIP Text Prompt or CLIP Image Prompt.")
+    state = dict(latent.state) if continue_run else {}
+    device = ca.compute_device()
+    h, w = latent.z.shape[-2:]
+    f = model.downsample_factor
+    settings = {**settings, "batch_size": latent.batch, "width": int(w) * f, "height": int(h) * f}
+    with ca.gradients_on():
+        z0 = latent.z.to(device).clone()  # a normal tensor, even if the input is an inference tensor
+        result, new_state = run_engine(model, guide, targets, z0, settings, state, preview_every)
+    return Latent(z=result.latent.detach().to(ca.output_device()), model=model, state=new_state)
+
+
+def common_inputs(steps: int = 50) -> list:
+    """Widgets shared by Optimize and Generate."""
+    return [
+        io.Int.Input("steps", default=steps, min=1, max=10000, step=1),
+        io.Combo.Input("optimizer", options=optimizer_choices(), default="adam"),
+        io.Float.Input("lr", default=0.1, min=0.0001, max=10.0, step=0.001, round=0.0001,
+                       tooltip="Learning rate of the latent (classic 0.1)."),
+        io.Int.Input("cutouts", default=32, min=1, max=256, step=1,
+                     tooltip="Cutouts per image per step (CPU: 8-16)."),
+        io.Combo.Input("cutout_method", options=cutout_choices(), default="latest"),
+        io.String.Input("augmentations", default="Af,Pe,Ji,Er",
+                        tooltip="Comma-separated kornia-style codes (Af affine, Pe perspective, Ji jitter, "
+                        "Er erasing, ...) or 'none'."),
+        io.Int.Input("seed", default=0, min=0, max=SEED_MAX, step=1, control_after_generate=True),
+    ]
+
+
+class VQGANCLIPOptimize(io.ComfyNode):
+    """Optimise a VQ latent towards CLIP targets; chain several to continue a run."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: latent, model, guide, targets, optimiser settings -> latent."""
+        return io.Schema(
+            node_id="VQGAN_CLIPOptimize",
+            display_name="VQGAN+CLIP Optimize",
+            category=CATEGORY,
+            description="Moves the latent so its decoded image matches the CLIP targets. The output latent "
+            "keeps the optimiser state, so a second Optimize continues the same run (story: change the "
+            "prompt; coarse-to-fine: Resize VQ Latent in between).",
+            inputs=[
+                VQLatent.Input("latent"),
+                VQGANModel.Input("vqgan"),
+                ClipGuide.Input("clip_guide"),
+                ClipTargets.Input("targets"),
+                *common_inputs(),
+                io.Float.Input("init_weight", default=0.0, min=0.0, max=100.0, step=0.01, round=0.001,
+                               tooltip="Pull back towards the input latent (keeps an init image's layout)."),
+                io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
+                               tooltip="Total-variation smoothing of the image."),
+                io.Boolean.Input("continue_run", default=True,
+                                 tooltip="Reuse the optimiser state carried by the latent (from a previous "
+                                 "Optimize)."),
+                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
+                             tooltip="Show a preview every N steps (0 = none; decoding costs time)."),
+            ],
+            outputs=[VQLatent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er") -> bool | str:
+        """Only the augmentation codes need a custom check."""
+        if augmentations is None:
+            return True
+        return check_augments(augmentations) or True
+
+    @classmethod
+    def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, steps: int, optimizer: str,  # noqa: ANN001
+                lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
+                tv_weight: float, continue_run: bool, preview_every: int) -> io.NodeOutput:
+        """Run ``steps`` steps."""
+        settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
+                    "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
+                    "init_weight": init_weight, "tv_weight": tv_weight}
+        out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run)
+        return io.NodeOutput(out)
+
+
+class VQGANCLIPGenerate(io.ComfyNode):
+    """Text in, image out: random latent + Optimize + Decode in one node."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: models, prompt, size, steps, seed (+ the optimiser widgets)."""
+        return io.Schema(
+            node_id="VQGAN_CLIPGenerate",
+            display_name="VQGAN+CLIP Generate",
+            category=CATEGORY,
+            description="The whole VQGAN+CLIP run in one node: random codes, optimise towards the prompt, "
+            "decode. For more control use Random VQ Latent -> VQGAN+CLIP Optimize -> VQGAN Decode.",
+            inputs=[
+                VQGANModel.Input("vqgan"),
+                ClipGuide.Input("clip_guide"),
+                io.String.Input("prompt", multiline=True, default="a red circle on a blue background"),
+                io.Int.Input("width", default=256, min=8, max=4096, step=8),
+                io.Int.Input("height", default=256, min=8, max=4096, step=8),
+                *common_inputs(steps=100),
+                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1),
+            ],
+            outputs=[io.Image.Output(display_name="image"), VQLatent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, prompt: str = "", augmentations: str = "Af,Pe,Ji,Er") -> bool | str:
+        """Check the prompt grammar and augmentation codes before the run."""
+        from .prompts import parse_text_targets
+
+        if prompt is not None:
+            try:
+                parse_text_targets(prompt, 1.0)
+            except ValueError as e:
+                return str(e)
+        if augmentations is not None:
+            return check_augments(augmentations) or True
+        return True
+
+    @classmethod
+    def execute(cls, vqgan, clip_guide, prompt: str, width: int, height: int, steps: int,  # noqa: ANN001
+                optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int,
+                preview_every: int) -> io.NodeOutput:
+        """The engine's own run (same seed and settings give the same image as the CLI)."""
+        from .prompts import parse_text_targets
+
+        targets = parse_text_targets(prompt, 1.0)
+        settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
+                    "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
+                    "width": width, "height": height, "init": "random"}
+        f = vqgan.downsample_factor
+        settings["width"], settings["height"] = (width // f) * f, (height // f) * f
+        if settings["width"] == 0 or settings["height"] == 0:
+            raise ValueError(f"Width and height must be at least {f} pixels for this VQGAN (got {width}x{height}).")
+        with ca.gradients_on():
+            result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every)
+        latent = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan, state=state)
+        return io.NodeOutput(ca.bchw_to_image(result.images), latent)

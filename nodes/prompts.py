@@ -1,0 +1,128 @@
+"""Target nodes: CLIP Text Prompt, CLIP Image Prompt, Combine Targets.
+
+Targets stay un-embedded (text and images) until an Optimize/Score node embeds them with its guide,
+so one prompt node can feed several guides and ensembles.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from . import comfy_adapters as ca
+from .types import ClipTargets, Target, Targets
+
+CATEGORY = "vqgan_clip/prompts"
+WEIGHT = {"min": -100.0, "max": 100.0, "step": 0.05, "round": 0.001}
+STOP = {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.01, "round": 0.001,
+        "tooltip": "Stop pulling once the CLIP distance is below this (-1 = never stop, classic -inf)."}
+
+
+def parse_text_targets(text: str, weight: float) -> Targets:
+    """Parse the engine's grammar ``text[:weight[:stop]]|...`` into targets (weights times ``weight``)."""
+    from vqgan_core.prompts import PromptSyntaxError, parse_prompt_set
+
+    if not text.strip():
+        raise ValueError("The prompt is empty: type what the image should show, e.g. 'a red circle'.")
+    try:
+        ps = parse_prompt_set(texts=text)
+    except PromptSyntaxError as e:
+        raise ValueError(f"Prompt not understood: {e}. Write 'text', 'text:weight' or 'text:weight:stop', "
+                         "several separated by '|'.") from None
+    return Targets(tuple(Target("text", text=p.text, weight=p.weight * weight, stop=p.stop) for p in ps.texts))
+
+
+def stop_value(stop: float) -> float:
+    """Widget value -1 means 'never stop' (the engine's -inf)."""
+    return float("-inf") if stop <= -1.0 else float(stop)
+
+
+class CLIPTextPrompt(io.ComfyNode):
+    """Text -> CLIP targets (classic ``a:1|b:-0.5:0.2`` grammar)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: multiline text + global weight."""
+        return io.Schema(
+            node_id="VQClip_TextPrompt",
+            display_name="CLIP Text Prompt",
+            category=CATEGORY,
+            description="Text targets. Several prompts are separated by '|', each 'text[:weight[:stop]]'; a "
+            "negative weight pushes the image away. 'weight' multiplies all of them.",
+            inputs=[
+                io.String.Input("text", multiline=True, default="a red circle on a blue background"),
+                io.Float.Input("weight", default=1.0, **WEIGHT),
+            ],
+            outputs=[ClipTargets.Output(display_name="targets")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, text: str = "") -> bool | str:
+        """Reject malformed prompts before the run starts (only when the text is a constant)."""
+        if text is None:
+            return True
+        try:
+            parse_text_targets(text, 1.0)
+        except ValueError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, text: str, weight: float) -> io.NodeOutput:
+        """Parse into targets."""
+        return io.NodeOutput(parse_text_targets(text, weight))
+
+
+class CLIPImagePrompt(io.ComfyNode):
+    """Image -> CLIP target (its embedding through the same cutouts as the generated image)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: image, weight, stop."""
+        return io.Schema(
+            node_id="VQClip_ImagePrompt",
+            display_name="CLIP Image Prompt",
+            category=CATEGORY,
+            description="Image target: pulls the generated image towards this image's CLIP embedding. A batch "
+            "gives one target per image.",
+            inputs=[
+                io.Image.Input("image"),
+                io.Float.Input("weight", default=1.0, **WEIGHT),
+                io.Float.Input("stop", **STOP),
+            ],
+            outputs=[ClipTargets.Output(display_name="targets")],
+        )
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, weight: float, stop: float) -> io.NodeOutput:
+        """Keep the image (BCHW, [0,1]) until a guide embeds it."""
+        x = ca.image_to_bchw(image).to(ca.output_device())
+        items = tuple(Target("image", image=x[i:i + 1], weight=weight, stop=stop_value(stop)) for i in range(len(x)))
+        return io.NodeOutput(Targets(items))
+
+
+class CombineTargets(io.ComfyNode):
+    """Concatenate target sets (text + image, positive + negative...)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: two target sets, two more optional."""
+        return io.Schema(
+            node_id="VQClip_CombineTargets",
+            display_name="Combine Targets",
+            category=CATEGORY,
+            description="All targets of the inputs together; their losses add up.",
+            inputs=[ClipTargets.Input("targets_1"), ClipTargets.Input("targets_2"),
+                    ClipTargets.Input("targets_3", optional=True), ClipTargets.Input("targets_4", optional=True)],
+            outputs=[ClipTargets.Output(display_name="targets")],
+        )
+
+    @classmethod
+    def execute(cls, targets_1: Targets, targets_2: Targets, targets_3: Targets | None = None,
+                targets_4: Targets | None = None) -> io.NodeOutput:
+        """Concatenate in input order."""
+        out = targets_1 + targets_2
+        for t in (targets_3, targets_4):
+            if t is not None:
+                out = out + t
+        return io.NodeOutput(out)

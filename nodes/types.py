@@ -1,0 +1,96 @@
+"""Custom ComfyUI socket types of the pack and the Python values that travel on them.
+
+Values are passed by reference and cached by ComfyUI, so every node treats its inputs as read-only
+and returns new objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from comfy_api.latest import io
+
+VQGANModel = io.Custom("VQGAN_MODEL")
+"""A loaded ``vqgan_core.VQGAN`` (weights on the compute device, built outside inference mode)."""
+
+ClipGuide = io.Custom("VQCLIP_GUIDE")
+"""One CLIP model or an ensemble of several (``vqgan_core.clip_guide``)."""
+
+VQLatent = io.Custom("VQ_LATENT")
+"""A :class:`Latent`: continuous VQ latent plus the model that decodes it."""
+
+VQCodes = io.Custom("VQ_CODES")
+"""Code indices ``[B, h, w]`` int64 (a :class:`Codes`)."""
+
+ClipTargets = io.Custom("VQCLIP_TARGETS")
+"""A :class:`Targets`: text and image prompts with weights and stops."""
+
+
+@dataclass(frozen=True)
+class Latent:
+    """What travels on a VQ_LATENT socket.
+
+    Attributes:
+        z: continuous latent [B, C, h, w] (what the optimiser moves; quantised on decode).
+        model: the VQGAN whose codebook/decoder the latent belongs to.
+        state: optional engine state for continuing a run (e.g. optimiser moments, step count).
+    """
+
+    z: torch.Tensor
+    model: Any
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        """Number of images in the latent."""
+        return int(self.z.shape[0])
+
+    def pixel_size(self) -> tuple[int, int]:
+        """(width, height) in pixels of the decoded image."""
+        f = int(self.model.downsample_factor)
+        return int(self.z.shape[-1]) * f, int(self.z.shape[-2]) * f
+
+
+@dataclass(frozen=True)
+class Codes:
+    """Code indices of a VQ latent: ``indices`` [B, h, w] int64 plus the model they index into."""
+
+    indices: torch.Tensor
+    model: Any
+
+
+@dataclass(frozen=True)
+class Target:
+    """One CLIP target before it is embedded.
+
+    Text prompts stay text until the optimiser embeds them with its guide, so one CLIP Text
+    Prompt node can feed several guides. ``text`` uses the engine's prompt grammar
+    (``a:1|b:-0.5:0.1``); ``image`` is [B,3,H,W] in [0,1].
+    """
+
+    kind: str  # "text" | "image"
+    text: str = ""
+    image: torch.Tensor | None = None
+    weight: float = 1.0
+    stop: float = float("-inf")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """An ordered collection of targets (what travels on VQCLIP_TARGETS)."""
+
+    items: tuple[Target, ...] = ()
+
+    def __add__(self, other: Targets) -> Targets:
+        """Concatenate two target sets (Combine Targets)."""
+        return Targets(self.items + other.items)
+
+    def describe(self) -> str:
+        """One line per target, for previews and errors."""
+        lines = []
+        for t in self.items:
+            what = t.text if t.kind == "text" else f"image {tuple(t.image.shape)}"
+            lines.append(f"{t.kind}: {what} (weight {t.weight:g}, stop {t.stop:g})")
+        return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Stub ``comfy_api`` package."""

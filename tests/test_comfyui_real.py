@@ -1,0 +1,304 @@
+"""The pack inside a real ComfyUI server: loads, registers its nodes, and runs every shipped workflow.
+
+Skipped unless ``COMFYUI_DIR`` points at a ComfyUI checkout (Comfy-Org/ComfyUI) whose Python has
+ComfyUI's requirements plus this pack's (``COMFYUI_PYTHON``, default ``$COMFYUI_DIR/.venv/bin/python``).
+Marked ``comfyui`` (deselected by default)::
+
+    COMFYUI_DIR=/path/to/ComfyUI pytest -m comfyui tests/test_comfyui_real.py -s
+
+The server runs on CPU on a free loopback port with a temporary ``--base-directory`` whose
+``custom_nodes`` holds only a link to this repository, plus an ``extra_model_paths.yaml`` adding a
+user ``vqgan`` folder (to check the pack keeps such entries). Each workflow is converted to API format
+with the server's /object_info (``nodes.workflow_api``), queued, and must finish with its images on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from nodes.workflow_api import ui_to_api  # noqa: E402  (pure Python, no ComfyUI import)
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run the real-server tests"),
+]
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+OUR_NODES = {"VQGAN_Load", "VQClip_LoadGuide", "VQClip_CombineGuides", "VQGAN_Encode", "VQGAN_Decode",
+             "VQGAN_RandomLatent", "VQGAN_ResizeLatent", "VQGAN_CodebookLookup", "VQGAN_CodesToLatent",
+             "VQGAN_CodebookEdit", "VQClip_TextPrompt", "VQClip_ImagePrompt", "VQClip_CombineTargets",
+             "VQClip_Score", "VQGAN_CLIPOptimize", "VQGAN_CLIPGenerate"}
+TAMING = Path(os.environ.get("TAMING_FIXTURES", REPO.parent / "shared" / "fixtures" / "taming"))
+BOOT_TIMEOUT = 240
+RUN_TIMEOUT = 420
+
+
+class Server:
+    """A ComfyUI subprocess and a tiny HTTP client for it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, extra_yaml: Path) -> float:
+        comfy = Path(COMFYUI_DIR)
+        python = os.environ.get("COMFYUI_PYTHON") or str(comfy / ".venv" / "bin" / "python")
+        if not Path(python).exists():
+            python = sys.executable
+        cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--base-directory", str(self.base), "--extra-model-paths-config", str(extra_yaml),
+               "--database-url", "sqlite:///:memory:", "--disable-auto-launch", "--preview-method", "auto"]
+        t0 = time.monotonic()
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, cwd=comfy, stdout=self.log, stderr=subprocess.STDOUT)
+        while time.monotonic() - t0 < BOOT_TIMEOUT:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited ({self.proc.returncode}):\n{self.log_text()[-3000:]}")
+            try:
+                self.get("/system_stats")
+                return time.monotonic() - t0
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"ComfyUI did not answer in {BOOT_TIMEOUT}s:\n{self.log_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=60) as r:  # noqa: S310 - loopback only
+            return json.loads(r.read())
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 - loopback only
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else {}
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def run_prompt(self, prompt: dict, timeout: float = RUN_TIMEOUT) -> tuple[dict, float]:
+        """Queue an API prompt; assert it validated; wait for its history entry."""
+        t0 = time.monotonic()
+        status, resp = self.post("/prompt", {"prompt": prompt, "client_id": "vqclip-test"})
+        assert status == 200, resp
+        assert resp.get("node_errors") == {}, resp["node_errors"]
+        pid = resp["prompt_id"]
+        while time.monotonic() - t0 < timeout:
+            hist = self.get(f"/history/{pid}")
+            if pid in hist and hist[pid].get("status", {}).get("completed") is not None and (
+                hist[pid]["status"]["completed"] or hist[pid]["status"].get("status_str") == "error"
+            ):
+                return hist[pid], time.monotonic() - t0
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {pid} did not finish in {timeout}s")
+
+
+class MiniWebSocket:
+    """Just enough of a WebSocket client (RFC 6455) to read ComfyUI's events; no extra dependency."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        import base64
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+
+    def _read(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("websocket closed")
+            buf += chunk
+        return buf
+
+    def recv(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next message (server frames are unmasked and unfragmented)."""
+        b0, b1 = self._read(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(self._read(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self._read(8), "big")
+        return b0 & 0x0F, self._read(n)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy_base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "vqgan_clip_under_test").symlink_to(REPO, target_is_directory=True)
+    user_models = base / "user_vqgans"
+    user_models.mkdir()
+    from vqgan_core import demo
+
+    shutil.copyfile(demo.vqgan_path(), user_models / "my_user_vqgan.safetensors")
+    if TAMING.is_dir():  # a real taming .ckpt + .yaml pair (tiny, random weights) for the .ckpt path
+        shutil.copyfile(TAMING / "tiny_f4" / "last.ckpt", user_models / "taming_tiny_f4.ckpt")
+        shutil.copyfile(TAMING / "tiny_f4" / "model.yaml", user_models / "taming_tiny_f4.yaml")
+    extra = base / "extra_model_paths.yaml"
+    extra.write_text(f"vqclip_user:\n    vqgan: {user_models}\n")
+    srv = Server(base)
+    srv.boot_seconds = srv.start(extra)
+    srv.object_info = srv.get("/object_info")
+    srv.timings = {}
+    yield srv
+    srv.stop()
+    print(f"\nComfyUI boot {srv.boot_seconds:.1f}s; workflow run times (s): "  # noqa: T201
+          + json.dumps({k: round(v, 1) for k, v in srv.timings.items()}))
+
+
+def test_pack_imports_without_errors(server):
+    log = server.log_text()
+    assert "vqgan_clip_under_test" in log
+    for bad in ("IMPORT FAILED", "Error while calling comfy_entrypoint", "Cannot import"):
+        offending = [line for line in log.splitlines() if bad in line and "vqgan_clip_under_test" in line]
+        assert not offending, offending
+    assert "Error while calling comfy_entrypoint" not in log
+
+
+def test_nodes_registered_with_demo_and_user_models(server):
+    info = server.object_info
+    assert OUR_NODES <= set(info), OUR_NODES - set(info)
+    vq = info["VQGAN_Load"]["input"]["required"]["vqgan_name"]
+    options = vq[1]["options"] if vq[0] == "COMBO" else vq[0]
+    assert options[0] == "demo" and "my_user_vqgan.safetensors" in options  # extra_model_paths.yaml kept
+    clip = info["VQClip_LoadGuide"]["input"]["required"]["clip_name"]
+    assert "demo" in (clip[1]["options"] if clip[0] == "COMBO" else clip[0])
+    assert (server.base / "input" / "vqclip_yellow_triangle.png").is_file()  # example inputs installed
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_runs(server, path):
+    prompt = ui_to_api(json.loads(path.read_text()), server.object_info)
+    hist, seconds = server.run_prompt(prompt)
+    server.timings[path.stem] = seconds
+    status = hist["status"]
+    assert status["status_str"] == "success", json.dumps(status["messages"])[-3000:]
+    saves = [nid for nid, n in prompt.items() if n["class_type"] in ("SaveImage", "PreviewImage")]
+    assert saves
+    for nid in saves:
+        images = hist["outputs"][nid]["images"]
+        assert images, f"node {nid} produced no image"
+        for im in images:
+            folder = server.base / im["type"] / im["subfolder"]
+            assert (folder / im["filename"]).stat().st_size > 0
+    scores = [nid for nid, n in prompt.items() if n["class_type"] == "VQClip_Score"]
+    for nid in scores:
+        assert hist["outputs"][nid]["text"][0].startswith("#1: image")
+
+
+def test_taming_ckpt_loads_and_round_trips(server):
+    """Load VQGAN on a taming .ckpt with its .yaml (weights-only unpickling inside ComfyUI), encode, decode."""
+    if not (server.base / "user_vqgans" / "taming_tiny_f4.ckpt").is_file():
+        pytest.skip("taming fixtures not found")
+    prompt = {
+        "1": {"class_type": "VQGAN_Load", "inputs": {"vqgan_name": "taming_tiny_f4.ckpt"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "vqclip_white_circle.png"}},
+        "3": {"class_type": "VQGAN_Encode", "inputs": {"vqgan": ["1", 0], "image": ["2", 0]}},
+        "4": {"class_type": "VQGAN_Decode", "inputs": {"latent": ["3", 0]}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "vqclip/taming"}},
+    }
+    hist, _ = server.run_prompt(prompt)
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"]["messages"])[-3000:]
+    assert hist["outputs"]["5"]["images"]
+
+
+def test_progress_and_jpeg_previews_reach_the_client(server):
+    """Optimize sends a progress event per step and a JPEG preview every preview_every steps."""
+    prompt = ui_to_api(json.loads((REPO / "workflows" / "text_to_image.json").read_text()), server.object_info)
+    opt_id, opt = next((k, n) for k, n in prompt.items() if n["class_type"] == "VQGAN_CLIPOptimize")
+    opt["inputs"].update(steps=12, preview_every=4, seed=4242)  # a new seed: not served from the cache
+    ws = MiniWebSocket(server.port, "vqclip-ws-test")
+    try:
+        status, resp = server.post("/prompt", {"prompt": prompt, "client_id": "vqclip-ws-test"})
+        assert status == 200 and resp["node_errors"] == {}
+        progress, previews, done = [], 0, False
+        while not done:
+            opcode, data = ws.recv()
+            if opcode == 2 and b"\xff\xd8\xff" in data[:64]:
+                previews += 1
+            elif opcode == 1:
+                msg = json.loads(data)
+                d = msg.get("data", {})
+                if msg["type"] == "progress" and d.get("node") == opt_id:
+                    progress.append(d["value"])
+                done = msg["type"] in ("execution_success", "execution_error") and d.get("prompt_id") == resp["prompt_id"]
+    finally:
+        ws.close()
+    assert progress == list(range(1, 13)), progress
+    assert previews >= 3, previews  # steps 0, 4, 8 (a decode node's own previews may add more)
+
+
+def test_validation_errors_are_in_user_words(server):
+    prompt = ui_to_api(json.loads((REPO / "workflows" / "text_to_image.json").read_text()), server.object_info)
+    opt = next(n for n in prompt.values() if n["class_type"] == "VQGAN_CLIPOptimize")
+    opt["inputs"]["augmentations"] = "Af,Zz"
+    text = next(n for n in prompt.values() if n["class_type"] == "VQClip_TextPrompt")
+    text["inputs"]["text"] = "a red circle||"
+    status, resp = server.post("/prompt", {"prompt": prompt})
+    assert status == 400
+    messages = json.dumps(resp["node_errors"])
+    assert "Unknown augmentation in 'Af,Zz'" in messages and "Prompt not understood" in messages
+
+
+def test_interrupt_stops_a_long_optimize(server):
+    prompt = ui_to_api(json.loads((REPO / "workflows" / "text_to_image.json").read_text()), server.object_info)
+    opt = next(n for n in prompt.values() if n["class_type"] == "VQGAN_CLIPOptimize")
+    opt["inputs"].update(steps=5000, seed=12345)
+    status, resp = server.post("/prompt", {"prompt": prompt})
+    assert status == 200 and resp["node_errors"] == {}
+    pid = resp["prompt_id"]
+    t0 = time.monotonic()
+    while not server.get("/queue")["queue_running"] and time.monotonic() - t0 < 60:
+        time.sleep(0.2)
+    time.sleep(3)  # let it reach the optimisation loop
+    server.post("/interrupt", {})
+    while pid not in server.get(f"/history/{pid}") and time.monotonic() - t0 < 120:
+        time.sleep(0.5)
+    status = server.get(f"/history/{pid}")[pid]["status"]
+    assert status["status_str"] == "error"
+    assert any(m[0] == "execution_interrupted" for m in status["messages"])
+    assert time.monotonic() - t0 < 60  # 5000 steps would take minutes

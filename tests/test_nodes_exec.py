@@ -1,0 +1,299 @@
+"""Run the nodes against stub ComfyUI modules with tiny random models (what ComfyUI would do, minus the server)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
+harness = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(harness)
+
+
+@pytest.fixture(scope="module")
+def pack():
+    ns, saved = harness.load_pack()
+    yield ns
+    harness.unload_pack(saved)
+
+
+@pytest.fixture(scope="module")
+def vqgan():
+    return harness.tiny_vqgan()
+
+
+@pytest.fixture(scope="module")
+def guide():
+    return harness.tiny_guide()
+
+
+@pytest.fixture(autouse=True)
+def _comfy_state(pack):
+    pack.comfy_utils.UPDATES.clear()
+    pack.mm.INTERRUPT.update(flag=False, after_checks=None, checks=0)
+
+
+def run(node_cls, **kw):
+    """Execute like ComfyUI: under torch.inference_mode(), returning the output tuple."""
+    with torch.inference_mode():
+        out = node_cls.execute(**kw)
+    return out.args
+
+
+def image(b=1, h=32, w=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, h, w, 3, generator=g)
+
+
+OPT = {"steps": 3, "optimizer": "adam", "lr": 0.1, "cutouts": 2, "cutout_method": "latest", "augmentations": "Af,Ji",
+       "seed": 0, "init_weight": 0.0, "tv_weight": 0.0, "continue_run": True, "preview_every": 2}
+
+
+# -- loaders ---------------------------------------------------------------------------------------------
+def test_load_vqgan_from_models_folder_and_cache(pack, vqgan, tmp_path):
+    from vqgan_core import save_vqgan
+
+    folder = pack.folder_paths.get_folder_paths("vqgan")[-1]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_vqgan(vqgan, Path(folder) / "tiny.safetensors")
+    schema = pack.loaders.LoadVQGAN.define_schema()
+    assert "tiny.safetensors" in schema.inputs[0].options["options"]
+    (m1,) = run(pack.loaders.LoadVQGAN, vqgan_name="tiny.safetensors")
+    (m2,) = run(pack.loaders.LoadVQGAN, vqgan_name="tiny.safetensors")
+    assert m1 is m2 and m1.downsample_factor == 4
+    assert not m1.codebook.is_inference()  # loaded outside inference mode: usable by autograd later
+
+
+def test_ckpt_without_yaml_says_what_to_do(pack):
+    folder = Path(pack.folder_paths.get_folder_paths("vqgan")[-1])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "lonely.ckpt").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"needs its config next to it: put 'lonely.yaml'"):
+        run(pack.loaders.LoadVQGAN, vqgan_name="lonely.ckpt")
+
+
+def test_missing_model_file_names_the_folder(pack):
+    with pytest.raises(ValueError, match="was not found in models/vqgan"):
+        run(pack.loaders.LoadVQGAN, vqgan_name="nope.safetensors")
+
+
+def test_combine_guides_flattens_and_weights(pack, guide):
+    (ens,) = run(pack.loaders.CombineCLIPGuides, guide_1=guide, weight_1=1.0, guide_2=guide, weight_2=0.5)
+    (ens2,) = run(pack.loaders.CombineCLIPGuides, guide_1=ens, weight_1=2.0, guide_2=guide, weight_2=1.0,
+                  guide_3=None, weight_3=1.0)
+    assert [w for _, w in ens2.guides] == [2.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="weights are 0"):
+        run(pack.loaders.CombineCLIPGuides, guide_1=guide, weight_1=0.0, guide_2=guide, weight_2=0.0)
+
+
+# -- latents and codebook --------------------------------------------------------------------------------
+def test_encode_decode_roundtrip_shapes_and_devices(pack, vqgan):
+    (lat,) = run(pack.latent.VQGANEncode, vqgan=vqgan, image=image(2, 34, 30))  # cropped to 32x28
+    assert lat.z.shape == (2, 8, 8, 7) and lat.model is vqgan and lat.pixel_size() == (28, 32)
+    (img,) = run(pack.latent.VQGANDecode, latent=lat)
+    assert img.shape == (2, 32, 28, 3) and img.dtype == torch.float32 and img.device.type == "cpu"
+    assert 0 <= float(img.min()) and float(img.max()) <= 1
+
+
+def test_encode_too_small_image_explains(pack, vqgan):
+    with pytest.raises(ValueError, match="needs at least 4x4"):
+        run(pack.latent.VQGANEncode, vqgan=vqgan, image=image(1, 3, 3))
+
+
+def test_random_latent_seeded_and_batch_items_match_single_runs(pack, vqgan):
+    kw = {"vqgan": vqgan, "width": 32, "height": 32, "init": "random"}
+    (a,) = run(pack.latent.RandomVQLatent, seed=5, batch_size=3, **kw)
+    (b,) = run(pack.latent.RandomVQLatent, seed=5, batch_size=3, **kw)
+    (c,) = run(pack.latent.RandomVQLatent, seed=6, batch_size=1, **kw)
+    assert torch.equal(a.z, b.z) and a.z.shape == (3, 8, 8, 8)
+    assert torch.equal(a.z[1:2], c.z)  # item i == seed + i alone
+    for init in ("pixels", "gradient", "perlin"):
+        (d,) = run(pack.latent.RandomVQLatent, seed=1, batch_size=1, **{**kw, "init": init})
+        assert d.z.shape == (1, 8, 8, 8)
+
+
+def test_random_latent_image_init_needs_image(pack, vqgan):
+    with pytest.raises(ValueError, match="no init_image is connected"):
+        run(pack.latent.RandomVQLatent, vqgan=vqgan, width=32, height=32, seed=0, init="image", batch_size=1)
+    (lat,) = run(pack.latent.RandomVQLatent, vqgan=vqgan, width=32, height=32, seed=0, init="image", batch_size=2,
+                 init_image=image(1, 50, 40))
+    assert lat.z.shape == (2, 8, 8, 8)
+    assert pack.latent.RandomVQLatent.validate_inputs(init="bogus").startswith("Unknown init 'bogus'")
+
+
+def test_resize_latent(pack, vqgan):
+    (lat,) = run(pack.latent.RandomVQLatent, vqgan=vqgan, width=16, height=16, seed=0, init="random", batch_size=1)
+    (big,) = run(pack.latent.ResizeVQLatent, latent=lat, scale=2.0, mode="nearest")
+    assert big.z.shape == (1, 8, 8, 8) and torch.equal(big.z[..., ::2, ::2], lat.z)
+
+
+def test_codebook_lookup_edit_and_back(pack, vqgan):
+    (lat,) = run(pack.latent.VQGANEncode, vqgan=vqgan, image=image(1, 32, 32))
+    codes, code_map, text = run(pack.codebook.CodebookLookup, latent=lat)
+    assert codes.indices.shape == (1, 8, 8) and code_map.shape == (1, 8, 8, 3) and len(text.splitlines()) == 8
+    (back,) = run(pack.codebook.CodesToLatent, codes=codes)
+    codes2, _, _ = run(pack.codebook.CodebookLookup, latent=back)
+    assert torch.equal(codes.indices, codes2.indices)
+    (edited,) = run(pack.codebook.CodebookEdit, latent=lat, codes="3, 5", pattern="tile", x=0, y=0, width=16,
+                    height=32, seed=0)
+    idx, _, _ = run(pack.codebook.CodebookLookup, latent=edited)
+    left = idx.indices[0, :, :4]
+    assert set(left.unique().tolist()) == {3, 5} and torch.equal(idx.indices[0, :, 4:], codes.indices[0, :, 4:])
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 16:, :] = 1
+    (edited,) = run(pack.codebook.CodebookEdit, latent=lat, codes="7", pattern="random", x=0, y=0, width=0,
+                    height=0, seed=1, mask=mask)
+    idx, _, _ = run(pack.codebook.CodebookLookup, latent=edited)
+    assert (idx.indices[0, 4:] == 7).all() and torch.equal(idx.indices[0, :4], codes.indices[0, :4])
+    assert not torch.equal(lat.z, edited.z)  # input untouched, new object
+
+
+@pytest.mark.parametrize(("codes", "msg"), [("99", "codes 0 to 15"), ("a", "not a code index"), (" ", "at least one")])
+def test_codebook_edit_errors(pack, vqgan, codes, msg):
+    (lat,) = run(pack.latent.RandomVQLatent, vqgan=vqgan, width=16, height=16, seed=0, init="random", batch_size=1)
+    with pytest.raises(ValueError, match=msg):
+        run(pack.codebook.CodebookEdit, latent=lat, codes=codes, pattern="tile", x=0, y=0, width=8, height=8, seed=0)
+
+
+# -- prompts ---------------------------------------------------------------------------------------------
+def test_text_prompt_grammar_and_errors(pack):
+    (t,) = run(pack.prompts.CLIPTextPrompt, text="a red circle:2|blurry:-1:0.1", weight=0.5)
+    assert [(x.text, x.weight, x.stop) for x in t.items] == [("a red circle", 1.0, float("-inf")),
+                                                              ("blurry", -0.5, 0.1)]
+    assert pack.prompts.CLIPTextPrompt.validate_inputs(text="a||b").startswith("Prompt not understood")
+    assert "empty" in pack.prompts.CLIPTextPrompt.validate_inputs(text="  ")
+    assert pack.prompts.CLIPTextPrompt.validate_inputs(text=None) is True  # linked input
+
+
+def test_image_prompt_and_combine(pack):
+    (ti,) = run(pack.prompts.CLIPImagePrompt, image=image(2), weight=0.5, stop=-1.0)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="x", weight=1.0)
+    (all_,) = run(pack.prompts.CombineTargets, targets_1=tt, targets_2=ti)
+    assert [x.kind for x in all_.items] == ["text", "image", "image"]
+    assert all_.items[1].image.shape == (1, 3, 32, 32) and all_.items[1].stop == float("-inf")
+
+
+# -- optimise / generate / score -------------------------------------------------------------------------
+def _start(pack, vqgan, batch=1, seed=0):
+    (lat,) = run(pack.latent.RandomVQLatent, vqgan=vqgan, width=16, height=16, seed=seed, init="random",
+                 batch_size=batch)
+    return lat
+
+
+def test_optimize_runs_under_inference_mode_with_progress_and_previews(pack, vqgan, guide):
+    lat = _start(pack, vqgan)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt, **OPT)
+    assert out.z.shape == lat.z.shape and not torch.equal(out.z, lat.z)
+    assert not out.z.requires_grad and out.z.device.type == "cpu"
+    ups = pack.comfy_utils.UPDATES
+    assert [u[0] for u in ups] == [1, 2, 3] and all(u[1] == 3 for u in ups)
+    previews = [u[2] for u in ups if u[2] is not None]
+    assert len(previews) == 2 and previews[0][0] == "JPEG" and previews[0][1].size == (16, 16)
+    assert pack.mm.INTERRUPT["checks"] >= 6  # before and after every step
+
+
+def test_optimize_is_deterministic_and_chaining_continues(pack, vqgan, guide):
+    lat = _start(pack, vqgan)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {"vqgan": vqgan, "clip_guide": guide, "targets": tt}
+    (a,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw, **OPT)
+    (b,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw, **OPT)
+    assert torch.equal(a.z, b.z)
+    assert a.state["steps"] == 3 and a.state["optimizer"] == "adam"
+    (cont,) = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **OPT)
+    (fresh,) = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **{**OPT, "continue_run": False})
+    assert cont.state["steps"] == 6 and fresh.state["steps"] == 3
+    assert not torch.equal(cont.z, fresh.z)  # Adam moments carried over change the steps
+
+
+def test_optimize_with_image_targets_ensemble_and_batch(pack, vqgan, guide):
+    lat = _start(pack, vqgan, batch=2)
+    (ti,) = run(pack.prompts.CLIPImagePrompt, image=image(1, 20, 20), weight=1.0, stop=-1.0)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="blue:-0.5", weight=1.0)
+    (targets,) = run(pack.prompts.CombineTargets, targets_1=ti, targets_2=tt)
+    (ens,) = run(pack.loaders.CombineCLIPGuides, guide_1=guide, weight_1=1.0, guide_2=harness.tiny_guide(24),
+                 weight_2=1.0)
+    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=ens, targets=targets, **OPT)
+    assert out.z.shape == (2, 8, 4, 4)
+
+
+def test_optimize_interrupt_raises_comfy_exception(pack, vqgan, guide):
+    lat = _start(pack, vqgan)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="x", weight=1.0)
+    pack.mm.INTERRUPT["after_checks"] = 2
+    with pytest.raises(pack.mm.InterruptProcessingException):
+        run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt,
+            **{**OPT, "steps": 50})
+    assert len(pack.comfy_utils.UPDATES) <= 2
+
+
+def test_optimize_validation_messages(pack, vqgan, guide):
+    msg = pack.optimize.VQGANCLIPOptimize.validate_inputs(augmentations="Af,Zz")
+    assert "Unknown augmentation" in msg and "Pe" in msg
+    assert pack.optimize.VQGANCLIPOptimize.validate_inputs(augmentations="none") is True
+    lat = _start(pack, vqgan)
+    with pytest.raises(ValueError, match="No targets"):
+        run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=guide,
+            targets=pack.types.Targets(), **OPT)
+    other = harness.tiny_vqgan()
+    other.quantize.codebook.data = other.quantize.codebook.data[:8]  # a different codebook size
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="x", weight=1.0)
+    with pytest.raises(ValueError, match="different VQGAN"):
+        run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=other, clip_guide=guide, targets=tt, **OPT)
+
+
+def test_generate_one_node(pack, vqgan, guide):
+    kw = {k: v for k, v in OPT.items() if k not in ("init_weight", "tv_weight", "continue_run")}
+    img, lat = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="a red circle",
+                   width=18, height=16, **kw)
+    assert img.shape == (1, 16, 16, 3) and lat.z.shape == (1, 8, 4, 4)
+    img2, _ = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="a red circle",
+                  width=16, height=16, **kw)
+    assert torch.equal(img, img2)
+    assert "Prompt not understood" in pack.optimize.VQGANCLIPGenerate.validate_inputs(prompt="a:1:2:x|")
+
+
+def test_clip_score_ranks_batch(pack, guide):
+    imgs = image(3, 16, 16)
+    imgs[1] = 0.0
+    (ti,) = run(pack.prompts.CLIPImagePrompt, image=imgs[1:2], weight=1.0, stop=-1.0)
+    out = pack.score.CLIPScore.execute(clip_guide=guide, targets=ti, images=imgs)
+    ranked, best, text, best_score = out.args
+    assert torch.equal(best[0], imgs[1]) and ranked.shape == imgs.shape
+    assert text.splitlines()[0].startswith("#1: image 1") and best_score == pytest.approx(100, abs=1e-3)
+    assert out.ui.as_dict()["text"] == (text,)
+    with pytest.raises(ValueError, match="at least one target"):
+        pack.score.CLIPScore.execute(clip_guide=guide, targets=pack.types.Targets(), images=imgs)
+
+
+def test_demo_models_load_when_shipped(pack):
+    from vqgan_core.assets import DEMO_DIR
+
+    if not (DEMO_DIR / "vqgan.safetensors").is_file() or not (DEMO_DIR / "clip" / "open_clip_config.json").is_file():
+        pytest.skip("demo assets not built yet")
+    (m,) = run(pack.loaders.LoadVQGAN, vqgan_name="demo")
+    (g,) = run(pack.loaders.LoadCLIPGuide, clip_name="demo", pretrained="none")
+    assert m.downsample_factor >= 1 and g.image_size > 0
+
+
+def test_taming_ckpt_with_yaml_gumbel_through_the_nodes(pack, guide, taming_fixtures):
+    """A taming GumbelVQ .ckpt + .yaml from models/vqgan: load, encode/decode, optimise a few steps."""
+    import shutil
+
+    folder = Path(pack.folder_paths.get_folder_paths("vqgan")[-1])
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(taming_fixtures / "tiny_gumbel_f8" / "last.ckpt", folder / "tiny_gumbel.ckpt")
+    shutil.copyfile(taming_fixtures / "tiny_gumbel_f8" / "model.yaml", folder / "tiny_gumbel.yaml")
+    (m,) = run(pack.loaders.LoadVQGAN, vqgan_name="tiny_gumbel.ckpt")
+    assert m.config.quantizer == "gumbel" and m.downsample_factor == 8
+    (lat,) = run(pack.latent.VQGANEncode, vqgan=m, image=image(1, 32, 32))
+    (img,) = run(pack.latent.VQGANDecode, latent=lat)
+    assert img.shape == (1, 32, 32, 3)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=m, clip_guide=guide, targets=tt, **OPT)
+    assert out.z.shape == lat.z.shape

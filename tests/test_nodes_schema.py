@@ -1,0 +1,170 @@
+"""Node definitions against stub ComfyUI modules: ids, widget limits, folders, workflows, clean import."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
+harness = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(harness)
+
+# Core ComfyUI nodes the shipped workflows use (their /object_info as in ComfyUI 0.3.64).
+CORE = {
+    "SaveImage": {"input": {"required": {"images": ["IMAGE", {}], "filename_prefix": ["STRING", {"default": "ComfyUI"}]}},
+                  "input_order": {"required": ["images", "filename_prefix"]}, "output": [], "output_name": []},
+    "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
+                     "output": [], "output_name": []},
+    "LoadImage": {"input": {"required": {"image": [["x.png"], {"image_upload": True}]}},
+                  "input_order": {"required": ["image"]}, "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"]},
+}
+
+
+@pytest.fixture(scope="module")
+def pack():
+    ns, saved = harness.load_pack()
+    yield ns
+    harness.unload_pack(saved)
+
+
+def test_every_node_has_prefixed_unique_id_and_category(pack):
+    ids = [cls.define_schema().node_id for cls in pack.extension.NODES]
+    assert len(ids) == len(set(ids))
+    assert all(i.startswith(("VQGAN_", "VQClip_")) for i in ids)
+    for cls in pack.extension.NODES:
+        s = cls.define_schema()
+        assert s.category.startswith("vqgan_clip"), s.node_id
+        assert s.display_name and s.description, s.node_id
+
+
+def test_numeric_widgets_have_min_max_step_and_round_small_floats(pack):
+    for cls in pack.extension.NODES:
+        for i in cls.define_schema().inputs:
+            if i.io_type in ("INT", "FLOAT"):
+                for key in ("min", "max", "step", "default"):
+                    assert i.options.get(key) is not None, f"{cls.__name__}.{i.id} lacks {key}"
+                assert i.options["min"] <= i.options["default"] <= i.options["max"], f"{cls.__name__}.{i.id}"
+            if i.io_type == "FLOAT":
+                rnd = i.options.get("round")
+                assert rnd is not None and rnd <= i.options["step"], f"{cls.__name__}.{i.id} needs round <= step"
+                # the editor rounds to the step's precision: the default must survive that
+                assert round(i.options["default"] / rnd) * rnd == pytest.approx(i.options["default"])
+
+
+def test_learning_rate_widget_keeps_small_values(pack):
+    lr = next(i for i in pack.optimize.VQGANCLIPOptimize.define_schema().inputs if i.id == "lr")
+    assert lr.options["min"] <= 1e-4 and lr.options["round"] <= 1e-4
+
+
+def test_model_folders_registered_without_dropping_user_paths(pack, tmp_path):
+    fp = pack.folder_paths
+    user_dir = str(tmp_path / "my_vqgans")
+    fp.folder_names_and_paths["vqgan"] = ([user_dir], set())  # as if extra_model_paths.yaml ran first
+    pack.comfy_adapters.register_model_folders()
+    paths, exts = fp.folder_names_and_paths["vqgan"]
+    assert paths[0] == user_dir and os.path.join(fp.models_dir, "vqgan") in paths
+    assert {".safetensors", ".ckpt"} <= exts
+    pack.comfy_adapters.register_model_folders()  # idempotent
+    assert fp.folder_names_and_paths["vqgan"][0].count(user_dir) == 1
+
+
+def test_demo_is_selectable_in_both_loaders(pack):
+    vq = next(i for i in pack.loaders.LoadVQGAN.define_schema().inputs if i.id == "vqgan_name")
+    clip = next(i for i in pack.loaders.LoadCLIPGuide.define_schema().inputs if i.id == "clip_name")
+    assert vq.options["options"][0] == "demo" and vq.options["default"] == "demo"
+    assert clip.options["options"][0] == "demo" and clip.options["default"] == "demo"
+
+
+def test_example_inputs_are_copied_to_input_dir(pack):
+    pack.comfy_adapters.install_example_inputs()
+    names = os.listdir(pack.folder_paths.get_input_directory())
+    assert "vqclip_yellow_triangle.png" in names and "vqclip_white_circle.png" in names
+
+
+def _all_object_info(pack):
+    info = dict(CORE)
+    for cls in pack.extension.NODES:
+        info[cls.define_schema().node_id] = harness.object_info(cls)
+    return info
+
+
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+
+
+def test_workflows_exist():
+    names = {p.stem for p in WORKFLOWS}
+    assert {"text_to_image", "image_prompt_and_text", "init_image_variation", "story", "codebook_edit",
+            "seed_batch_ranked", "beginner_generate"} <= names
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_matches_node_definitions(pack, path):
+    """UI format, every node known, widget values line up with the current schemas, links typed right."""
+    wf = json.loads(path.read_text())
+    assert {"nodes", "links", "version", "last_node_id", "last_link_id"} <= set(wf)
+    info = _all_object_info(pack)
+    api = pack.workflow_api.ui_to_api(wf, info)  # raises on unknown nodes / missing widget values
+    for node in wf["nodes"]:
+        expected = sum(w for _, w in pack.workflow_api.widget_names(info[node["type"]]))
+        assert len(node["widgets_values"]) == expected, f"{path.stem} node {node['id']} {node['type']}"
+    for link_id, src, slot, dst, dst_slot, typ in wf["links"]:
+        src_node = next(n for n in wf["nodes"] if n["id"] == src)
+        dst_node = next(n for n in wf["nodes"] if n["id"] == dst)
+        assert info[src_node["type"]]["output"][slot] == typ
+        dst_input = dst_node["inputs"][dst_slot]
+        assert dst_input["link"] == link_id and dst_input["type"] == typ
+    for node_id, node in api.items():
+        if node["class_type"] in ("VQGAN_Load", "VQClip_LoadGuide"):
+            assert "demo" in node["inputs"].values(), f"{path.stem}: node {node_id} must use the demo model"
+        if node["class_type"] == "VQGAN_RandomLatent":
+            assert node["inputs"]["width"] <= 64 and node["inputs"]["height"] <= 64  # CPU-sized
+    assert any(n["class_type"] in ("SaveImage", "PreviewImage", "VQClip_Score") for n in api.values())
+
+
+def test_ui_to_api_handles_seed_control_values(pack):
+    info = {"N": {"input": {"required": {"seed": ["INT", {"control_after_generate": True}], "s": ["STRING", {}],
+                                         "x": ["IMAGE", {}]}},
+                  "input_order": {"required": ["seed", "s", "x"]}, "output": ["IMAGE"]}}
+    wf = {"nodes": [{"id": 1, "type": "N", "mode": 0, "widgets_values": [5, "randomize", "hi"],
+                     "inputs": [{"name": "x", "link": 1}]},
+                    {"id": 2, "type": "N", "mode": 4, "widgets_values": [1, "fixed", "b"], "inputs": []}],
+          "links": [[1, 2, 0, 1, 0, "IMAGE"]]}
+    api = pack.workflow_api.ui_to_api(wf, info)
+    assert api == {"1": {"class_type": "N", "inputs": {"seed": 5, "s": "hi", "x": ["2", 0]}, "_meta": {"title": "N"}}}
+    with pytest.raises(ValueError, match="does not know"):
+        pack.workflow_api.ui_to_api({"nodes": [{"id": 1, "type": "Nope", "widgets_values": []}], "links": []}, info)
+
+
+def test_pack_root_imports_without_comfyui():
+    """The root __init__ must import as a package with any folder name and expose nothing without ComfyUI."""
+    code = (
+        "import importlib.util, sys; "
+        f"spec = importlib.util.spec_from_file_location('any_pack_name', {str(REPO / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(REPO)!r}]); "
+        "m = importlib.util.module_from_spec(spec); sys.modules['any_pack_name'] = m; spec.loader.exec_module(m); "
+        "assert not hasattr(m, 'comfy_entrypoint'); "
+        "assert not [k for k in sys.modules if k.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths')]"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd="/", check=True)
+
+
+def test_pack_root_exposes_entrypoint_with_comfy_available(tmp_path):
+    code = (
+        "import asyncio, importlib.util, sys; "
+        f"sys.path.insert(0, {harness.STUBS!r}); "
+        f"spec = importlib.util.spec_from_file_location('other_name', {str(REPO / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(REPO)!r}]); "
+        "m = importlib.util.module_from_spec(spec); sys.modules['other_name'] = m; spec.loader.exec_module(m); "
+        "ext = asyncio.run(m.comfy_entrypoint()); nodes = asyncio.run(ext.get_node_list()); "
+        "assert len(nodes) >= 16, nodes; "
+        "assert 'nodes' not in sys.modules or sys.modules['nodes'].__file__.startswith"
+        f"({str(REPO)!r})"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd="/", check=True, env={**os.environ, "COMFY_STUB_BASE": str(tmp_path)})
