@@ -132,3 +132,27 @@ def test_known_model_by_name_through_mirror(taming_fixtures, http_dir, tmp_path,
         from vqgan_core.known_models import fetch_known
 
         fetch_known("vqgan_typo")
+
+
+def test_norm_groups_reach_every_groupnorm():
+    """Tiny models may use fewer GroupNorm groups; every norm layer (encoder, decoder, mid, attention) gets it."""
+    from vqgan_core.encoder_decoder import Encoder
+
+    cfg = VQGANConfig(ch=32, ch_mult=(1, 2), n_embed=8, embed_dim=4, z_channels=4, resolution=16, attn_resolutions=(8,), norm_groups=8)
+    groups = {m.num_groups for m in VQGAN(cfg).modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert groups == {8}
+    assert {m.num_groups for m in Encoder(cfg).modules() if isinstance(m, torch.nn.GroupNorm)} == {8}
+    with pytest.raises(ValueError, match="norm_groups must divide 32"):
+        VQGANConfig(norm_groups=5)
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from vqgan_core.io_utils import atomic_write
+
+    p = atomic_write(tmp_path / "f.bin", lambda tmp: open(tmp, "wb").write(b"x"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask

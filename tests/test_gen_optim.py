@@ -33,5 +33,9 @@ def test_lr_schedules():
     for v in [1.0, 1.0, 1.0, 1.0]:
         pl.observe(v)
     assert pl.factor(0) == 0.5
+    neg = make_lr_schedule("plateau", 100, patience=2)  # negative-weight prompts give negative losses
+    for v in [-1.0, -0.9995, -0.9995, -0.9995]:  # slightly worse each time: a plateau, not progress
+        neg.observe(v)
+    assert neg.factor(0) == 0.5
     with pytest.raises(ValueError, match="valid names"):
         make_lr_schedule("warmup", 10)

@@ -49,7 +49,10 @@ def _const(values: list, dev: torch.device, dtype: torch.dtype = torch.float32) 
     """A small constant tensor on ``dev``, uploaded once (a host-to-device copy each step would sync CUDA)."""
     key = (repr(values), str(dev), dtype)
     if key not in _CONSTS:
-        _CONSTS[key] = torch.tensor(values, dtype=dtype).to(dev)
+        # A memo of immutable constants, never inference tensors: ComfyUI runs nodes under inference_mode,
+        # and a constant first made there could not be saved for backward by a later optimisation.
+        with torch.inference_mode(False):
+            _CONSTS[key] = torch.tensor(values, dtype=dtype).to(dev)
     return _CONSTS[key]
 
 

@@ -256,6 +256,20 @@ def _load_folder(folder: Path, label: str) -> tuple[torch.nn.Module, object]:
     return model, tokenizer
 
 
+def _with_weights(name: str, path: str) -> torch.nn.Module:
+    """open_clip model ``name`` with weights from ``path`` (weights_only), or an error naming both."""
+    import open_clip
+
+    model = open_clip.create_model(name, pretrained=None)
+    try:
+        open_clip.load_checkpoint(model, path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - wrong architecture (RuntimeError), corrupt file (UnpicklingError)...
+        msg = str(e).splitlines()[0].split(". ")[0][:300]
+        raise ClipLoadError(f"could not load CLIP weights {path} into open_clip model {name!r}: {type(e).__name__}: "
+                            f"{msg}. Is the file for this model name, complete, and a PyTorch/safetensors file?") from None
+    return model
+
+
 def _load_builtin(name: str, pretrained: str | None) -> tuple[torch.nn.Module, object, str]:
     import open_clip
 
@@ -270,13 +284,9 @@ def _load_builtin(name: str, pretrained: str | None) -> tuple[torch.nn.Module, o
         from vqgan_core.download import cache_dir, download
 
         local = download(p, dest_dir=cache_dir() / "clip")
-        model = open_clip.create_model(name, pretrained=None)
-        open_clip.load_checkpoint(model, str(local), weights_only=True)
-        return model, tokenizer, p
+        return _with_weights(name, str(local)), tokenizer, p
     if os.path.isfile(os.path.expanduser(p)):
-        model = open_clip.create_model(name, pretrained=None)
-        open_clip.load_checkpoint(model, os.path.expanduser(p), weights_only=True)
-        return model, tokenizer, p
+        return _with_weights(name, os.path.expanduser(p)), tokenizer, p
     if _looks_like_path(p):
         raise ClipLoadError(f"CLIP weights file not found: {p}")
     tags = open_clip.list_pretrained_tags_by_model(name)

@@ -50,6 +50,8 @@ class VQGANConfig:
     beta: float = 0.25  # commitment cost
     legacy: bool = True  # taming's beta bug: every released VQModel trained with legacy=True
     l2_normalize: bool = False  # ViT-VQGAN/LlamaGen-style cosine lookup (training option, not in taming)
+    norm_groups: int = 32  # GroupNorm groups (taming: 32). Tiny models need >= 4 channels per group, else each
+    #                        image's flat colours are normalised away (demo model: ch 32, norm_groups 8)
     kl_weight: float = 5e-4  # Gumbel KL prior weight
     temperature: float = 1.0  # Gumbel softmax temperature (not saved by taming; 1.0 after loading)
     n_labels: int | None = None  # VQSegmentationModel: size of the random `colorize` buffer
@@ -67,7 +69,9 @@ class VQGANConfig:
             raise ConfigError("ch_mult must not be empty")
         bad = [self.ch * m for m in self.ch_mult if (self.ch * m) % 32]
         if self.ch % 32 or bad:
-            raise ConfigError(f"GroupNorm(32) needs channel counts divisible by 32: ch={self.ch}, ch_mult={self.ch_mult}")
+            raise ConfigError(f"GroupNorm needs channel counts divisible by 32: ch={self.ch}, ch_mult={self.ch_mult}")
+        if self.norm_groups <= 0 or 32 % self.norm_groups:
+            raise ConfigError(f"norm_groups must divide 32 (channel counts are multiples of 32), got {self.norm_groups}")
         if self.quantizer == "gumbel" and self.embed_dim != self.z_channels:
             raise ConfigError(
                 f"a Gumbel VQGAN needs embed_dim == z_channels (taming feeds quant_conv output to proj), "

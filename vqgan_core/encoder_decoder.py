@@ -35,7 +35,7 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: VQGANConfig) -> None:
         super().__init__()
-        n_levels = len(cfg.ch_mult)
+        n_levels, g = len(cfg.ch_mult), cfg.norm_groups
         self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1)
         in_mult = (1, *cfg.ch_mult)
         res = cfg.resolution
@@ -45,16 +45,16 @@ class Encoder(nn.Module):
             level = _Level()
             block_in, block_out = cfg.ch * in_mult[i], cfg.ch * cfg.ch_mult[i]
             for _ in range(cfg.num_res_blocks):
-                level.block.append(ResnetBlock(block_in, block_out, cfg.dropout))
+                level.block.append(ResnetBlock(block_in, block_out, cfg.dropout, g))
                 block_in = block_out
                 if res in cfg.attn_resolutions:
-                    level.attn.append(AttnBlock(block_in))
+                    level.attn.append(AttnBlock(block_in, g))
             if i != n_levels - 1:
                 level.downsample = Downsample(block_in)
                 res //= 2
             self.down.append(level)
-        self.mid = MidBlock(block_out, cfg.dropout)
-        self.norm_out = normalize(block_out)
+        self.mid = MidBlock(block_out, cfg.dropout, g)
+        self.norm_out = normalize(block_out, g)
         self.conv_out = nn.Conv2d(block_out, 2 * cfg.z_channels if cfg.double_z else cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,26 +75,26 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: VQGANConfig) -> None:
         super().__init__()
-        n_levels = len(cfg.ch_mult)
+        n_levels, g = len(cfg.ch_mult), cfg.norm_groups
         block_in = cfg.ch * cfg.ch_mult[-1]
         res = cfg.resolution // 2 ** (n_levels - 1)
         self.conv_in = nn.Conv2d(cfg.z_channels, block_in, 3, padding=1)
-        self.mid = MidBlock(block_in, cfg.dropout)
+        self.mid = MidBlock(block_in, cfg.dropout, g)
         levels: list[_Level] = []
         for i in reversed(range(n_levels)):
             level = _Level()
             block_out = cfg.ch * cfg.ch_mult[i]
             for _ in range(cfg.num_res_blocks + 1):
-                level.block.append(ResnetBlock(block_in, block_out, cfg.dropout))
+                level.block.append(ResnetBlock(block_in, block_out, cfg.dropout, g))
                 block_in = block_out
                 if res in cfg.attn_resolutions:
-                    level.attn.append(AttnBlock(block_in))
+                    level.attn.append(AttnBlock(block_in, g))
             if i != 0:
                 level.upsample = Upsample(block_in)
                 res *= 2
             levels.insert(0, level)
         self.up = nn.ModuleList(levels)
-        self.norm_out = normalize(block_in)
+        self.norm_out = normalize(block_in, g)
         self.conv_out = nn.Conv2d(block_in, cfg.out_ch, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from vqgan_core.augment import parse_augments
+
 __all__ = ["PRECISIONS", "GenerationConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "classic")
@@ -73,7 +75,7 @@ class GenerationConfig:
         if self.batch_prompts is not None and len(self.batch_prompts) != self.batch_size:
             raise ValueError(f"batch_prompts has {len(self.batch_prompts)} entries but batch_size is {self.batch_size}")
         if isinstance(self.augments, str):
-            self.augments = [c.strip() for c in self.augments.split(",") if c.strip() and c.strip().lower() != "none"]
+            self.augments = list(parse_augments(self.augments))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON types only)."""

@@ -194,6 +194,8 @@ class GenerationLoop:
             dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
             self._dec = copy.deepcopy(dec).to(dtype=dt).eval().requires_grad_(False)
             self._clip_models = [g.lowp_model(dt) for g, _ in self.clip.guides]
+        # The caller's VQGAN is converted only when no private copy exists; run() converts it back.
+        self._converted_vqgan = self._channels_last and self._dec is None
         if self._channels_last:
             (self._dec or self.vqgan).to(memory_format=torch.channels_last)
         if self.precision == "classic" and self.device.type == "cuda":
@@ -287,21 +289,25 @@ class GenerationLoop:
         """Run the remaining steps with callbacks; weights' ``requires_grad``/modes are restored afterwards."""
         c, interrupted = self.config, False
         mods = [self.vqgan] + [g.model for g, _ in self.clip.guides]
-        with _run_context(mods, c.deterministic):
-            while self.step_index < c.steps:
-                if self.cb.should_stop is not None and self.cb.should_stop():
-                    interrupted = True
-                    break
-                i = self.step_index
-                loss = self.step()
-                value = None
-                if (c.log_every and i % c.log_every == 0) or self.step_index == c.steps:
-                    value = float(loss)  # the only host sync of the loop
-                    self.losses.append((i, value))
-                    self.lr_schedule.observe(value)
-                if self.cb.progress is not None:
-                    self.cb.progress(self.step_index, c.steps, value)
-            return self.result(interrupted)
+        try:
+            with _run_context(mods, c.deterministic):
+                while self.step_index < c.steps:
+                    if self.cb.should_stop is not None and self.cb.should_stop():
+                        interrupted = True
+                        break
+                    i = self.step_index
+                    loss = self.step()
+                    value = None
+                    if (c.log_every and i % c.log_every == 0) or self.step_index == c.steps:
+                        value = float(loss)  # the only host sync of the loop
+                        self.losses.append((i, value))
+                        self.lr_schedule.observe(value)
+                    if self.cb.progress is not None:
+                        self.cb.progress(self.step_index, c.steps, value)
+                return self.result(interrupted)
+        finally:
+            if self._converted_vqgan:  # hand the caller's (possibly cached, shared) model back unchanged
+                self.vqgan.to(memory_format=torch.contiguous_format)
 
 
 def run_generation(

@@ -25,6 +25,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
         writer(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -42,6 +43,12 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically (training state: optimiser, scaler, RNG...)."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _shares_storage(t: torch.Tensor) -> bool:

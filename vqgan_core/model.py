@@ -70,9 +70,10 @@ class VQGAN(nn.Module):
         return self.quant_conv(self.encoder(x.to(self.dtype)))
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image -> ``(z_q, indices)``. Deterministic in eval mode (Gumbel: argmax unless ``generator`` given)."""
+        """Image -> ``(z_q, indices)``. Deterministic in eval mode (Gumbel: argmax unless ``generator`` given;
+        nearest-neighbour VQ has nothing to sample and ignores it)."""
         h = self.encode_to_prequant(x)
-        if generator is not None:
+        if generator is not None and self.config.quantizer == "gumbel":
             z_q, _, idx = self.quantize(h, generator=generator)
         else:
             z_q, _, idx = self.quantize(h)

@@ -83,7 +83,7 @@ class PlateauLR(LRSchedule):
         return self._f
 
     def observe(self, loss: float) -> None:  # noqa: D102
-        if loss < self._best * (1 - self.threshold):
+        if loss < self._best - self.threshold * abs(self._best):  # relative, also right for negative losses
             self._best, self._bad = loss, 0
             return
         self._bad += 1
