@@ -29,7 +29,28 @@ def test_cli_train_resume_and_export(tmp_path):
     assert (run / "checkpoints" / "step_00000003").is_dir()
     assert main(["export", str(run), str(tmp_path / "model.safetensors")]) == 0
     assert load_vqgan(tmp_path / "model.safetensors").config.n_embed == 32
+    from vqgan_core.checkpoint import read_safetensors
+
+    origin = read_safetensors(tmp_path / "model.safetensors")[1]["exported_from"]
+    assert origin == "step_00000003/weights.safetensors" and str(tmp_path) not in origin
     assert main(["--config", str(path), "train.no_such_key=1"]) == 2
+
+
+def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    data = make_coco(tmp_path / "coco", n_train=2, n_val=0, odd=False)
+    cfg = tiny_config(data, tmp_path / "unused", train__max_steps=1)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--config", str(path), "--data", str(empty), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(empty) in err and "Traceback" not in err
+    assert main(["export", str(tmp_path / "nope"), str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope" in err and "Traceback" not in err
+    assert main(["export", str(tmp_path / "nope"), str(tmp_path / "m.ckpt")]) == 2
+    assert ".safetensors" in capsys.readouterr().err
 
 
 def test_shipped_configs_parse():

@@ -10,7 +10,7 @@ import yaml
 
 from tests.train_helpers import make_coco, tiny_config
 from training import checkpointing as ck
-from training.trainer import read_metrics
+from training.logger import read_metrics
 from vqgan_core import load_vqgan
 
 

@@ -135,3 +135,56 @@ def test_lpips_needs_weights_unless_random():
 def test_unknown_disc_loss_lists_names():
     with pytest.raises(ValueError, match="hinge"):
         build_loss(TrainConfig(loss=LossConfig(perceptual_weight=0, disc_loss="wasserstein")))
+
+
+def test_resave_same_step_replaces_folder_and_leaves_no_temporaries(tmp_path):
+    from training import checkpointing as ck
+    from vqgan_core import VQGAN, VQGANConfig
+
+    model = VQGAN(
+        VQGANConfig(
+            resolution=16,
+            ch=32,
+            ch_mult=[1, 1],
+            num_res_blocks=1,
+            attn_resolutions=[],
+            n_embed=8,
+            z_channels=8,
+            embed_dim=8,
+        )
+    )
+    disc = NLayerDiscriminator(3, 8, 1)
+    ck.save_checkpoint(tmp_path, 3, model, disc, {"samples_seen": 1})
+    final = ck.save_checkpoint(tmp_path, 3, model, disc, {"samples_seen": 2})
+    assert ck.load_state(final)["samples_seen"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step_00000003"]
+
+
+def test_kmeans_runs_in_float32_outside_autocast(monkeypatch):
+    from training import codebook
+    from vqgan_core import VQGAN, VQGANConfig
+
+    seen = []
+    real = codebook.kmeans
+
+    def spy(rows, *a, **k):
+        seen.append((rows.dtype, torch.is_autocast_enabled("cpu")))
+        return real(rows, *a, **k)
+
+    monkeypatch.setattr(codebook, "kmeans", spy)
+    model = VQGAN(
+        VQGANConfig(
+            resolution=16,
+            ch=32,
+            ch_mult=[1, 1],
+            num_res_blocks=1,
+            attn_resolutions=[],
+            n_embed=4,
+            z_channels=8,
+            embed_dim=8,
+        )
+    )
+    x = [torch.rand(2, 3, 16, 16) * 2 - 1]
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    codebook.kmeans_init(model, x, 2, torch.Generator().manual_seed(0), autocast=bf16)
+    assert seen == [(torch.float32, False)]

@@ -13,8 +13,15 @@ from typing import Any
 
 import torch
 
-from vqgan_core import VQGAN, VQGANConfig, load_vqgan, safe_torch_load
-from vqgan_core.checkpoint import read_safetensors
+from vqgan_core import VQGAN, VQGANConfig, safe_torch_load
+from vqgan_core.checkpoint import (
+    CONFIG_KEY,
+    CheckpointError,
+    check_state_dict,
+    generator_state_dict,
+    read_safetensors,
+    resolve_config,
+)
 
 from . import checkpointing as ck
 from .config import TrainConfig
@@ -35,6 +42,7 @@ class StartPoint:
     lpips_state: dict[str, torch.Tensor] | None = None
     optimizer_states: list[dict[str, Any]] = field(default_factory=list)  # [ae, disc], in our parameter order
     source: str = "scratch"
+    train_state: dict[str, Any] | None = None  # our checkpoint's state.pt, read once (the trainer resumes from it)
 
 
 def load_start_point(cfg: TrainConfig) -> StartPoint:
@@ -44,16 +52,35 @@ def load_start_point(cfg: TrainConfig) -> StartPoint:
         return StartPoint(VQGAN(VQGANConfig.from_dict(dict(cfg.model))))
     path = Path(src)
     if ck.is_checkpoint_dir(path):
-        model = load_vqgan(path / ck.WEIGHTS)
-        sp = StartPoint(model, ck.load_disc_weights(path), source=str(path))
+        sd, meta = read_safetensors(path / ck.WEIGHTS)
+        sp = StartPoint(_vqgan_from(sd, meta, path / ck.WEIGHTS, None), ck.load_disc_weights(path), source=str(path))
         if (path / ck.STATE).is_file():
-            sp.optimizer_states = list(ck.load_state(path).get("optimizers", []))
+            sp.train_state = ck.load_state(path)
+            sp.optimizer_states = list(sp.train_state.get("optimizers", []))
         return sp
     if path.suffix == ".safetensors":
-        _, meta = read_safetensors(path)
-        config = None if "vqgan_config" in meta else VQGANConfig.from_dict(dict(cfg.model))
-        return StartPoint(load_vqgan(path, config=config), source=str(path))
+        sd, meta = read_safetensors(path)
+        config = None if CONFIG_KEY in meta else VQGANConfig.from_dict(dict(cfg.model))
+        return StartPoint(_vqgan_from(sd, meta, path, config), source=str(path))
     return _from_taming(cfg, path)
+
+
+def _vqgan_from(
+    sd: dict[str, torch.Tensor], meta: dict[str, str] | None, path: Path, config: str | VQGANConfig | None
+) -> VQGAN:
+    """A VQGAN built from an already-read state dict (multi-GB checkpoints are read once, not once per use)."""
+    vcfg = resolve_config(path, config, meta)
+    gen = generator_state_dict(sd, str(vcfg.extra.get("key_prefix", "")))
+    cfg_source = "the file's metadata" if config is None and meta and CONFIG_KEY in meta else str(config or "a yaml")
+    with torch.device("meta"):  # no random init of weights that are overwritten at once (and no RNG draws)
+        model = VQGAN(vcfg)
+    check_state_dict(model, gen, path, cfg_source)
+    model = model.to_empty(device="cpu")
+    try:
+        model.load_state_dict(gen)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return model
 
 
 def _from_taming(cfg: TrainConfig, path: Path) -> StartPoint:
@@ -65,7 +92,7 @@ def _from_taming(cfg: TrainConfig, path: Path) -> StartPoint:
     if config is None and cfg.model:
         config = VQGANConfig.from_dict(dict(cfg.model))
     try:
-        model = load_vqgan(path, config=config)
+        model = _vqgan_from(sd, None, path, config)
     except ValueError as e:
         raise ValueError(f"{e} (set init.taming_yaml to the checkpoint's model.yaml, or the `model` section)") from None
     sp = StartPoint(

@@ -17,17 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from vqgan_core import save_vqgan
-from vqgan_core.io_utils import atomic_save_file, atomic_write
+from vqgan_core.checkpoint import read_safetensors, safe_torch_load
+from vqgan_core.io_utils import atomic_save_file, atomic_torch_save, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -38,43 +36,6 @@ WEIGHTS, EMA_WEIGHTS, DISC, STATE, LATEST = (
     "state.pt",
     "latest",
 )
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU + CUDA) RNG states as tensors/containers ``weights_only`` can load."""
-    np_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np_state["state"]["key"].copy()),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": n["bit_generator"],
-            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-            "has_gauss": n["has_gauss"],
-            "gauss": n["gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(
@@ -101,10 +62,16 @@ def save_checkpoint(
     if ema_model is not None:
         save_vqgan(ema_model, tmp / EMA_WEIGHTS, extra_metadata={**meta, "ema": "true"})
     atomic_save_file({k: v.detach().cpu() for k, v in disc.state_dict().items()}, tmp / DISC, metadata={"format": "pt"})
-    atomic_write(tmp / STATE, lambda p: torch.save({**state, "step": step, "train_config": train_config}, p))
-    if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
-        shutil.rmtree(final)
+    atomic_torch_save({**state, "step": step, "train_config": train_config}, tmp / STATE)
+    aside = None
+    if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save): never delete first
+        aside = root / f".{final.name}.old{os.getpid()}"
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(final, aside)
     os.replace(tmp, final)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
     atomic_write(root / LATEST, lambda p: Path(p).write_text(final.name + "\n", encoding="utf-8"))
     if keep_last > 0:
         for old in list_checkpoints(out)[:-keep_last]:
@@ -144,10 +111,10 @@ def load_state(ckpt: str | Path) -> dict[str, Any]:
     path = Path(ckpt) / STATE
     if not path.is_file():
         raise FileNotFoundError(f"{ckpt} is not a training checkpoint folder (no {STATE})")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return safe_torch_load(path)
 
 
 def load_disc_weights(ckpt: str | Path) -> dict[str, torch.Tensor] | None:
     """Discriminator state of a checkpoint folder, or None if it has none."""
     path = Path(ckpt) / DISC
-    return load_file(str(path)) if path.is_file() else None
+    return read_safetensors(path)[0] if path.is_file() else None

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from .config import TrainConfig, TrainConfigError
+from .config import TrainConfig
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -41,19 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
-    if argv and argv[0] == "export":
-        from .export import export
-
-        a = _export_parser().parse_args(argv[1:])
-        path = export(a.checkpoint, a.out, a.ema, a.config)
-        print(path)  # noqa: T201 - CLI output
-        return 0
-    a = _train_parser().parse_args(argv)
     try:
-        cfg = TrainConfig.load(a.config, a.overrides)
-    except TrainConfigError as e:
-        logging.getLogger("training").error("%s", e)
+        return _export(argv[1:]) if argv and argv[0] == "export" else _train(argv)
+    except (ValueError, OSError) as e:  # TrainConfigError, ConfigError and CheckpointError are ValueErrors
+        # One actionable line instead of a traceback: these are problems with the user's files or settings.
+        logging.getLogger("training").debug("details of the failure", exc_info=True)
+        print(f"error: {e}", file=sys.stderr)  # noqa: T201 - CLI output
         return 2
+
+
+def _export(argv: list[str]) -> int:
+    from .export import export
+
+    a = _export_parser().parse_args(argv)
+    path = export(a.checkpoint, a.out, a.ema, a.config)
+    print(path)  # noqa: T201 - CLI output
+    return 0
+
+
+def _train(argv: list[str]) -> int:
+    a = _train_parser().parse_args(argv)
+    cfg = TrainConfig.load(a.config, a.overrides)
     if a.data:
         cfg.data.path = a.data
     if a.out:

@@ -9,7 +9,9 @@ re-seeding codes that went unused with current encoder outputs (Jukebox; vector-
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -84,11 +86,25 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator, sphe
 
 
 @torch.no_grad()
-def kmeans_init(model: torch.nn.Module, batches: list[torch.Tensor], iters: int, generator: torch.Generator) -> None:
-    """Set the VQ codebook to k-means centroids of encoder outputs ``encode_to_prequant(x)`` over ``batches``."""
+def kmeans_init(
+    model: torch.nn.Module,
+    batches: list[torch.Tensor],
+    iters: int,
+    generator: torch.Generator,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> None:
+    """Set the VQ codebook to k-means centroids of encoder outputs ``encode_to_prequant(x)`` over ``batches``.
+
+    ``autocast`` wraps only the encoder: the k-means distances run in float32 (bf16 would mis-assign points).
+    """
     if model.config.quantizer != "vq":
         raise ValueError(f"codebook.kmeans_init needs the 'vq' quantizer, model has {model.config.quantizer!r}")
-    rows = torch.cat([_rows(model.encode_to_prequant(x)) for x in batches])
+    feats = []
+    for x in batches:
+        with autocast():
+            h = model.encode_to_prequant(x)
+        feats.append(_rows(h))
+    rows = torch.cat(feats)
     spherical = bool(model.config.l2_normalize)
     if spherical:
         rows = F.normalize(rows, dim=1)

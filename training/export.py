@@ -17,7 +17,12 @@ logger = logging.getLogger(__name__)
 
 def export(src: str | Path, out: str | Path, ema: bool = False, config: str | None = None) -> Path:
     """Write ``out`` (.safetensors) from ``src``; ``ema`` picks the EMA weights of a checkpoint folder."""
+    out = Path(out)
+    if out.suffix != ".safetensors":  # before loading a possibly multi-GB source
+        raise ValueError(f"export target must end in .safetensors, got {out}")
     src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"export source not found: {src}")
     if src.is_dir() and not ck.is_checkpoint_dir(src):
         latest = ck.find_latest(src)
         if latest is None:
@@ -34,9 +39,8 @@ def export(src: str | Path, out: str | Path, ema: bool = False, config: str | No
             raise ValueError("--ema needs one of our checkpoint folders (taming checkpoints have no EMA weights)")
         weights = src
     model = load_vqgan(weights, config=config)
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"export target must end in .safetensors, got {out}")
-    save_vqgan(model, out, extra_metadata={"exported_from": str(weights), "ema": str(bool(ema)).lower()})
+    # Only names, no absolute path: shared files should not leak the exporting machine's folder layout.
+    origin = f"{src.name}/{weights.name}" if weights != src else weights.name
+    save_vqgan(model, out, extra_metadata={"exported_from": origin, "ema": str(bool(ema)).lower()})
     logger.info("exported %s -> %s", weights, out)
     return out

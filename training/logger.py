@@ -6,6 +6,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -66,7 +67,7 @@ class RunLogger:
         if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, step)
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        with open(metrics_path(self.out), "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": step, **values}) + "\n")
 
     def train_logs(
@@ -122,3 +123,14 @@ class RunLogger:
             self.tb.flush()
             self.tb.close()
             self.tb = None
+
+
+def metrics_path(out: str | Path) -> Path:
+    """Where a run's JSON-lines scalar log lives (the one definition: the logger writes it, tools read it)."""
+    return Path(out) / "metrics.jsonl"
+
+
+def read_metrics(out: str | Path) -> list[dict[str, Any]]:
+    """All logged scalar records of a run."""
+    p = metrics_path(out)
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []

@@ -12,10 +12,9 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from vqgan_core.checkpoint import safe_torch_load
+from vqgan_core.checkpoint import read_safetensors, safe_torch_load
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ def _read(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"LPIPS/VGG weights file not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return read_safetensors(path)[0]
     sd = safe_torch_load(path)
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
-import json
 import logging
-import signal
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,6 +34,7 @@ from .discriminator import DiscPair
 from .distributed import all_reduce_sum_, any_rank, barrier, broadcast_, init_distributed
 from .ema import EMA
 from .logger import RunLogger
+from .state import gather_rng_states, install_signal_handlers, restore_signal_handlers, set_rng_state
 from .validate import InceptionFeatures, validate
 
 logger = logging.getLogger(__name__)
@@ -93,7 +90,7 @@ class Trainer:
         self.data_stats: Counter = Counter()
         self._rng_to_restore: dict[str, Any] | None = None
         if self.resume_from is not None:
-            self._restore(ck.load_state(self.resume_from))
+            self._restore(sp.train_state if sp.train_state is not None else ck.load_state(self.resume_from))
         torch.manual_seed(tc.seed + 1000 * self.dist.rank + self.step)  # per-rank stream (Gumbel sampling)
 
         if cuda and tc.channels_last:
@@ -196,7 +193,11 @@ class Trainer:
             for i, x in enumerate(micro):
                 with self._no_sync(self.d_pair, i < n - 1):
                     with self._autocast():
-                        xrec = self.model(x)[0] if taming else xrecs[i]  # taming recomputes with the new weights
+                        if taming:  # taming recomputes with the new weights; D's step needs no generator graph
+                            with torch.no_grad():
+                                xrec = self.model(x)[0]
+                        else:
+                            xrec = xrecs[i]
                         d_loss, dlogs = self.loss.discriminator_loss(x, xrec, step, self.d_pair)
                     self.scaler.scale(d_loss / n).backward()
                 _accumulate(logs, dlogs, n)
@@ -224,8 +225,8 @@ class Trainer:
                 torch.stack([self.train_set[(i, 0)][0] for i in idx[s : s + tc.batch_size]])
                 for s in range(0, len(idx), tc.batch_size)
             ]
-            with self._autocast():
-                kmeans_init(self.model, [self.to_input(b) for b in batches], cc.kmeans_iters, self.code_gen)
+            inputs = [self.to_input(b) for b in batches]
+            kmeans_init(self.model, inputs, cc.kmeans_iters, self.code_gen, autocast=self._autocast)
         broadcast_(self.model.quantize.codebook.data, self.dist)
         self.kmeans_done = True
 
@@ -243,13 +244,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything besides the weights that an exact resume needs (RNG gathered from every rank)."""
-        rngs = [ck.rng_state()]
-        if self.dist.enabled:  # gathered as bytes: all_gather_object cannot pickle CPU tensors on every backend
-            buf = io.BytesIO()
-            torch.save(rngs[0], buf)
-            blobs: list[Any] = [None] * self.dist.world_size
-            torch.distributed.all_gather_object(blobs, buf.getvalue())
-            rngs = [torch.load(io.BytesIO(b), weights_only=True) for b in blobs]
+        rngs = gather_rng_states(self.dist)
         st = {
             "samples_seen": self.samples_seen,
             "optimizers": [self.opt_ae.state_dict(), self.opt_d.state_dict()],
@@ -289,10 +284,10 @@ class Trainer:
         tc, lc = self.cfg.train, self.cfg.log
         max_steps = max_steps if max_steps is not None else tc.max_steps
         if self._rng_to_restore is not None:
-            ck.set_rng_state(self._rng_to_restore)
+            set_rng_state(self._rng_to_restore)
         if self.cfg.codebook.kmeans_init and not self.kmeans_done and self.step == 0:
             self._kmeans_init()
-        old = _install_signal_handlers(self.request_stop)
+        old = install_signal_handlers(self.request_stop)
         it = iter(self.train_loader)
         last: dict[str, float] = {}
         saved_at = -1
@@ -324,11 +319,11 @@ class Trainer:
                 if check and any_rank(self._stop, self.dist):
                     logger.warning("stop requested: checkpointing at step %d", s)
                     break
+            if saved_at != self.step:
+                self.save()
         finally:
-            _restore_signal_handlers(old)
-        if saved_at != self.step:
-            self.save()
-        self.log.close()
+            restore_signal_handlers(old)
+            self.log.close()
         return last
 
     def run_validation(self) -> dict[str, float]:
@@ -353,28 +348,3 @@ class Trainer:
 def _accumulate(acc: dict[str, torch.Tensor], logs: dict[str, torch.Tensor], n: int) -> None:
     for k, v in logs.items():
         acc[k] = acc.get(k, 0) + v.to(torch.float32) / n
-
-
-def _install_signal_handlers(stop: Any) -> dict[int, Any]:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old[sig] = signal.signal(sig, lambda *_: stop())
-    return old
-
-
-def _restore_signal_handlers(old: dict[int, Any]) -> None:
-    for sig, h in old.items():
-        signal.signal(sig, h)
-
-
-def metrics_path(out: str | Path) -> Path:
-    """Where the run's JSON-lines scalar log lives."""
-    return Path(out) / "metrics.jsonl"
-
-
-def read_metrics(out: str | Path) -> list[dict[str, Any]]:
-    """All logged scalar records of a run."""
-    p = metrics_path(out)
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []

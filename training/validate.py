@@ -77,22 +77,24 @@ def validate(
     sums = {"psnr": 0.0, "ssim": 0.0, "l1": 0.0}
     n = 0
     feats_real, feats_fake = [], []
-    for raw in batches:
-        x = to_input(raw)
-        with autocast():
-            xrec, _, idx = model(x)
-        xrec = xrec.float().clamp(-1, 1)
-        usage.update(idx)
-        a, b = (x.float() + 1) / 2, (xrec + 1) / 2
-        mse = (a - b).pow(2).flatten(1).mean(1).clamp(min=1e-10)
-        sums["psnr"] += float((10 * torch.log10(1.0 / mse)).sum())
-        sums["ssim"] += float(kornia.metrics.ssim(a, b, 11).flatten(1).mean(1).sum())
-        sums["l1"] += float((x.float() - xrec).abs().flatten(1).mean(1).sum())
-        n += x.shape[0]
-        if inception is not None:
-            feats_real.append(inception(x).cpu())
-            feats_fake.append(inception(xrec).cpu())
-    model.train(was_training)
+    try:
+        for raw in batches:
+            x = to_input(raw)
+            with autocast():
+                xrec, _, idx = model(x)
+            xrec = xrec.float().clamp(-1, 1)
+            usage.update(idx)
+            a, b = (x.float() + 1) / 2, (xrec + 1) / 2
+            mse = (a - b).pow(2).flatten(1).mean(1).clamp(min=1e-10)
+            sums["psnr"] += float((10 * torch.log10(1.0 / mse)).sum())
+            sums["ssim"] += float(kornia.metrics.ssim(a, b, 11).flatten(1).mean(1).sum())
+            sums["l1"] += float((x.float() - xrec).abs().flatten(1).mean(1).sum())
+            n += x.shape[0]
+            if inception is not None:
+                feats_real.append(inception(x).cpu())
+                feats_fake.append(inception(xrec).cpu())
+    finally:
+        model.train(was_training)
     if n == 0:
         return {}
     out = {k: v / n for k, v in sums.items()}
