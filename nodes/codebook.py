@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from comfy_api.latest import io
 
 from . import comfy_adapters as ca
@@ -29,28 +28,14 @@ def parse_codes(text: str, n_embed: int) -> list[int]:
     return codes
 
 
-def code_colors(indices: torch.Tensor, n_embed: int) -> torch.Tensor:
-    """False-colour [B,h,w] codes as [B,3,h,w] in [0,1] (a fixed hash so equal codes share a colour)."""
-    idx = indices.long()
-    r = (idx * 97 % 256).float() / 255
-    g = (idx * 57 % 256).float() / 255
-    b = (idx * 23 % 256).float() / 255
-    return torch.stack([r, g, b], dim=1)
-
-
 def region_mask(latent: Latent, mask: torch.Tensor | None, x: int, y: int, width: int, height: int) -> torch.Tensor:
     """Boolean [B,h,w] token mask from a MASK (any size, > 0.5) or a pixel rectangle."""
+    from vqgan_core.codebook_ops import mask_region, rect_region
+
     b, _, h, w = latent.z.shape
     if mask is not None:
-        m = mask if mask.ndim == 3 else mask.unsqueeze(0)
-        m = F.interpolate(m.unsqueeze(1).float(), size=(h, w), mode="area")[:, 0] > 0.5
-        return m.expand(b, h, w) if m.shape[0] == 1 else m[:b]
-    f = latent.model.downsample_factor
-    x0, y0 = x // f, y // f
-    x1, y1 = -(-(x + width) // f), -(-(y + height) // f)
-    m = torch.zeros(b, h, w, dtype=torch.bool)
-    m[:, max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = True
-    return m
+        return mask_region(mask, b, h, w)
+    return rect_region(b, h, w, latent.model.downsample_factor, x, y, width, height)
 
 
 class CodebookLookup(io.ComfyNode):
@@ -72,13 +57,14 @@ class CodebookLookup(io.ComfyNode):
     @classmethod
     def execute(cls, latent: Latent) -> io.NodeOutput:
         """Quantise, return indices, a colour map (one pixel per token) and the grid text."""
+        from vqgan_core.codebook_ops import code_colors
+
         model = latent.model
         with torch.no_grad():
             _, idx = model.quantize_latent(latent.z.to(ca.compute_device()))
         idx = idx.to(ca.output_device()).long()
-        n = model.codebook.shape[0]
         text = "\n".join(" ".join(str(int(c)) for c in row) for row in idx[0])
-        return io.NodeOutput(Codes(indices=idx, model=model), ca.bchw_to_image(code_colors(idx, n)), text)
+        return io.NodeOutput(Codes(indices=idx, model=model), ca.bchw_to_image(code_colors(idx)), text)
 
 
 class CodesToLatent(io.ComfyNode):
@@ -110,6 +96,8 @@ class CodebookEdit(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         """Schema: latent, codes, pattern, region (mask or rectangle), seed."""
+        from vqgan_core.codebook_ops import FILL_PATTERNS
+
         px = {"min": 0, "max": 16384, "step": 1}
         return io.Schema(
             node_id="VQGAN_CodebookEdit",
@@ -120,7 +108,7 @@ class CodebookEdit(io.ComfyNode):
             inputs=[
                 VQLatent.Input("latent"),
                 io.String.Input("codes", default="0", tooltip="Code indices, e.g. '12' or '3, 40, 7'."),
-                io.Combo.Input("pattern", options=["tile", "random"], default="tile",
+                io.Combo.Input("pattern", options=list(FILL_PATTERNS), default="tile",
                                tooltip="tile: repeat the list over the region; random: pick per token (seeded)."),
                 io.Int.Input("x", default=0, **px),
                 io.Int.Input("y", default=0, **px),
@@ -136,18 +124,13 @@ class CodebookEdit(io.ComfyNode):
     def execute(cls, latent: Latent, codes: str, pattern: str, x: int, y: int, width: int, height: int,
                 seed: int, mask: torch.Tensor | None = None) -> io.NodeOutput:
         """Replace the masked tokens' latent vectors by the chosen codebook vectors."""
+        from vqgan_core.codebook_ops import edit_region, pick_codes
+
         model = latent.model
-        cb = model.codebook.detach().to(latent.z.device, latent.z.dtype)
-        chosen = torch.tensor(parse_codes(codes, cb.shape[0]))
+        chosen = parse_codes(codes, model.codebook.shape[0])
         region = region_mask(latent, mask, x, y, width, height)
         count = int(region.sum())
         if count == 0:
             raise ValueError("The edit region is empty: it lies outside the image or the mask is all black.")
-        if pattern == "tile":
-            pick = chosen.repeat(-(-count // len(chosen)))[:count]
-        else:
-            gen = torch.Generator().manual_seed(int(seed))
-            pick = chosen[torch.randint(len(chosen), (count,), generator=gen)]
-        z = latent.z.clone().movedim(1, -1)  # [B,h,w,C]
-        z[region] = cb[pick]
-        return io.NodeOutput(Latent(z=z.movedim(-1, 1).contiguous(), model=model))
+        z = edit_region(latent.z, model.codebook, region, pick_codes(chosen, count, pattern, seed))
+        return io.NodeOutput(Latent(z=z, model=model))

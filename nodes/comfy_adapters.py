@@ -151,23 +151,22 @@ def outside_inference_mode() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def gradients_on() -> Iterator[None]:
-    """Leave inference mode and switch gradients on, for the optimisation loop."""
-    with torch.inference_mode(False), torch.enable_grad():
-        yield
-
-
 def bchw_to_image(x: torch.Tensor) -> torch.Tensor:
     """[B,3,H,W] in [0,1] -> ComfyUI IMAGE [B,H,W,3] float32 on the output device."""
     return x.clamp(0, 1).movedim(1, -1).float().contiguous().to(output_device())
 
 
 def image_to_bchw(image: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    """ComfyUI IMAGE [B,H,W,C] in [0,1] -> [B,3,H,W]; drops alpha, repeats grey."""
+    """ComfyUI IMAGE [B,H,W,C] in [0,1] -> [B,3,H,W] RGB.
+
+    C may be 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA): alpha is dropped, grey is repeated.
+    """
     if image.ndim == 3:
         image = image.unsqueeze(0)
-    x = image[..., :3].movedim(-1, 1).float()
+    c = image.shape[-1]
+    if c not in (1, 2, 3, 4):
+        raise ValueError(f"Expected an IMAGE with 1, 2, 3 or 4 channels (last dimension), got {tuple(image.shape)}.")
+    x = image[..., :1 if c <= 2 else 3].movedim(-1, 1).float()
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     return x.to(device) if device is not None else x
@@ -198,6 +197,8 @@ class Progress:
 
     def preview(self, step: int, images: torch.Tensor) -> None:
         """Engine hook every N steps: keep the first image for the next progress update."""
+        from vqgan_core.image_io import to_pil
+
         self._pending = ("JPEG", to_pil(images), self.preview_size)
 
     def progress(self, step: int, total: int, loss: float | None = None) -> None:
@@ -214,11 +215,3 @@ def _preview_size() -> int:
     except ImportError:
         return 512
     return int(getattr(args, "preview_size", 512) or 512)
-
-
-def to_pil(x: torch.Tensor):  # noqa: ANN201 - PIL is imported lazily
-    """First image of a [B,3,H,W] batch in [0,1] as a PIL image."""
-    from PIL import Image
-
-    arr = (x[0].detach().float().clamp(0, 1).movedim(0, -1).cpu().numpy() * 255).round().astype("uint8")
-    return Image.fromarray(arr)

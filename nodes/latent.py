@@ -6,33 +6,14 @@ decoding always quantises first, so what you see is what the codes give.
 
 from __future__ import annotations
 
-import logging
-
 import torch
-import torch.nn.functional as F
 from comfy_api.latest import io
 
 from . import comfy_adapters as ca
 from .types import Latent, VQGANModel, VQLatent
 
-log = logging.getLogger(__name__)
-
 CATEGORY = "vqgan_clip/latent"
 MAX_SIZE = 4096
-
-
-def crop_to_multiple(x: torch.Tensor, f: int) -> torch.Tensor:
-    """Centre-crop [B,C,H,W] so H and W are multiples of the downsampling factor ``f``."""
-    h, w = x.shape[-2:]
-    nh, nw = (h // f) * f, (w // f) * f
-    if nh == 0 or nw == 0:
-        raise ValueError(f"The image is {w}x{h} pixels but this VQGAN needs at least {f}x{f} "
-                         f"(its downsampling factor is {f}).")
-    if (nh, nw) != (h, w):
-        log.warning("Cropping image from %dx%d to %dx%d (multiple of f=%d)", w, h, nw, nh, f)
-        top, left = (h - nh) // 2, (w - nw) // 2
-        x = x[..., top:top + nh, left:left + nw]
-    return x
 
 
 def decode_latent(latent: Latent, model=None) -> torch.Tensor:  # noqa: ANN001
@@ -63,6 +44,8 @@ class VQGANEncode(io.ComfyNode):
     @classmethod
     def execute(cls, vqgan, image: torch.Tensor) -> io.NodeOutput:  # noqa: ANN001
         """Encode to the pre-quantisation latent (its nearest codes are the image's codes)."""
+        from vqgan_core.latent_ops import crop_to_multiple
+
         device = ca.compute_device()
         x = crop_to_multiple(ca.image_to_bchw(image, device), vqgan.downsample_factor)
         with torch.no_grad():
@@ -143,7 +126,7 @@ class RandomVQLatent(io.ComfyNode):
             raise ValueError(f"Width and height must be at least {f} pixels for this VQGAN (got {width}x{height}).")
         if init == "image" and init_image is None:
             raise ValueError("init is 'image' but no init_image is connected: connect an image or pick another init.")
-        gens = [torch.Generator().manual_seed((int(seed) + i) % 2**32) for i in range(batch_size)]
+        gens = [torch.Generator().manual_seed((int(seed) + i) % 2**64) for i in range(batch_size)]  # as the engine
         image = ca.image_to_bchw(init_image, ca.compute_device()) if init_image is not None else None
         with torch.no_grad():
             z = init_latent(vqgan, init, batch_size, h, w, gens, image=image if init == "image" else None)
@@ -173,8 +156,6 @@ class ResizeVQLatent(io.ComfyNode):
     @classmethod
     def execute(cls, latent: Latent, scale: float, mode: str) -> io.NodeOutput:
         """Interpolate z; the optimiser state is dropped (its shapes no longer match)."""
-        h, w = latent.z.shape[-2:]
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        kwargs = {"align_corners": False} if mode == "bilinear" else {}
-        z = F.interpolate(latent.z.float(), size=(nh, nw), mode=mode, **kwargs)
-        return io.NodeOutput(Latent(z=z, model=latent.model))
+        from vqgan_core.latent_ops import resize_latent
+
+        return io.NodeOutput(Latent(z=resize_latent(latent.z, scale, mode), model=latent.model))

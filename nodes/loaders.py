@@ -39,16 +39,24 @@ def vqgan_choices() -> list[str]:
 
 
 def resolve_vqgan(name: str) -> str:
-    """Full path (or 'demo') of a VQGAN choice, checking that a .ckpt has its .yaml beside it."""
+    """Full path (or 'demo') of a VQGAN choice, checking that a .ckpt has a taming config.
+
+    The config is found like the core's loader does (``vqgan_core.checkpoint.find_yaml``: same stem
+    .yaml/.yml, model.yaml or config.yaml beside it, ../configs/model.yaml); the error lists them all.
+    """
     if name == ca.DEMO_NAME:
         return name
     path = ca.model_path(ca.VQGAN_FOLDER, name)
     if path.endswith(".ckpt"):
-        yaml_path = os.path.splitext(path)[0] + ".yaml"
-        if not os.path.isfile(yaml_path):
+        from pathlib import Path
+
+        from vqgan_core.checkpoint import _yaml_candidates, find_yaml
+
+        if find_yaml(Path(path)) is None:
+            tried = ", ".join(str(c) for c in _yaml_candidates(Path(path)))
             raise ValueError(
                 f"VQGAN '{name}' is a taming .ckpt and needs its config next to it: put "
-                f"'{os.path.basename(yaml_path)}' in the same folder ({os.path.dirname(path)})."
+                f"'{Path(path).stem}.yaml' in the same folder ({os.path.dirname(path)}). Looked for: {tried}."
             )
     return path
 

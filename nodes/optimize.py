@@ -1,11 +1,12 @@
 """VQGAN+CLIP Optimize (latent in, latent out; chainable) and the one-node VQGAN+CLIP Generate.
 
-The loop itself is ``vqgan_core.generate``; this file maps widgets to a ``GenerationConfig``, runs it
-outside ComfyUI's inference mode with gradients on, and reports progress/previews/interruption.
+The loop itself is ``vqgan_core.generate`` (it leaves ComfyUI's inference mode and enables gradients
+itself); this file maps widgets to a ``GenerationConfig`` and reports progress/previews/interruption.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -69,7 +70,9 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
 
     Returns the engine's GenerationResult and the state to continue from: the optimiser name and
     its ``state_dict`` (Adam moments), restored into the next Optimize when the optimiser and the
-    latent shape match, so a chained Optimize continues the run instead of restarting it.
+    latent shape match, so a chained Optimize continues the run instead of restarting it. The state is
+    deep-copied both ways: Adam updates its moments in place, and the upstream node's cached output
+    must never change (re-running the workflow must give the same image).
     """
     from vqgan_core.generate import GenerationCallbacks, GenerationLoop
 
@@ -81,14 +84,17 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
     opt_state = state.get("optimizer_state")
     if opt_state is not None and state.get("optimizer") == settings["optimizer"] \
             and tuple(state.get("shape", ())) == tuple(loop.z.shape):
-        loop.opt.load_state_dict(opt_state)
+        with ca.outside_inference_mode():  # the copies must be normal tensors: Adam updates them in place
+            loop.opt.load_state_dict(copy.deepcopy(opt_state))
         for g in loop.opt.param_groups:  # the new lr widget wins over the stored one
             g["lr"] = g["initial_lr"] = settings["lr"]
     elif opt_state is not None:
         log.info("Not continuing the optimiser state (different optimiser or latent size): starting fresh")
     result = loop.run()
+    with ca.outside_inference_mode():
+        opt_copy = copy.deepcopy(loop.opt.state_dict())
     new_state = {"optimizer": settings["optimizer"], "shape": tuple(result.latent.shape),
-                 "optimizer_state": loop.opt.state_dict(), "steps": state.get("steps", 0) + result.steps_done}
+                 "optimizer_state": opt_copy, "steps": state.get("steps", 0) + result.steps_done}
     return result, new_state
 
 
@@ -108,9 +114,8 @@ def optimize_latent(latent: Latent, model, guide, targets: Targets, settings: di
     h, w = latent.z.shape[-2:]
     f = model.downsample_factor
     settings = {**settings, "batch_size": latent.batch, "width": int(w) * f, "height": int(h) * f}
-    with ca.gradients_on():
-        z0 = latent.z.to(device).clone()  # a normal tensor, even if the input is an inference tensor
-        result, new_state = run_engine(model, guide, targets, z0, settings, state, preview_every)
+    # GenerationLoop leaves inference mode and enables gradients itself; it clones z0 (never modifies it)
+    result, new_state = run_engine(model, guide, targets, latent.z.to(device), settings, state, preview_every)
     return Latent(z=result.latent.detach().to(ca.output_device()), model=model, state=new_state)
 
 
@@ -235,7 +240,6 @@ class VQGANCLIPGenerate(io.ComfyNode):
         settings["width"], settings["height"] = (width // f) * f, (height // f) * f
         if settings["width"] == 0 or settings["height"] == 0:
             raise ValueError(f"Width and height must be at least {f} pixels for this VQGAN (got {width}x{height}).")
-        with ca.gradients_on():
-            result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every)
+        result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every)
         latent = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan, state=state)
         return io.NodeOutput(ca.bchw_to_image(result.images), latent)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from comfy_api.latest import io, ui
 
 from . import comfy_adapters as ca
@@ -13,31 +12,11 @@ CATEGORY = "vqgan_clip/score"
 
 
 def clip_scores(guide, targets: Targets, images01: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-    """Weighted cosine similarity x 100 of each image to the targets, averaged over the guides.
+    """The core's weighted CLIP score of ``images01`` [B,3,H,W] in [0,1] against the node targets -> [B]."""
+    from vqgan_core.score import clip_scores as core_scores
 
-    ``score = 100 * sum_g w_g sum_t w_t cos(img, t) / (sum_g w_g * sum_t |w_t|)``; negative-weight
-    targets lower the score. Whole images are embedded (no cutouts, no augmentation).
-
-    Shape:
-        images01: [B, 3, H, W] in [0, 1] -> [B]
-    """
-    from vqgan_core.clip_guide import ClipEnsemble
-
-    if not targets.items:
-        raise ValueError("CLIP Score needs at least one target: connect a CLIP Text Prompt or Image Prompt.")
-    ens = ClipEnsemble.of(guide)
-    total = torch.zeros(images01.shape[0])
-    wsum = sum(w for _, w in ens.guides)
-    tw = torch.tensor([t.weight for t in targets.items], dtype=torch.float32)
-    for g, gw in ens.guides:
-        img = F.normalize(g.encode_image(images01.to(g.device)).float(), dim=-1).cpu()
-        embs = []
-        for t in targets.items:
-            e = g.encode_text([t.text]) if t.kind == "text" else g.encode_image(t.image.to(g.device))
-            embs.append(F.normalize(e.float().mean(0), dim=-1).cpu())
-        sims = img @ torch.stack(embs).T  # [B, T]
-        total += gw * (sims * tw).sum(1) / tw.abs().sum().clamp_min(1e-8)
-    return 100 * total / max(wsum, 1e-8)
+    pairs = [(t.text if t.kind == "text" else t.image, t.weight) for t in targets.items]
+    return core_scores(guide, pairs, images01)
 
 
 class CLIPScore(io.ComfyNode):

@@ -76,6 +76,33 @@ def test_ckpt_without_yaml_says_what_to_do(pack):
         run(pack.loaders.LoadVQGAN, vqgan_name="lonely.ckpt")
 
 
+def test_ckpt_config_found_like_the_core_loader(pack):
+    """Every place vqgan_core.checkpoint.find_yaml looks is accepted; the error lists them all."""
+    folder = Path(pack.folder_paths.get_folder_paths("vqgan")[-1]) / "sub"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "withyml.ckpt").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"withyml\.yml.*model\.yaml.*config\.yaml"):
+        pack.loaders.resolve_vqgan("sub/withyml.ckpt")
+    (folder / "withyml.yml").write_text("model: {}\n")
+    assert pack.loaders.resolve_vqgan("sub/withyml.ckpt").endswith("withyml.ckpt")
+    (folder / "other.ckpt").write_bytes(b"x")
+    (folder / "config.yaml").write_text("model: {}\n")
+    assert pack.loaders.resolve_vqgan("sub/other.ckpt").endswith("other.ckpt")
+
+
+def test_image_to_bchw_handles_grey_la_rgb_rgba(pack):
+    ca = pack.comfy_adapters
+    grey = torch.rand(2, 5, 6, 1)
+    for c in (1, 2):
+        x = ca.image_to_bchw(torch.cat([grey, torch.rand(2, 5, 6, c - 1)], -1))
+        assert x.shape == (2, 3, 5, 6) and all(torch.equal(x[:, i], grey[..., 0]) for i in range(3))
+    rgb = torch.rand(5, 6, 3)
+    assert torch.equal(ca.image_to_bchw(rgb), rgb.movedim(-1, 0)[None])
+    assert torch.equal(ca.image_to_bchw(torch.cat([rgb, torch.ones(5, 6, 1)], -1)), rgb.movedim(-1, 0)[None])
+    with pytest.raises(ValueError, match="1, 2, 3 or 4 channels"):
+        ca.image_to_bchw(torch.rand(1, 5, 6, 5))
+
+
 def test_missing_model_file_names_the_folder(pack):
     with pytest.raises(ValueError, match="was not found in models/vqgan"):
         run(pack.loaders.LoadVQGAN, vqgan_name="nope.safetensors")
@@ -114,6 +141,28 @@ def test_random_latent_seeded_and_batch_items_match_single_runs(pack, vqgan):
     for init in ("pixels", "gradient", "perlin"):
         (d,) = run(pack.latent.RandomVQLatent, seed=1, batch_size=1, **{**kw, "init": init})
         assert d.z.shape == (1, 8, 8, 8)
+
+
+def test_random_latent_seed_derivation_matches_the_engine(pack, vqgan, monkeypatch):
+    """Item i is seeded with (seed + i) % 2**64 like vqgan_core.generate, also past the 32-bit widget maximum.
+
+    (CPU generators only use the low 32 bits, so the values agree either way; the seeds must match too.)
+    """
+    import vqgan_core.init
+
+    seed, seen = 2**32 - 1, []
+    real = vqgan_core.init.init_latent
+
+    def spy(*args, **kwargs):
+        seen.extend(g.initial_seed() for g in args[5])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vqgan_core.init, "init_latent", spy)
+    (a,) = run(pack.latent.RandomVQLatent, vqgan=vqgan, width=16, height=16, seed=seed, init="random", batch_size=2)
+    assert seen == [seed, seed + 1]
+    with torch.no_grad():
+        ref = real(vqgan, "random", 1, 16, 16, [torch.Generator().manual_seed(seed + 1)])
+    assert torch.equal(a.z[1:2], ref)
 
 
 def test_random_latent_image_init_needs_image(pack, vqgan):
@@ -211,6 +260,28 @@ def test_optimize_is_deterministic_and_chaining_continues(pack, vqgan, guide):
     assert not torch.equal(cont.z, fresh.z)  # Adam moments carried over change the steps
 
 
+def test_chained_optimize_never_mutates_the_upstream_latent(pack, vqgan, guide):
+    """Re-running the second Optimize of a chain (ComfyUI re-executes it, the first is cached) is reproducible."""
+    lat = _start(pack, vqgan)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {"vqgan": vqgan, "clip_guide": guide, "targets": tt}
+    (a,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw, **OPT)
+    opt_state = a.state["optimizer_state"]["state"]
+    before = {k: {n: t.clone() for n, t in v.items() if torch.is_tensor(t)} for k, v in opt_state.items()}
+    z_before = a.z.clone()
+    (b1,) = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **OPT)
+    (b2,) = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **OPT)
+    assert torch.equal(b1.z, b2.z)
+    assert torch.equal(a.z, z_before)
+    assert set(before) == set(opt_state) and len(before) == 1
+    for k, tensors in before.items():
+        assert {n for n, t in opt_state[k].items() if torch.is_tensor(t)} == set(tensors)
+        for n, t in tensors.items():
+            assert torch.equal(opt_state[k][n], t), n
+    b_state = b1.state["optimizer_state"]["state"][0]
+    assert all(b_state[n] is not opt_state[0][n] for n in ("exp_avg", "exp_avg_sq"))
+
+
 def test_optimize_with_image_targets_ensemble_and_batch(pack, vqgan, guide):
     lat = _start(pack, vqgan, batch=2)
     (ti,) = run(pack.prompts.CLIPImagePrompt, image=image(1, 20, 20), weight=1.0, stop=-1.0)
@@ -278,7 +349,13 @@ def test_demo_models_load_when_shipped(pack):
         pytest.skip("demo assets not built yet")
     (m,) = run(pack.loaders.LoadVQGAN, vqgan_name="demo")
     (g,) = run(pack.loaders.LoadCLIPGuide, clip_name="demo", pretrained="none")
-    assert m.downsample_factor >= 1 and g.image_size > 0
+    # the shipped demo: f4 VQGAN with 256 codes of dim 8, CLIP seeing 64x64 images
+    assert m.downsample_factor == 4 and tuple(m.codebook.shape) == (256, 8)
+    assert g.image_size == 64
+    (lat,) = run(pack.latent.RandomVQLatent, vqgan=m, width=64, height=64, seed=0, init="random", batch_size=2)
+    assert lat.z.shape == (2, m.config.embed_dim, 16, 16)
+    (img,) = run(pack.latent.VQGANDecode, latent=lat)
+    assert img.shape == (2, 64, 64, 3)
 
 
 def test_taming_ckpt_with_yaml_gumbel_through_the_nodes(pack, guide, taming_fixtures):
