@@ -50,10 +50,10 @@ def resolve_vqgan(name: str) -> str:
     if path.endswith(".ckpt"):
         from pathlib import Path
 
-        from vqgan_core.checkpoint import _yaml_candidates, find_yaml
+        from vqgan_core.checkpoint import find_yaml, yaml_candidates
 
         if find_yaml(Path(path)) is None:
-            tried = ", ".join(str(c) for c in _yaml_candidates(Path(path)))
+            tried = ", ".join(str(c) for c in yaml_candidates(Path(path)))
             raise ValueError(
                 f"VQGAN '{name}' is a taming .ckpt and needs its config next to it: put "
                 f"'{Path(path).stem}.yaml' in the same folder ({os.path.dirname(path)}). Looked for: {tried}."

@@ -136,13 +136,14 @@ def generator_state_dict(sd: dict[str, torch.Tensor], key_prefix: str = "") -> d
 
 def find_yaml(ckpt: Path) -> Path | None:
     """Config for a taming checkpoint: same stem, ``model.yaml``/``config.yaml`` beside it, or ``../configs/``."""
-    for cand in _yaml_candidates(ckpt):
+    for cand in yaml_candidates(ckpt):
         if cand.is_file():
             return cand
     return None
 
 
-def _yaml_candidates(ckpt: Path) -> list[Path]:
+def yaml_candidates(ckpt: Path) -> list[Path]:
+    """Where a taming checkpoint's config may live, in search order."""
     d = ckpt.parent
     return [
         ckpt.with_suffix(".yaml"),
@@ -167,7 +168,7 @@ def resolve_config(path: Path, config: str | os.PathLike | VQGANConfig | None, m
     except ConfigError as e:
         raise CheckpointError(f"config for {path}: {e}") from None
     if found is None:
-        tried = ", ".join(str(c) for c in _yaml_candidates(path))
+        tried = ", ".join(str(c) for c in yaml_candidates(path))
         raise CheckpointError(
             f"no config found for {path}: it has no '{CONFIG_KEY}' metadata and none of these exist: {tried}. "
             "Pass the model's yaml explicitly (config=... / --config model.yaml)."
