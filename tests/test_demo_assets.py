@@ -1,0 +1,82 @@
+"""The shipped demo models and the code that makes them: dataset maker, small BPE vocabulary, loading paths."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training.clip_train import needed_merges, write_bpe
+from training.shapes import CAPTION_TEMPLATES, PALETTE, SHAPES, ShapeSpec, caption_words, make_dataset, render
+from vqgan_core import demo, load_vqgan
+
+
+def test_shapes_dataset_is_coco_captions(tmp_path):
+    out = make_dataset(tmp_path / "shapes", n_train=6, n_val=3, size=32, seed=1)
+    doc = json.loads((out / "annotations" / "captions_train2017.json").read_text())
+    assert {"info", "licenses", "images", "annotations"} <= set(doc)
+    ids = {im["id"] for im in doc["images"]}
+    assert len(doc["images"]) == 6 and all((out / "train2017" / im["file_name"]).is_file() for im in doc["images"])
+    assert all(a["image_id"] in ids and isinstance(a["caption"], str) for a in doc["annotations"])
+    assert len({a["id"] for a in doc["annotations"]}) == len(doc["annotations"])
+    first = doc["images"][0]["shapes"]
+    assert f"a {first['fg']} {first['shape']} on a {first['bg']} background" in [
+        a["caption"] for a in doc["annotations"] if a["image_id"] == doc["images"][0]["id"]]
+    val = json.loads((out / "annotations" / "captions_val2017.json").read_text())
+    assert len(val["images"]) == 3 and not ids & {im["id"] for im in val["images"]}
+    again = make_dataset(tmp_path / "again", n_train=6, n_val=3, size=32, seed=1)
+    assert (again / "annotations" / "captions_train2017.json").read_text() == json.dumps(doc)
+
+
+def test_render_draws_the_named_colours():
+    img = np.asarray(render(ShapeSpec("red", "blue", "square", 32, 32, 12)), dtype=np.int32)
+    assert np.abs(img[32, 32] - PALETTE["red"]).max() < 3 and np.abs(img[2, 2] - PALETTE["blue"]).max() < 3
+    with pytest.raises(ValueError, match="valid shapes"):
+        render(ShapeSpec("red", "blue", "hexagon", 32, 32, 12))
+
+
+def test_small_bpe_gives_the_standard_token_pieces(tmp_path):
+    from open_clip.tokenizer import SimpleTokenizer
+
+    merges = needed_merges(caption_words())
+    write_bpe(tmp_path / "bpe.txt.gz", merges)
+    small = SimpleTokenizer(bpe_path=str(tmp_path / "bpe.txt.gz"), context_length=16)
+    full = SimpleTokenizer()
+    assert small.vocab_size == 512 + len(merges) + 2 < 700
+    for t in CAPTION_TEMPLATES:
+        text = t.format(fg="purple", bg="cyan", shape="triangle")
+        assert [small.decoder[i] for i in small.encode(text)] == [full.decoder[i] for i in full.encode(text)]
+    assert not gzip.decompress((tmp_path / "bpe.txt.gz").read_bytes()).endswith(b"\n")
+
+
+def test_demo_weights_are_small_and_load_offline():
+    files = [demo.vqgan_path(), *demo.clip_dir().iterdir()]
+    assert sum(f.stat().st_size for f in files) <= 10 * 2**20
+    vq = load_vqgan("demo")
+    assert vq.config.norm_groups == 8 and vq.downsample_factor == 4
+    import open_clip
+
+    model = open_clip.create_model("local-dir:" + str(demo.clip_dir()))
+    assert next(model.parameters()).dtype == torch.float32  # stored fp16, loaded into fp32
+
+
+def test_demo_models_know_the_colours():
+    """Reconstruction of a drawing, and the demo CLIP picking the right colours for it (not the generation test)."""
+    from vqgan_core.clip_guide import load_clip
+
+    vq = load_vqgan("demo")
+    clip = load_clip("demo")
+    cases = [("red", "blue", "circle"), ("yellow", "purple", "triangle"), ("white", "green", "square")]
+    imgs = torch.stack([torch.from_numpy(np.array(render(ShapeSpec(f, b, s, 30, 34, 16)))).permute(2, 0, 1)
+                        for f, b, s in cases]).float() / 255
+    with torch.no_grad():
+        rec = vq(imgs * 2 - 1)[0]
+        assert (rec - (imgs * 2 - 1)).abs().mean() < 0.1
+        caps = [f"a {f} {s} on a {b} background" for f in PALETTE for b in PALETTE if f != b for s in SHAPES]
+        t = torch.nn.functional.normalize(clip.encode_text(caps), dim=-1)
+        i = torch.nn.functional.normalize(clip.encode_image(imgs), dim=-1)
+    best = [caps[k].split() for k in (i @ t.T).argmax(1).tolist()]
+    assert [(w[1], w[5]) for w in best] == [(f, b) for f, b, _ in cases]
