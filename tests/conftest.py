@@ -23,3 +23,20 @@ def taming_fixtures() -> Path:
 @pytest.fixture(autouse=True)
 def _torch_threads() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers cost seconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny random open_clip model saved in open_clip's folder layout (shared by the generation tests)."""
+    from tests.gen_helpers import make_tiny_clip_dir
+
+    return make_tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.gen_helpers import TINY_CLIP_CFG, make_tiny_clip_dir
+from tests.gen_helpers import TINY_CLIP_CFG
 from vqgan_core.clip_guide import (
     ClipLoadError,
     _seq_first,
@@ -18,19 +18,9 @@ from vqgan_core.clip_guide import (
     parse_clip_spec,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers cost seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny_clip_dir(tmp_path_factory):
-    return make_tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,7 @@ import torch
 from vqgan_core.augment import AUGMENTS, Augmenter, parse_augments
 from vqgan_core.cutouts import Cutouts, cutout_names
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers cost seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _img(b=2, h=24, w=40):

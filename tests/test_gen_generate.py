@@ -3,25 +3,14 @@
 import pytest
 import torch
 
-from tests.gen_helpers import make_tiny_clip_dir
 from vqgan_core import load_vqgan
 from vqgan_core.clip_guide import load_clip
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers cost seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny_clip_dir(tmp_path_factory):
-    return make_tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
 
 
 @pytest.fixture(scope="module")
