@@ -27,6 +27,14 @@ class ConfigError(ValueError):
     """A config (yaml, json metadata or keyword) that cannot describe a VQGAN."""
 
 
+def reject_unknown_keys(cls: type, keys: Any, what: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` naming the keys that are not fields of dataclass ``cls`` (a typo never goes unnoticed)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(keys) - names)
+    if unknown:
+        raise error(f"unknown {what} {unknown}; valid: {sorted(names)}")
+
+
 @dataclass
 class VQGANConfig:
     """Architecture of a taming-transformers VQGAN (the ``ddconfig`` plus the quantizer settings).
@@ -97,10 +105,7 @@ class VQGANConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VQGANConfig:
         """Build from a dict, rejecting unknown keys by name."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown VQGAN config keys {unknown}; valid keys: {sorted(names)}")
+        reject_unknown_keys(cls, d, "VQGAN config keys", ConfigError)
         return cls(**d)
 
     @classmethod

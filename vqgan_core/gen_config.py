@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vqgan_core.augment import parse_augments
+from vqgan_core.config import reject_unknown_keys
 
 __all__ = ["PRECISIONS", "GenerationConfig"]
 
@@ -88,10 +89,7 @@ class GenerationConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenerationConfig:
         """Build from a dict; unknown keys are an error naming them (a typo never goes unnoticed)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown generation setting(s) {unknown}; valid: {sorted(names)}")
+        reject_unknown_keys(cls, d, "generation setting(s)")
         return cls(**d)
 
     @classmethod
