@@ -137,22 +137,18 @@ def test_unknown_disc_loss_lists_names():
         build_loss(TrainConfig(loss=LossConfig(perceptual_weight=0, disc_loss="wasserstein")))
 
 
-def test_resave_same_step_replaces_folder_and_leaves_no_temporaries(tmp_path):
-    from training import checkpointing as ck
+def _tiny_vqgan(n_embed: int):
     from vqgan_core import VQGAN, VQGANConfig
 
-    model = VQGAN(
-        VQGANConfig(
-            resolution=16,
-            ch=32,
-            ch_mult=[1, 1],
-            num_res_blocks=1,
-            attn_resolutions=[],
-            n_embed=8,
-            z_channels=8,
-            embed_dim=8,
-        )
-    )
+    cfg = VQGANConfig(resolution=16, ch=32, ch_mult=[1, 1], num_res_blocks=1, attn_resolutions=[], n_embed=n_embed,
+                      z_channels=8, embed_dim=8)
+    return VQGAN(cfg)
+
+
+def test_resave_same_step_replaces_folder_and_leaves_no_temporaries(tmp_path):
+    from training import checkpointing as ck
+
+    model = _tiny_vqgan(8)
     disc = NLayerDiscriminator(3, 8, 1)
     ck.save_checkpoint(tmp_path, 3, model, disc, {"samples_seen": 1})
     final = ck.save_checkpoint(tmp_path, 3, model, disc, {"samples_seen": 2})
@@ -162,7 +158,6 @@ def test_resave_same_step_replaces_folder_and_leaves_no_temporaries(tmp_path):
 
 def test_kmeans_runs_in_float32_outside_autocast(monkeypatch):
     from training import codebook
-    from vqgan_core import VQGAN, VQGANConfig
 
     seen = []
     real = codebook.kmeans
@@ -172,18 +167,7 @@ def test_kmeans_runs_in_float32_outside_autocast(monkeypatch):
         return real(rows, *a, **k)
 
     monkeypatch.setattr(codebook, "kmeans", spy)
-    model = VQGAN(
-        VQGANConfig(
-            resolution=16,
-            ch=32,
-            ch_mult=[1, 1],
-            num_res_blocks=1,
-            attn_resolutions=[],
-            n_embed=4,
-            z_channels=8,
-            embed_dim=8,
-        )
-    )
+    model = _tiny_vqgan(4)
     x = [torch.rand(2, 3, 16, 16) * 2 - 1]
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     codebook.kmeans_init(model, x, 2, torch.Generator().manual_seed(0), autocast=bf16)
