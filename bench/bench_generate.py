@@ -7,6 +7,7 @@ Each (mode, size) runs in its own subprocess so peak memory is measured per mode
     python bench/bench_generate.py --sizes 128 --cutn 8 --iters 6 --warmup 2      # CPU
     python bench/bench_generate.py --device cuda --sizes 256 512 --cutn 32          # GPU
     python bench/bench_generate.py --device cuda --sizes 512 --modes ours --compile # + torch.compile
+    python bench/bench_generate.py --device cuda --sizes 512 --modes ours --cuda-graph off --profile
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ def _child(args: argparse.Namespace) -> dict:
 
         cfg = GenerationConfig(prompts="a painting of a lighthouse", width=size, height=size, steps=10**9, seed=0,
                                cutn=cutn, precision=args.precision, compile=args.compile,
-                               channels_last=args.channels_last)
+                               channels_last=args.channels_last,
+                               cuda_graph={"auto": None, "on": True, "off": False}[args.cuda_graph])
         guide = load_clip("ViT-B-32", "none", device=device)
         loop = GenerationLoop(vqgan, guide, cfg)
         step = loop.step
-        precision = loop.precision
+        precision = loop.precision + (" +graph" if loop._graphed is not None else "") + (" +compile" if args.compile else "")
         for m in (vqgan, guide.model):
             m.requires_grad_(False)  # what GenerationLoop.run() does around the loop
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -83,6 +85,16 @@ def _child(args: argparse.Namespace) -> dict:
         loss = step()
     sync()
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for _ in range(3):
+                step()
+            sync()
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=30), file=sys.stderr)
     return {"mode": args.mode, "size": size, "cutn": cutn, "precision": precision, "it_s": args.iters / dt,
             "cpu_s_per_it": cpu / args.iters,
             "peak_gib": _peak_mem(device), "loss": float(loss), "device": str(device), "threads": torch.get_num_threads()}
@@ -99,6 +111,9 @@ def main() -> int:
     p.add_argument("--precision", default="auto", help="ours: auto|fp32|bf16|fp16|classic")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
     p.add_argument("--compile", action="store_true", help="ours: torch.compile the render+encode step")
+    p.add_argument("--cuda-graph", dest="cuda_graph", choices=["auto", "on", "off"], default="auto",
+                   help="ours: replay forward+backward as a CUDA graph (auto: on for CUDA)")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of 3 steps per run")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="alternate the modes this many times (noisy machines)")
     p.add_argument("--json-out", help="also write the results here")
@@ -117,9 +132,12 @@ def main() -> int:
                        "--cutn", str(args.cutn), "--iters", str(args.iters), "--warmup", str(args.warmup),
                        "--precision", args.precision, "--threads", str(args.threads)]
                 cmd += ["--compile"] if args.compile else []
+                cmd += ["--cuda-graph", args.cuda_graph] + (["--profile"] if args.profile else [])
                 cmd += ["--channels-last"] if args.channels_last else []
                 out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
                 line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+                if args.profile:
+                    print(out.stderr[-12000:], file=sys.stderr)
                 if out.returncode or not line:
                     print(out.stdout[-2000:], out.stderr[-4000:], file=sys.stderr)
                     raise SystemExit(f"{mode} at {size} failed (exit {out.returncode})")

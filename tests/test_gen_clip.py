@@ -12,11 +12,11 @@ import torch
 from tests.gen_helpers import TINY_CLIP_CFG
 from vqgan_core.clip_guide import (
     ClipLoadError,
-    _seq_first,
     load_clip,
     load_clip_ensemble,
     parse_clip_spec,
 )
+from vqgan_core.clip_speed import ShortSeqAttention, _seq_first, apply_speed_patches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,6 +68,28 @@ def test_seq_first_is_bit_identical(tiny_clip_dir):
     before = m.encode_image(x)
     assert _seq_first(m) == 2  # vision and text stacks
     assert torch.equal(before, m.encode_image(x))
+
+
+def test_speed_patches_match_stock_model_with_gradients():
+    import open_clip
+
+    torch.manual_seed(0)
+    stock = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
+    patched = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
+    patched.load_state_dict(stock.state_dict())
+    apply_speed_patches(patched)
+    assert set(patched.state_dict()) == set(stock.state_dict())
+    assert sum(isinstance(m, ShortSeqAttention) for m in patched.modules()) == 4  # 2 vision + 2 text blocks
+    x1 = torch.rand(3, 3, 32, 32, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    a, b = stock.encode_image(x1), patched.encode_image(x2)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    gy = torch.randn(a.shape)
+    (a * gy).sum().backward()
+    (b * gy).sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=1e-4)
+    tok = torch.randint(0, 600, (2, 16))
+    torch.testing.assert_close(patched.encode_text(tok), stock.encode_text(tok), atol=1e-5, rtol=1e-5)  # causal mask
 
 
 @pytest.fixture

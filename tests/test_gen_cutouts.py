@@ -75,3 +75,20 @@ def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="valid"):
         Augmenter("Af", padding="wrap")
     assert cutout_names() == ["crops", "latest", "mixed"]
+
+
+def test_color_matrix_identity_luma_and_gray():
+    from vqgan_core.augment import color_matrix
+
+    z, o = torch.zeros(3), torch.ones(3)
+    a, b = color_matrix(z, o, o, z)
+    torch.testing.assert_close(a, torch.eye(3).expand(3, 3, 3), atol=1e-6, rtol=0)
+    assert b.abs().max() < 1e-7
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    a, b = color_matrix(z, o, o, torch.tensor([0.3, 1.0, -2.0]))  # hue rotation keeps luma
+    torch.testing.assert_close(luma @ a, luma.expand(3, 3), atol=1e-5, rtol=0)
+    a, b = color_matrix(torch.full((1,), 0.1), torch.full((1,), 0.5), torch.zeros(1), torch.zeros(1))
+    rgb = torch.tensor([0.9, 0.2, 0.4])
+    out = a[0] @ rgb + b[0]  # saturation 0: gray of (rgb + 0.1) * 0.5
+    gray = float(luma @ (rgb + 0.1)) * 0.5
+    torch.testing.assert_close(out, torch.full((3,), gray), atol=1e-5, rtol=0)

@@ -126,3 +126,12 @@ def test_config_json_roundtrip():
         GenerationConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="precision"):
         _cfg(precision="fp8")
+
+
+def test_cuda_graph_needs_cuda(vqgan, clip):
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        GenerationLoop(vqgan, clip, _cfg(cuda_graph=True))
+    with pytest.raises(ValueError, match="cannot be combined"):
+        GenerationLoop(vqgan, clip, _cfg(cuda_graph=True, deterministic=True))
+
+    assert GenerationLoop(vqgan, clip, _cfg()).graphed is False  # auto: off on CPU

@@ -3,7 +3,8 @@
 Codes (nerdyrodent/VQGAN-CLIP names and strengths): ``Ji`` colour jitter, ``Sh`` sharpness, ``Gn``
 Gaussian noise, ``Pe`` perspective, ``Ro`` rotation, ``Af`` affine, ``Et`` elastic, ``Ts`` thin-plate
 spline, ``Cr`` random crop, ``Er`` erasing, ``Re`` resized crop, plus ``Hf`` (EleutherAI's flip).
-Two deliberate differences: the classic ``Cr`` cropped a cutout to its own size (a no-op), here it takes a
+Three deliberate differences: ``Ji`` is one affine colour matrix (hue rotated in YIQ rather than HSV,
+one clamp at the end: see ``_jitter``); the classic ``Cr`` cropped a cutout to its own size (a no-op), here it takes a
 75-100 % crop resized back; the classic ``Er`` erased the same box in every cutout, here each cutout
 gets its own box (more variety for the same cost).
 
@@ -153,14 +154,37 @@ def _geo_resized_crop(n, size, gen, dev):
     return _crop_map(x0, y0, cw, ch, size)
 
 
-def _jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    import kornia.enhance as KE
+_RGB_TO_YIQ = [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]]
+_YIQ_TO_RGB = torch.linalg.inv(torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)).tolist()
 
+
+def color_matrix(brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor, hue: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``(A [n,3,3], bias [n,3])`` of brightness (add), contrast (scale), saturation and hue.
+
+    Saturation scales and hue (radians) rotates the chroma plane (I, Q) of YIQ; luma is kept. The four
+    adjustments of the classic ``ColorJitter`` (in its order) compose into one affine colour map.
+    """
+    dev, dt = brightness.device, brightness.dtype
+    t, t_inv = _const(_RGB_TO_YIQ, dev, dt), _const(_YIQ_TO_RGB, dev, dt)
+    cos, sin = hue.cos() * saturation, hue.sin() * saturation
+    one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+    m = torch.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], -1).view(-1, 3, 3)
+    a = contrast.view(-1, 1, 1) * (t_inv @ m @ t)
+    return a, brightness.view(-1, 1) * a.sum(-1)
+
+
+def _jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Classic colour jitter (brightness 0.1, contrast 0.1, saturation 0.1, hue 0.1) as one colour matrix.
+
+    Why not kornia's four HSV-based ops: ~100 kernels and ~60 ms per step on a 2-core CPU for 8 cutouts;
+    the matrix is one batched product. Clamped to [0, 1] once at the end instead of after each stage.
+    """
     n, dev = x.shape[0], x.device
-    x = KE.adjust_brightness(x, _u(n, -0.1, 0.1, gen, dev).to(x.dtype))
-    x = KE.adjust_contrast(x, _u(n, 0.9, 1.1, gen, dev).to(x.dtype))
-    x = KE.adjust_saturation(x, _u(n, 0.9, 1.1, gen, dev).to(x.dtype))
-    return KE.adjust_hue(x, (_u(n, -0.1, 0.1, gen, dev) * 2 * math.pi).to(x.dtype))
+    a, bias = color_matrix(_u(n, -0.1, 0.1, gen, dev), _u(n, 0.9, 1.1, gen, dev), _u(n, 0.9, 1.1, gen, dev),
+                           _u(n, -0.1, 0.1, gen, dev) * (2 * math.pi))
+    y = torch.baddbmm(bias.to(x.dtype).unsqueeze(-1), a.to(x.dtype), x.flatten(2))
+    return y.view_as(x).clamp(0.0, 1.0)
 
 
 def _sharpness(x, gen):

@@ -23,7 +23,8 @@ _FIELDS: dict[str, str | None] = {
     "steps": None, "seed": None, "batch": "batch_size", "init": None, "init_image": None, "init_weight": None,
     "init_weight_decay": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
     "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "optimizer": None, "lr": None,
-    "lr_schedule": None, "precision": None, "channels_last": None, "compile": None, "deterministic": None,
+    "lr_schedule": None, "precision": None, "channels_last": None, "compile": None, "cuda_graph": None,
+    "deterministic": None,
     "log_every": None, "save_every": None,
 }
 
@@ -75,6 +76,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "classic"])
     g.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the step")
+    g.add_argument("--cuda-graph", dest="cuda_graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay each step's forward+backward as one CUDA graph (default: on for CUDA)")
     g.add_argument("--deterministic", action="store_const", const=True, default=None)
     g.add_argument("--save-every", type=int, help="write the current image every N steps")
     g.add_argument("--save-sequence", action="store_true", help="with --save-every: numbered frames instead of overwriting")

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vqgan_core.clip_speed import apply_speed_patches
+
 __all__ = ["ClipEnsemble", "ClipGuide", "ClipLoadError", "load_clip", "load_clip_ensemble", "parse_clip_spec"]
 
 log = logging.getLogger(__name__)
@@ -163,63 +165,6 @@ class ClipEnsemble:
         return [g.spec for g, _ in self.guides]
 
 
-def _seq_first(model: torch.nn.Module) -> int:
-    """Run open_clip's ``nn.MultiheadAttention`` stacks sequence-first; returns the stacks switched.
-
-    Why: with ``batch_first=True`` torch's MHA transposes its input to a non-contiguous view, so each
-    in/out projection becomes a ``bmm`` against the weight expanded over the sequence, which autocast
-    materialises (a 50x copy of every projection weight per call on CPU). Sequence-first, open_clip makes
-    the activations contiguous once per stack and the projections are plain matrix products. The
-    results are bit-identical.
-    """
-    from open_clip.transformer import Transformer
-
-    n = 0
-    for mod in model.modules():
-        if isinstance(mod, Transformer) and mod.batch_first:
-            blocks = list(mod.resblocks)
-            if blocks and all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in blocks):
-                mod.batch_first = False
-                for b in blocks:
-                    b.attn.batch_first = False
-                n += 1
-    return n
-
-
-class _PatchEmbedLinear(torch.nn.Module):
-    """A ViT patch-embedding conv (kernel == stride) computed as one matrix product.
-
-    Why: oneDNN's backward of a stride-32 conv to its input is slow on CPU; as a linear layer it is a
-    plain GEMM. Same parameters (same state_dict keys), same result up to summation order.
-    """
-
-    def __init__(self, conv: torch.nn.Conv2d) -> None:
-        super().__init__()
-        self.weight, self.bias, self.p = conv.weight, conv.bias, conv.kernel_size[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        b, c, h, w = x.shape
-        p, gh, gw = self.p, h // self.p, w // self.p
-        x = x.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * p * p)
-        y = F.linear(x, self.weight.reshape(self.weight.shape[0], -1), self.bias)
-        return y.transpose(1, 2).reshape(b, -1, gh, gw)
-
-
-def _patch_embed_as_linear(model: torch.nn.Module) -> bool:
-    conv = getattr(getattr(model, "visual", None), "conv1", None)
-    if (
-        isinstance(conv, torch.nn.Conv2d)
-        and conv.kernel_size == conv.stride
-        and conv.kernel_size[0] == conv.kernel_size[1]
-        and conv.padding == (0, 0)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-    ):
-        model.visual.conv1 = _PatchEmbedLinear(conv)
-        return True
-    return False
-
-
 def _preprocess(model: torch.nn.Module) -> tuple[int, torch.Tensor, torch.Tensor]:
     import open_clip
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -334,8 +279,7 @@ def load_clip(
     else:
         model, tokenizer, used = _load_builtin(name, pretrained)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    _seq_first(model)
-    _patch_embed_as_linear(model)
+    apply_speed_patches(model)
     size, mean, std = _preprocess(model)
     return ClipGuide(model, tokenizer, size, mean.to(device), std.to(device), name=name, pretrained=used)
 

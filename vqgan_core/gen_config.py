@@ -59,6 +59,7 @@ class GenerationConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 | classic (fp32 VQGAN + fp16 CLIP on CUDA)
     channels_last: bool | None = None  # None: on for CUDA and bf16
     compile: bool = False  # torch.compile the render+encode function
+    cuda_graph: bool | None = None  # replay forward+backward as one CUDA graph (None: on for CUDA unless deterministic)
     deterministic: bool = False  # torch deterministic algorithms (CUDA: slower; see docs)
     # reporting
     log_every: int = 10  # fetch the loss (a device sync) every N steps

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the project in one run (for a short GPU lease): CUDA tests, generation speed
+# (classic vs ours, 256² and 512², cutn 32), a profile without CUDA graphs, the training step, torch.compile.
+# Usage (repo root, a CUDA machine): OUT=/tmp/out bash bench/gpu_check.sh [budget_seconds] [stage ...]
+# Stages (default: all, in this order): gpu_tests gen_bench gen_profile_eager train_bench gen_compile
+# Missing wheels (open_clip_torch, kornia, kornia_rs, ftfy, wcwidth) may lie in .whl/ and are installed first.
+set -u
+OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
+BUDGET=${1:-540}; shift || true; START=$(date +%s)
+STAGES=${*:-gpu_tests gen_bench gen_profile_eager train_bench gen_compile}
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+stage() {  # stage NAME SECONDS CMD...: run with a timeout no longer than the budget left
+  local name=$1 want=$2; shift 2
+  local t; t=$(left); (( t > want )) && t=$want
+  if (( t < 20 )); then echo "== $name: skipped (budget)"; return; fi
+  echo "== $name (timeout ${t}s) $(date +%T)"
+  timeout "$t" "$@" > "$OUT/$name.txt" 2>&1; echo "== $name rc=$? after $(( $(date +%s) - START ))s"
+  tail -n 40 "$OUT/$name.txt"
+}
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  python3 -c "import torch, open_clip, kornia, timm; print('torch', torch.__version__, 'open_clip', open_clip.__version__, 'kornia', kornia.__version__, 'timm', timm.__version__)"
+  nproc; } 2>&1 | tee "$OUT/env.txt"
+TIMEOUT=(); python3 -c "import pytest_timeout" 2>/dev/null && TIMEOUT=(--timeout 60)
+for s in $STAGES; do case $s in
+  gpu_tests) stage gpu_tests 150 python3 -m pytest -v -m gpu -p no:cacheprovider --durations 12 "${TIMEOUT[@]}" tests/test_gen_cuda.py ;;
+  gen_bench) stage gen_bench 200 python3 bench/bench_generate.py --device cuda --sizes 256 512 --cutn 32 --iters 100 --warmup 10 --json-out "$OUT/gen_bench.json" ;;
+  gen_profile_eager) stage gen_profile_eager 80 python3 bench/bench_generate.py --device cuda --sizes 512 --cutn 32 --iters 30 --warmup 5 --modes ours --cuda-graph off --profile ;;
+  gen_profile_256) stage gen_profile_256 80 python3 bench/bench_generate.py --device cuda --sizes 256 --cutn 32 --iters 30 --warmup 5 --modes ours --cuda-graph off --profile ;;
+  train_bench) stage train_bench 100 python3 bench/bench_train.py ;;
+  train_ours) stage train_ours 60 python3 bench/bench_train.py --mode ours ;;
+  gen_compile) stage gen_compile 200 python3 bench/bench_generate.py --device cuda --sizes 512 256 --cutn 32 --iters 100 --warmup 10 --modes ours --compile ;;
+  *) echo "unknown stage $s" ;;
+esac; done
+echo "total $(( $(date +%s) - START ))s"
