@@ -133,5 +133,7 @@ def test_cuda_graph_needs_cuda(vqgan, clip):
         GenerationLoop(vqgan, clip, _cfg(cuda_graph=True))
     with pytest.raises(ValueError, match="cannot be combined"):
         GenerationLoop(vqgan, clip, _cfg(cuda_graph=True, deterministic=True))
+    with pytest.raises(ValueError, match="cannot capture augmentation.*Ts"):
+        GenerationLoop(vqgan, clip, _cfg(cuda_graph=True, augments=["Af", "Ts"]))
 
     assert GenerationLoop(vqgan, clip, _cfg()).graphed is False  # auto: off on CPU

@@ -33,11 +33,15 @@ DEFAULT_AUGMENTS = ("Af", "Pe", "Ji", "Er")
 
 @dataclass(frozen=True)
 class AugSpec:
-    """``geometric``: ``fn(n, size, gen, device) -> inverse 3x3 maps``; else ``fn(x, gen) -> x``."""
+    """``geometric``: ``fn(n, size, gen, device) -> inverse 3x3 maps``; else ``fn(x, gen) -> x``.
+
+    ``capturable``: free of host synchronisation on CUDA, so it can run inside a CUDA graph.
+    """
 
     fn: Callable
     p: float
     geometric: bool
+    capturable: bool = True
 
 
 AUGMENTS: Registry = Registry("augmentation")
@@ -242,7 +246,7 @@ for _code, _fn, _p, _geo in [
     ("Et", _elastic, 0.7, False),
     ("Ts", _thin_plate, 0.7, False),
 ]:
-    AUGMENTS.register(_code, AugSpec(_fn, _p, _geo))
+    AUGMENTS.register(_code, AugSpec(_fn, _p, _geo, capturable=_code != "Ts"))  # kornia's TPS solve checks on the host
 
 
 def augment_names() -> list[str]:
@@ -298,6 +302,11 @@ class Augmenter:
                 self._stages[-1][1].append(spec)
             else:
                 self._stages.append((spec.geometric, [spec]))
+
+    @property
+    def capturable(self) -> bool:
+        """True when every code can run inside a CUDA graph (see :class:`AugSpec`)."""
+        return all(spec.capturable for _, specs in self._stages for spec in specs)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Augment ``x`` [N,3,S,S] in [0,1]; all randomness from ``gen`` (on ``x``'s device)."""

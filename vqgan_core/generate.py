@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vqgan_core.augment import Augmenter
+from vqgan_core.augment import AUGMENTS, Augmenter
 from vqgan_core.clip_guide import ClipEnsemble, ClipGuide
 from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
@@ -184,7 +184,20 @@ class GenerationLoop:
         self._forward = torch.compile(self._loss) if c.compile else self._loss
         self._prepare_models()
         self.targets.at(0)  # encode prompts now, so errors surface before the first step
-        use_graph = c.cuda_graph if c.cuda_graph is not None else (self.device.type == "cuda" and not c.deterministic)
+        self._graphed = GraphedLossBackward(self._graph_body, self.z, [self.gen]) if self._use_graph() else None
+        self._graph_inputs: tuple = ()
+
+    # -- setup -------------------------------------------------------------------------------------------
+    def _use_graph(self) -> bool:
+        """Whether steps replay a CUDA graph: ``cuda_graph`` if set, else on for CUDA when nothing forbids it."""
+        c = self.config
+        capturable = self.cutouts.augmenter is None or self.cutouts.augmenter.capturable
+        use_graph = c.cuda_graph if c.cuda_graph is not None else (
+            self.device.type == "cuda" and not c.deterministic and capturable)
+        if use_graph and not capturable:
+            bad = [a for a in c.augments if not AUGMENTS.get(a).capturable]
+            raise ValueError(f"cuda_graph=True cannot capture augmentation(s) {', '.join(bad)} (host synchronisation); "
+                             "leave cuda_graph unset or False, or drop them")
         if use_graph and c.deterministic:
             # measured on an H200: a 30-step demo run with both did not finish in 60 s
             raise ValueError("cuda_graph=True and deterministic=True cannot be combined; deterministic runs eagerly "
@@ -194,10 +207,8 @@ class GenerationLoop:
         if use_graph and not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
             log.warning("this torch %s cannot capture custom generators in CUDA graphs; running without", torch.__version__)
             use_graph = False
-        self._graphed = GraphedLossBackward(self._graph_body, self.z, [self.gen]) if use_graph else None
-        self._graph_inputs: tuple = ()
+        return use_graph
 
-    # -- setup -------------------------------------------------------------------------------------------
     def _prepare_models(self) -> None:
         cl = self.config.channels_last
         self._channels_last = bool(cl or (cl is None and self.device.type == "cuda"))
