@@ -1,13 +1,16 @@
 """Loader nodes: Load VQGAN, Load CLIP Guide, Combine CLIP Guides.
 
-Models are built outside ``inference_mode`` (see comfy_adapters.outside_inference_mode) and kept in a
-small module-level cache: V3 node classes are cloned per run, so state on ``cls`` would be lost.
+Models are built outside ``inference_mode`` (see comfy_adapters.outside_inference_mode) and shared
+through a module-level *weak* cache (V3 node classes are cloned per run, so state on ``cls`` would be
+lost): the same file gives the same object while anything (ComfyUI's output cache, a latent) still uses
+it, and ComfyUI's "free model and node cache" really frees the memory.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import weakref
 from typing import Any
 
 from comfy_api.latest import io
@@ -18,18 +21,15 @@ from .types import ClipGuide, VQGANModel
 log = logging.getLogger(__name__)
 
 CATEGORY = "vqgan_clip/loaders"
-_CACHE: dict[tuple, Any] = {}
-_CACHE_SIZE = 4
+_CACHE: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 
 
 def _cached(key: tuple, build):  # noqa: ANN001, ANN202 - tiny internal helper
-    """Return the cached model for ``key`` or build it (evicting the oldest entry)."""
-    if key in _CACHE:
-        return _CACHE[key]
-    value = build()
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = value
+    """Return the live model for ``key`` or build it (entries vanish once nothing else references them)."""
+    value = _CACHE.get(key)
+    if value is None:
+        value = build()
+        _CACHE[key] = value
     return value
 
 

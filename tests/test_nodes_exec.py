@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import weakref
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,10 @@ def test_load_vqgan_from_models_folder_and_cache(pack, vqgan, tmp_path):
     (m2,) = run(pack.loaders.LoadVQGAN, vqgan_name="tiny.safetensors")
     assert m1 is m2 and m1.downsample_factor == 4
     assert not m1.codebook.is_inference()  # loaded outside inference mode: usable by autograd later
+    ref = weakref.ref(m1)
+    del m1, m2
+    gc.collect()
+    assert ref() is None  # the loader cache holds no strong reference: ComfyUI's "free cache" frees it
 
 
 def test_ckpt_without_yaml_says_what_to_do(pack):
