@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.clip_train import needed_merges, write_bpe
+from training.clip_vocab import needed_merges, write_bpe
 from training.shapes import CAPTION_TEMPLATES, PALETTE, SHAPES, ShapeSpec, caption_words, make_dataset, render
 from vqgan_core import demo, load_vqgan
 

@@ -15,7 +15,6 @@ Usage: ``python -m training.clip_train --config training/configs/demo_clip.json 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import math
@@ -27,15 +26,16 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.tokenizer import SimpleTokenizer, bytes_to_unicode, default_bpe, get_pairs
-from PIL import Image, ImageDraw
+from open_clip.tokenizer import SimpleTokenizer
 from safetensors.torch import save_file
 
-from training.shapes import CAPTION_TEMPLATES, PALETTE, SHAPES, caption_words, shape_polygon
+from training.clip_data import TEMPLATES, augment, distractors, hard_negative, key, load_coco, mask_bank
+from training.clip_vocab import needed_merges, write_bpe
+from training.shapes import PALETTE, SHAPES, caption_words
 
 logger = logging.getLogger(__name__)
 
-BPE_FILE = "bpe_vocab.txt.gz"
+BPE_FILE = "bpe_vocab.txt.gz"  # file name inside the output folder
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULTS: dict = {
@@ -48,44 +48,6 @@ DEFAULTS: dict = {
 }
 
 
-# ----------------------------------------------------------------------------------------- tokenizer
-def needed_merges(words: list[str], bpe_path: str | None = None) -> list[tuple[str, str]]:
-    """BPE merges (in open_clip's rank order) that the standard tokenizer applies to ``words``.
-
-    Keeping only these gives the same token pieces for those words (each applied merge was the best-ranked
-    pair present, and it still is in the subset) with a ~600-token vocabulary instead of 49 408.
-    """
-    lines = gzip.open(bpe_path or default_bpe()).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
-    ranks = {tuple(m.split()): i for i, m in enumerate(lines)}
-    byte_enc = bytes_to_unicode()
-    used: set[tuple[str, str]] = set()
-    for w in words:
-        token = "".join(byte_enc[b] for b in w.lower().encode("utf-8"))
-        word = tuple(token[:-1]) + (token[-1] + "</w>",)
-        while len(word) > 1:
-            bigram = min(get_pairs(word), key=lambda p: ranks.get(p, math.inf))
-            if bigram not in ranks:
-                break
-            used.add(bigram)
-            merged, i = [], 0
-            while i < len(word):
-                if i < len(word) - 1 and (word[i], word[i + 1]) == bigram:
-                    merged.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            word = tuple(merged)
-    return sorted(used, key=ranks.__getitem__)
-
-
-def write_bpe(path: Path, merges: list[tuple[str, str]]) -> None:
-    """Write open_clip's bpe format: a header line, then one "a b" merge per line (no trailing newline)."""
-    text = "\n".join(["#version: 0.2 (vqgan_core demo subset)"] + [f"{a} {b}" for a, b in merges])
-    path.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
-
-
-# ----------------------------------------------------------------------------------------- model
 def model_cfg(c: dict, vocab_size: int) -> dict:
     """open_clip model config dict (the same schema as open_clip/model_configs/*.json).
 
@@ -113,134 +75,6 @@ def create_registered(name: str, cfg: dict) -> torch.nn.Module:
     (d / f"{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(d)
     return open_clip.create_model(name)
-
-
-# ----------------------------------------------------------------------------------------- data
-def load_coco(data: Path, split: str) -> tuple[torch.Tensor, list[dict]]:
-    """Images as uint8 [N,3,H,W] plus the per-image ``shapes`` attributes from a shapes-world COCO json."""
-    doc = json.loads((data / "annotations" / f"captions_{split}2017.json").read_text())
-    if not doc["images"] or "shapes" not in doc["images"][0]:
-        raise ValueError(f"{data}: captions_{split}2017.json has no 'shapes' attributes; "
-                         "make it with `python -m training.shapes`")
-    imgs = [np.asarray(Image.open(data / f"{split}2017" / im["file_name"]).convert("RGB")) for im in doc["images"]]
-    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(), [im["shapes"] for im in doc["images"]]
-
-
-TEMPLATES = CAPTION_TEMPLATES
-
-
-def hard_negative(a: dict, rng: np.random.Generator, shape_focus: float = 0.25) -> dict:
-    """The same attributes with exactly one thing wrong: shape (probability ``shape_focus``), fg, bg or a swap."""
-    colours = list(PALETTE)
-    rest = (1 - shape_focus) / 3
-    kind = int(rng.choice(4, p=[rest, rest, shape_focus, rest]))
-    n = dict(a)
-    if kind == 0:
-        n["fg"] = rng.choice([c for c in colours if c not in (a["fg"], a["bg"])])
-    elif kind == 1:
-        n["bg"] = rng.choice([c for c in colours if c not in (a["fg"], a["bg"])])
-    elif kind == 2:
-        n["shape"] = rng.choice([s for s in SHAPES if s != a["shape"]])
-    else:
-        n["fg"], n["bg"] = a["bg"], a["fg"]
-    return n
-
-
-def key(a: dict) -> tuple[str, str, str]:
-    return a["fg"], a["bg"], a["shape"]
-
-
-def _mask(shapes: list[tuple[str, float, float, float]], size: int) -> np.ndarray:
-    """Anti-aliased coverage mask in [0,1] of some (shape, cx, cy, r) drawn together."""
-    s = 4
-    img = Image.new("L", (size * s, size * s), 0)
-    draw = ImageDraw.Draw(img)
-    for shape, cx, cy, r in shapes:
-        poly = shape_polygon(shape, cx * s, cy * s, r * s)
-        if poly is None:
-            draw.ellipse([(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s], fill=255)
-        else:
-            draw.polygon(poly, fill=255)
-    return np.asarray(img.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255
-
-
-def mask_bank(n: int, size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """Shape masks for distractor images: one bank per single shape type, and one of 2-4 scattered shapes."""
-    bank: dict[str, list[np.ndarray]] = {s: [] for s in (*SHAPES, "multi")}
-    for _ in range(n):
-        for s in SHAPES:
-            r = rng.uniform(0.15, 0.40) * size
-            bank[s].append(_mask([(s, *rng.uniform(r * 0.9, size - r * 0.9, 2), r)], size))
-        parts = []
-        for _ in range(int(rng.integers(2, 5))):
-            r = rng.uniform(0.08, 0.22) * size
-            parts.append((SHAPES[int(rng.integers(3))], *rng.uniform(r, size - r, 2), r))
-        bank["multi"].append(_mask(parts, size))
-    return {k: torch.from_numpy(np.stack(v))[:, None] for k, v in bank.items()}
-
-
-def distractors(attrs: list[dict], bank: dict[str, torch.Tensor], g: torch.Generator, size: int,
-                shape_focus: float = 0.2) -> torch.Tensor:
-    """One image per sample with the sample's colours but the wrong content, as extra negatives for its text.
-
-    Kinds: another shape (probability ``shape_focus``), several small shapes, an 8x8-block mosaic or an
-    irregular blob (the patchwork that CLIP-guided generation tends to produce), or the colours swapped. Teaching the text tower to rank these
-    below the true image is what makes guidance prefer one clean shape. Returns [B,3,H,W] in [0,1].
-    """
-    out = []
-    for a in attrs:
-        fg = torch.tensor(PALETTE[a["fg"]], dtype=torch.float32).view(3, 1, 1) / 255
-        bg = torch.tensor(PALETTE[a["bg"]], dtype=torch.float32).view(3, 1, 1) / 255
-        rest = (1 - shape_focus) / 4
-        kind = int(torch.multinomial(torch.tensor([shape_focus, rest, rest, rest, rest]), 1, generator=g))
-        if kind == 0:
-            other = [s for s in SHAPES if s != a["shape"]][int(torch.randint(2, (1,), generator=g))]
-            m = bank[other][int(torch.randint(len(bank[other]), (1,), generator=g))]
-        elif kind == 1:
-            m = bank["multi"][int(torch.randint(len(bank["multi"]), (1,), generator=g))]
-        elif kind == 2:
-            p = 0.1 + 0.4 * torch.rand(1, generator=g)
-            m = (torch.rand(1, 1, 8, 8, generator=g) < p).float()
-            m = F.interpolate(m, size=(size, size), mode="nearest")[0]
-        elif kind == 3:
-            n = int(torch.randint(3, 7, (1,), generator=g))
-            noise = F.interpolate(torch.randn(1, 1, n, n, generator=g), size=(size, size), mode="bicubic")[0]
-            q = torch.quantile(noise.flatten(), 1 - (0.1 + 0.3 * float(torch.rand(1, generator=g))))
-            m = torch.sigmoid((noise - q) * 8)
-        else:
-            r = a["r"] if "r" in a else 0.25 * size
-            m = torch.from_numpy(_mask([(a["shape"], a.get("cx", size / 2), a.get("cy", size / 2), r)], size))[None]
-            fg, bg = bg, fg
-        out.append(bg + m * (fg - bg))
-    return torch.stack(out)
-
-
-def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Generation-like augmentation on [B,3,H,W] in [0,1]: flip, affine (border fill, never black), jitter, blur, noise.
-
-    Hue is never changed: colour names are the labels.
-    """
-    b = x.shape[0]
-    u = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
-    flip = u(b) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    ang = (u(b) - 0.5) * math.radians(30)
-    scale = 0.85 + 0.3 * u(b)
-    tx, ty = (u(b) - 0.5) * 0.3, (u(b) - 0.5) * 0.3
-    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    bright = 1 + (u(b, 1, 1, 1) - 0.5) * 0.2
-    mean = x.mean((1, 2, 3), keepdim=True)
-    contrast = 1 + (u(b, 1, 1, 1) - 0.5) * 0.2
-    x = (x - mean) * contrast + mean * bright
-    blur = u(b) < 0.3
-    k = torch.tensor([0.25, 0.5, 0.25])
-    xb = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), (k[:, None] * k[None, :]).expand(3, 1, 3, 3), groups=3)
-    x = torch.where(blur[:, None, None, None], xb, x)
-    x = x + torch.randn(x.shape, generator=g) * 0.05 * u(b, 1, 1, 1)
-    return x.clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------------------- train / eval
