@@ -26,6 +26,8 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
+from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 from open_clip.tokenizer import SimpleTokenizer
 from safetensors.torch import save_file
 
@@ -36,8 +38,6 @@ from training.shapes import PALETTE, SHAPES, caption_words
 logger = logging.getLogger(__name__)
 
 BPE_FILE = "bpe_vocab.txt.gz"  # file name inside the output folder
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULTS: dict = {
     "model_name": "demo-clip-shapes", "embed_dim": 128, "image_size": 64, "patch_size": 8,
     "vision_width": 128, "vision_layers": 4, "head_width": 32, "context_length": 16, "text_width": 128,

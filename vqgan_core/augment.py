@@ -304,9 +304,9 @@ class Augmenter:
                 self._stages.append((spec.geometric, [spec]))
 
     @property
-    def capturable(self) -> bool:
-        """True when every code can run inside a CUDA graph (see :class:`AugSpec`)."""
-        return all(spec.capturable for _, specs in self._stages for spec in specs)
+    def not_capturable(self) -> list[str]:
+        """Codes that cannot run inside a CUDA graph (see :class:`AugSpec`)."""
+        return [c for c in self.codes if not AUGMENTS.get(c).capturable]
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Augment ``x`` [N,3,S,S] in [0,1]; all randomness from ``gen`` (on ``x``'s device)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vqgan_core.layers import matmul_attention
+
 __all__ = ["ShortSeqAttention", "apply_speed_patches"]
 
 
@@ -101,10 +103,7 @@ class ShortSeqAttention(torch.nn.MultiheadAttention):
         else:
             length, n = query.shape[:2]
             q, k, v = qkv.view(length, n, 3, h, e // h).permute(2, 1, 3, 0, 4).unbind(0)
-        scores = (q @ k.transpose(-1, -2)) * (e // h) ** -0.5
-        if attn_mask is not None:
-            scores = scores + attn_mask.to(scores.dtype)
-        out = torch.softmax(scores, dim=-1).to(v.dtype) @ v  # [N, H, L, d]
+        out = matmul_attention(q, k, v, attn_mask)  # [N, H, L, d]
         out = out.transpose(1, 2).reshape(n, length, e) if self.batch_first else out.permute(2, 0, 1, 3).reshape(length, n, e)
         return self.out_proj(out), None
 

@@ -26,16 +26,17 @@ log = logging.getLogger(__name__)
 
 
 class GraphedLossBackward:
-    """``loss, img = fn(key)`` then ``loss.backward()``, captured per ``key`` and replayed.
+    """``loss, img = fn(*args)`` then ``loss.backward()``, captured per ``key`` and replayed.
 
     Args:
-        fn: computes ``(loss, image)`` from static inputs (``key`` says which targets to use).
+        fn: computes ``(loss, image)`` from ``args``; those must be static tensors for a given ``key``
+            (a replay reads the memory captured, not the arguments passed).
         z: the optimised leaf tensor (its ``.grad`` becomes a static tensor written by the graph).
         generators: custom generators drawn from inside ``fn``.
         warmup: eager steps on a side stream before the first capture (lazy library initialisation).
     """
 
-    def __init__(self, fn: Callable[[Hashable], tuple[torch.Tensor, torch.Tensor]], z: torch.Tensor,
+    def __init__(self, fn: Callable[..., tuple[torch.Tensor, torch.Tensor]], z: torch.Tensor,
                  generators: list[torch.Generator], warmup: int = 2) -> None:
         if z.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA tensor, the latent is on {z.device}")
@@ -55,36 +56,36 @@ class GraphedLossBackward:
             t.fill_(float(value))
         return t
 
-    def __call__(self, key: Hashable) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run forward + backward for ``key``; ``z.grad`` holds the gradient afterwards."""
+    def __call__(self, key: Hashable, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run forward + backward of ``fn(*args)``; ``z.grad`` holds the gradient afterwards."""
         if self._eager_done < self.warmup:
             self._eager_done += 1
-            return self._eager_on_side_stream(key)
+            return self._eager_on_side_stream(args)
         if self._graph is None or key != self._key:
-            self._capture(key)
+            self._capture(key, args)
         graph, loss, img, grad = self._graph
         graph.replay()
         self.z.grad = grad
         return loss.clone(), img
 
-    def _eager_on_side_stream(self, key: Hashable) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eager_on_side_stream(self, args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         side = torch.cuda.Stream(self.z.device)
         side.wait_stream(torch.cuda.current_stream(self.z.device))
         with torch.cuda.stream(side):
             self.z.grad = None
-            loss, img = self.fn(key)
+            loss, img = self.fn(*args)
             loss.backward()
         torch.cuda.current_stream(self.z.device).wait_stream(side)
         return loss.detach(), img.detach()
 
-    def _capture(self, key: Hashable) -> None:
+    def _capture(self, key: Hashable, args: tuple) -> None:
         self._graph = None  # free the previous graph's memory before capturing the next
         graph = torch.cuda.CUDAGraph()
         for g in self.generators:
             graph.register_generator_state(g)
         self.z.grad = None  # the captured backward allocates the gradient: a static tensor
         with torch.cuda.graph(graph):
-            loss, img = self.fn(key)
+            loss, img = self.fn(*args)
             loss.backward()
         self._graph, self._key = (graph, loss.detach(), img.detach(), self.z.grad), key
         self.captures += 1

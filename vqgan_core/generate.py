@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vqgan_core.augment import AUGMENTS, Augmenter
+from vqgan_core.augment import Augmenter
 from vqgan_core.clip_guide import ClipEnsemble, ClipGuide
 from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
@@ -182,20 +182,19 @@ class GenerationLoop:
         self.opt = make_optimizer(c.optimizer, [self.z], lr=c.lr)
         self.lr_schedule = make_lr_schedule(c.lr_schedule, max(c.steps, 1))
         self._forward = torch.compile(self._loss) if c.compile else self._loss
+        use_graph = self._use_graph()  # before any autocast use: capture needs autocast's cast cache off
         self._prepare_models()
         self.targets.at(0)  # encode prompts now, so errors surface before the first step
-        self._graphed = GraphedLossBackward(self._graph_body, self.z, [self.gen]) if self._use_graph() else None
-        self._graph_inputs: tuple = ()
+        self._graphed = GraphedLossBackward(self._graph_body, self.z, [self.gen]) if use_graph else None
 
     # -- setup -------------------------------------------------------------------------------------------
     def _use_graph(self) -> bool:
         """Whether steps replay a CUDA graph: ``cuda_graph`` if set, else on for CUDA when nothing forbids it."""
         c = self.config
-        capturable = self.cutouts.augmenter is None or self.cutouts.augmenter.capturable
+        bad = self.cutouts.augmenter.not_capturable if self.cutouts.augmenter is not None else []
         use_graph = c.cuda_graph if c.cuda_graph is not None else (
-            self.device.type == "cuda" and not c.deterministic and capturable)
-        if use_graph and not capturable:
-            bad = [a for a in c.augments if not AUGMENTS.get(a).capturable]
+            self.device.type == "cuda" and not c.deterministic and not bad)
+        if use_graph and bad:
             raise ValueError(f"cuda_graph=True cannot capture augmentation(s) {', '.join(bad)} (host synchronisation); "
                              "leave cuda_graph unset or False, or drop them")
         if use_graph and c.deterministic:
@@ -207,6 +206,7 @@ class GenerationLoop:
         if use_graph and not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
             log.warning("this torch %s cannot capture custom generators in CUDA graphs; running without", torch.__version__)
             use_graph = False
+        self._cast_cache = not use_graph
         return use_graph
 
     def _prepare_models(self) -> None:
@@ -231,8 +231,7 @@ class GenerationLoop:
         if self.precision in ("bf16", "fp16"):
             dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
             # CUDA graph capture forbids autocast's weight-cast cache (the low-precision copies need none)
-            return torch.autocast(self.device.type, dtype=dt, cache_enabled=self.config.cuda_graph is False
-                                  or self.device.type != "cuda")
+            return torch.autocast(self.device.type, dtype=dt, cache_enabled=self._cast_cache)
         return contextlib.nullcontext()
 
     def _encode_image_prompt(self, guide: ClipGuide, img01: torch.Tensor) -> torch.Tensor:
@@ -277,17 +276,15 @@ class GenerationLoop:
             per_item = per_item + c.init_weight * init_factor * mse
         return per_item.sum(), img
 
-    def _graph_body(self, key: object) -> tuple[torch.Tensor, torch.Tensor]:
-        packs, factor = self._graph_inputs
+    def _graph_body(self, packs: list, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._forward(self.z, packs, factor)
 
     def _loss_and_grad(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and image of the current latent; ``z.grad`` holds the gradient afterwards."""
         packs = self.targets.at(i)
         if self._graphed is not None:
-            self._graph_inputs = (packs, self._graphed.scalar("init_factor", factor))
             try:
-                return self._graphed(self.targets.key(i))
+                return self._graphed(self.targets.key(i), packs, self._graphed.scalar("init_factor", factor))
             except RuntimeError as e:  # an op that cannot be captured: keep the run alive, eagerly
                 log.warning("CUDA graph capture failed (%s); continuing without CUDA graphs", str(e).splitlines()[0])
                 self._graphed = None

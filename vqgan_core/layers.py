@@ -50,6 +50,14 @@ def normalize(channels: int, groups: int = 32) -> nn.GroupNorm:
     return GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
 
 
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v as two batched matmuls (softmax in autocast's precision)."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores + mask.to(scores.dtype)
+    return torch.softmax(scores, dim=-1).to(v.dtype) @ v
+
+
 def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, explicit: bool | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(c)) v over ``[B, 1, HW, C]`` tensors.
 
@@ -61,10 +69,7 @@ def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, explici
     c, tokens = q.shape[-1], q.shape[-2]
     if explicit is None:
         explicit = q.is_cuda and c > 256 and tokens <= 8192
-    if explicit:
-        w = torch.softmax((q @ k.transpose(-1, -2)) * c**-0.5, dim=-1)
-        return w.to(v.dtype) @ v
-    return F.scaled_dot_product_attention(q, k, v)
+    return matmul_attention(q, k, v) if explicit else F.scaled_dot_product_attention(q, k, v)
 
 
 class ResnetBlock(nn.Module):
