@@ -21,7 +21,7 @@ def _check_requirements() -> None:
 
 _check_requirements()
 
-from . import codebook, comfy_adapters, latent, loaders, optimize, prompts, score  # noqa: E402
+from . import animate, codebook, comfy_adapters, latent, loaders, optimize, prompts, score  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ NODES: list[type[io.ComfyNode]] = [
     score.CLIPScore,
     optimize.VQGANCLIPOptimize,
     optimize.VQGANCLIPGenerate,
+    animate.VQGANCLIPZoomAnimation,
 ]
 
 

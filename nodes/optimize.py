@@ -98,9 +98,8 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
     return result, new_state
 
 
-def optimize_latent(latent: Latent, model, guide, targets: Targets, settings: dict,  # noqa: ANN001
-                    preview_every: int, continue_run: bool) -> Latent:
-    """Shared body of Optimize and Generate: checks, device moves, grad mode, engine call."""
+def check_inputs(latent: Latent, model, targets: Targets) -> None:  # noqa: ANN001
+    """The latent belongs to this VQGAN and there is something to optimise towards."""
     if latent.model is not model and tuple(latent.model.codebook.shape) != tuple(model.codebook.shape):
         raise ValueError(
             "The latent was made with a different VQGAN (codebook "
@@ -109,11 +108,22 @@ def optimize_latent(latent: Latent, model, guide, targets: Targets, settings: di
         )
     if not targets.items:
         raise ValueError("No targets: connect a CLIP Text Prompt or CLIP Image Prompt.")
-    state = dict(latent.state) if continue_run else {}
-    device = ca.compute_device()
+
+
+def latent_settings(latent: Latent, model, settings: dict) -> dict:  # noqa: ANN001
+    """Settings plus the batch size and pixel size the latent implies."""
     h, w = latent.z.shape[-2:]
     f = model.downsample_factor
-    settings = {**settings, "batch_size": latent.batch, "width": int(w) * f, "height": int(h) * f}
+    return {**settings, "batch_size": latent.batch, "width": int(w) * f, "height": int(h) * f}
+
+
+def optimize_latent(latent: Latent, model, guide, targets: Targets, settings: dict,  # noqa: ANN001
+                    preview_every: int, continue_run: bool) -> Latent:
+    """Shared body of Optimize and Generate: checks, device moves, grad mode, engine call."""
+    check_inputs(latent, model, targets)
+    state = dict(latent.state) if continue_run else {}
+    device = ca.compute_device()
+    settings = latent_settings(latent, model, settings)
     # GenerationLoop leaves inference mode and enables gradients itself; it clones z0 (never modifies it)
     result, new_state = run_engine(model, guide, targets, latent.z.to(device), settings, state, preview_every)
     return Latent(z=result.latent.detach().to(ca.output_device()), model=model, state=new_state)

@@ -40,7 +40,7 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 OUR_NODES = {"VQGAN_Load", "VQClip_LoadGuide", "VQClip_CombineGuides", "VQGAN_Encode", "VQGAN_Decode",
              "VQGAN_RandomLatent", "VQGAN_ResizeLatent", "VQGAN_CodebookLookup", "VQGAN_CodesToLatent",
              "VQGAN_CodebookEdit", "VQClip_TextPrompt", "VQClip_ImagePrompt", "VQClip_CombineTargets",
-             "VQClip_Score", "VQGAN_CLIPOptimize", "VQGAN_CLIPGenerate"}
+             "VQClip_Score", "VQGAN_CLIPOptimize", "VQGAN_CLIPGenerate", "VQGAN_CLIPZoomAnimation"}
 TAMING = Path(os.environ.get("TAMING_FIXTURES", REPO.parent / "shared" / "fixtures" / "taming"))
 BOOT_TIMEOUT = 240
 RUN_TIMEOUT = 420
@@ -217,14 +217,20 @@ def test_workflow_runs(server, path):
     server.timings[path.stem] = seconds
     status = hist["status"]
     assert status["status_str"] == "success", json.dumps(status["messages"])[-3000:]
-    saves = [nid for nid, n in prompt.items() if n["class_type"] in ("SaveImage", "PreviewImage")]
+    saves = [nid for nid, n in prompt.items() if n["class_type"] in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP")]
     assert saves
     for nid in saves:
         images = hist["outputs"][nid]["images"]
         assert images, f"node {nid} produced no image"
         for im in images:
-            folder = server.base / im["type"] / im["subfolder"]
-            assert (folder / im["filename"]).stat().st_size > 0
+            path = server.base / im["type"] / im["subfolder"] / im["filename"]
+            assert path.stat().st_size > 0
+            if prompt[nid]["class_type"] == "SaveAnimatedWEBP":
+                from PIL import Image
+
+                frames = prompt[[k for k, n in prompt.items() if n["class_type"] == "VQGAN_CLIPZoomAnimation"][0]]
+                with Image.open(path) as anim:
+                    assert anim.n_frames == frames["inputs"]["frames"]
     scores = [nid for nid, n in prompt.items() if n["class_type"] == "VQClip_Score"]
     for nid in scores:
         assert hist["outputs"][nid]["text"][0].startswith("#1: image")

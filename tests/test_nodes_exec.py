@@ -335,6 +335,30 @@ def test_generate_one_node(pack, vqgan, guide):
     assert "Prompt not understood" in pack.optimize.VQGANCLIPGenerate.validate_inputs(prompt="a:1:2:x|")
 
 
+def test_zoom_animation_frames_progress_and_determinism(pack, vqgan, guide):
+    lat = _start(pack, vqgan, batch=2)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {k: v for k, v in OPT.items() if k not in ("steps", "continue_run")}
+    anim = {"frames": 3, "zoom": 1.25, "shift_x": 1.0, "shift_y": 0.0, "rotate": 5.0, "padding": "border",
+            "steps_per_frame": 2}
+    frames, last = run(pack.animate.VQGANCLIPZoomAnimation, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt,
+                       **kw, **anim)
+    assert frames.shape == (6, 16, 16, 3) and last.z.shape == lat.z.shape and last.z.device.type == "cpu"
+    (first,) = run(pack.latent.VQGANDecode, latent=lat)
+    diff = (frames[:2] - first).abs()
+    assert diff.mean() < 0.005 and diff.max() < 0.05  # frame 0 is the input latent (decoded in bf16 here)
+    assert not torch.equal(frames[2:4], frames[:2])
+    ups = pack.comfy_utils.UPDATES
+    assert [u[0] for u in ups] == [1, 2, 3, 4] and all(u[1] == 4 for u in ups)
+    again, _ = run(pack.animate.VQGANCLIPZoomAnimation, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt,
+                   **kw, **anim)
+    assert torch.equal(frames, again)
+    assert "Unknown augmentation" in pack.animate.VQGANCLIPZoomAnimation.validate_inputs(augmentations="Qq")
+    with pytest.raises(ValueError, match="No targets"):
+        run(pack.animate.VQGANCLIPZoomAnimation, latent=lat, vqgan=vqgan, clip_guide=guide,
+            targets=pack.types.Targets(), **kw, **anim)
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

@@ -22,6 +22,12 @@ CORE = {
                   "input_order": {"required": ["images", "filename_prefix"]}, "output": [], "output_name": []},
     "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
                      "output": [], "output_name": []},
+    "SaveAnimatedWEBP": {"input": {"required": {
+        "images": ["IMAGE"], "filename_prefix": ["STRING", {"default": "ComfyUI"}],
+        "fps": ["FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}], "lossless": ["BOOLEAN", {"default": True}],
+        "quality": ["INT", {"default": 80, "min": 0, "max": 100}], "method": [["default", "fastest", "slowest"]]}},
+        "input_order": {"required": ["images", "filename_prefix", "fps", "lossless", "quality", "method"]},
+        "output": [], "output_name": []},
     "LoadImage": {"input": {"required": {"image": [["x.png"], {"image_upload": True}]}},
                   "input_order": {"required": ["image"]}, "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"]},
 }
@@ -101,7 +107,7 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 def test_workflows_exist():
     names = {p.stem for p in WORKFLOWS}
     assert {"text_to_image", "image_prompt_and_text", "init_image_variation", "story", "codebook_edit",
-            "seed_batch_ranked", "beginner_generate"} <= names
+            "seed_batch_ranked", "beginner_generate", "zoom_animation"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -125,7 +131,7 @@ def test_workflow_matches_node_definitions(pack, path):
             assert "demo" in node["inputs"].values(), f"{path.stem}: node {node_id} must use the demo model"
         if node["class_type"] == "VQGAN_RandomLatent":
             assert node["inputs"]["width"] <= 64 and node["inputs"]["height"] <= 64  # CPU-sized
-    assert any(n["class_type"] in ("SaveImage", "PreviewImage", "VQClip_Score") for n in api.values())
+    assert any(n["class_type"] in ("SaveImage", "PreviewImage", "VQClip_Score", "SaveAnimatedWEBP") for n in api.values())
 
 
 def test_ui_to_api_handles_seed_control_values(pack):

@@ -72,15 +72,16 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser (subcommands: convert, info, generate)."""
+    """The full parser (subcommands: convert, info, generate, animate)."""
     parser = argparse.ArgumentParser(prog="python -m vqgan_core", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_convert(sub)
     _add_info(sub)
-    from . import cli_generate
+    from . import cli_animate, cli_generate
 
     cli_generate.add_parser(sub)
+    cli_animate.add_parser(sub)
     return parser
 
 

@@ -33,6 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``generate`` subcommand."""
     p = sub.add_parser("generate", help="generate an image from text prompts (VQGAN+CLIP)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_generation_arguments(p, "output PNG (default output.png); batch items get _0, _1... suffixes")
+    p.set_defaults(func=run)
+
+
+def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags of a generation run (shared by ``generate`` and ``animate``)."""
     p.add_argument("prompts", nargs="?", default=None,
                    help="'text:weight:stop|text2...' ('^' separates story phrase sets, see --change-prompts-every)")
     g = p.add_argument_group("models")
@@ -46,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--size", type=int, nargs=2, metavar=("W", "H"))
     g.add_argument("--steps", type=int)
     g.add_argument("--seed", type=int, help="default: random (stored in the PNG)")
-    g.add_argument("--out", default=None, help="output PNG (default output.png); batch items get _0, _1... suffixes")
+    g.add_argument("--out", default=None, help=out_help)
     g.add_argument("--batch", type=int, help="images optimised together in one batched step (seeds seed+i)")
     g.add_argument("--batch-prompts", nargs="+", help="one prompt string per batch item (instead of PROMPTS)")
     g = p.add_argument_group("prompts")
@@ -84,7 +90,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--log-every", type=int, help="read the loss (a device sync) every N steps")
     g.add_argument("--from-png", help="reuse the settings stored in a PNG written by this command")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +117,7 @@ def resolve_config(args: argparse.Namespace):
     settings: dict[str, Any] = {}
     stored: dict[str, Any] = {}
     if args.from_png:
-        stored = read_png_metadata(args.from_png).get("config", {})
+        stored = dict(read_png_metadata(args.from_png).get("config", {}))
     vqgan = args.vqgan or stored.get("vqgan") or "demo"
     clip = args.clip or stored.get("clip") or ["demo"]
     if vqgan == "demo" and clip == ["demo"] and not stored:
@@ -127,6 +132,22 @@ def resolve_config(args: argparse.Namespace):
     return GenerationConfig.from_dict(settings)
 
 
+def check_prompts(cfg) -> None:  # noqa: ANN001
+    """A run needs at least one prompt of some kind."""
+    if not (cfg.prompts or cfg.batch_prompts or cfg.image_prompts or cfg.noise_prompts):
+        raise ValueError("no prompts: give PROMPTS, --batch-prompts, --image-prompts, --noise-prompts or --from-png")
+
+
+def load_models(cfg, device_name: str | None) -> tuple:  # noqa: ANN001
+    """``(device, vqgan, clip ensemble)`` for a resolved config (default device: CUDA if available)."""
+    from vqgan_core import load_vqgan
+    from vqgan_core.clip_guide import load_clip_ensemble
+
+    device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    vqgan = load_vqgan(cfg.vqgan, device=device)
+    return device, vqgan, load_clip_ensemble(cfg.clip, cfg.clip_weights, device=device)
+
+
 def _paths(out: Path, batch: int, step: int | None = None) -> list[Path]:
     stem = out.with_suffix("")
     tag = "" if step is None else f"_{step:05d}"
@@ -139,20 +160,15 @@ def run(args: argparse.Namespace) -> int:
     """Run ``generate``; returns the exit code."""
     from tqdm import tqdm
 
-    from vqgan_core import load_vqgan
-    from vqgan_core.clip_guide import load_clip_ensemble
     from vqgan_core.generate import GenerationCallbacks, GenerationLoop
     from vqgan_core.image_io import save_png
 
     cfg = resolve_config(args)
-    if not (cfg.prompts or cfg.batch_prompts or cfg.image_prompts or cfg.noise_prompts):
-        raise ValueError("no prompts: give PROMPTS, --batch-prompts, --image-prompts, --noise-prompts or --from-png")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_prompts(cfg)
     out = Path(args.out or "output.png")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png file (metadata is stored in PNG text chunks), got {out}")
-    vqgan = load_vqgan(cfg.vqgan, device=device)
-    clip = load_clip_ensemble(cfg.clip, cfg.clip_weights, device=device)
+    device, vqgan, clip = load_models(cfg, args.device)
     holder: dict[str, Any] = {}
 
     def write(step: int | None, images: torch.Tensor, paths: list[Path]) -> None:

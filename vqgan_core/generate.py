@@ -28,7 +28,7 @@ from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.image_io import load_image01
-from vqgan_core.init import fit_image
+from vqgan_core.init import encode_image01, fit_image
 from vqgan_core.init import init_latent as make_init_latent
 from vqgan_core.losses import clamp_with_grad, init_weight_factor, prompt_loss, tv_loss
 from vqgan_core.optimizers import make_optimizer
@@ -219,10 +219,10 @@ class GenerationLoop:
             dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
             self._dec = copy.deepcopy(dec).to(dtype=dt).eval().requires_grad_(False)
             self._clip_models = [g.lowp_model(dt) for g, _ in self.clip.guides]
-        # The caller's VQGAN is converted only when no private copy exists; run() converts it back.
-        self._converted_vqgan = self._channels_last and self._dec is None
-        if self._channels_last:
-            (self._dec or self.vqgan).to(memory_format=torch.channels_last)
+        # The caller's VQGAN (used when no private copy exists) is converted by run() and handed back after.
+        self._convert_vqgan = self._channels_last and self._dec is None
+        if self._channels_last and self._dec is not None:
+            self._dec.to(memory_format=torch.channels_last)
         if self.precision == "classic" and self.device.type == "cuda":
             # OpenAI clip.load(jit=False) on CUDA gives fp16 weights; a cached copy leaves the caller's guide intact
             self._clip_models = [g.lowp_model(torch.float16) for g, _ in self.clip.guides]
@@ -239,6 +239,26 @@ class GenerationLoop:
         gen = torch.Generator(self.device).manual_seed(_stream_seed(self.config.seed, 23))
         with torch.no_grad(), self._autocast():
             return guide.encode_image(self.cutouts(img, guide.image_size, gen))
+
+    def encode_images(self, img01: torch.Tensor) -> torch.Tensor:
+        """``[B,3,H,W]`` images in [0,1] -> quantised latent ``[B,C,h,w]`` (fp32, on the run device)."""
+        with torch.inference_mode(False):
+            return encode_image01(self.vqgan, img01)
+
+    def set_latent(self, z: torch.Tensor, reset_optimizer: bool = True) -> None:
+        """Continue from ``z`` (same shape): the classic zoom video re-encodes each frame this way.
+
+        Copies in place, so a captured CUDA graph stays valid. The init pull-back (``init_weight``)
+        targets the new latent, and the optimiser starts afresh (Adam's moments belong to the old one).
+        """
+        if tuple(z.shape) != tuple(self.z.shape):
+            raise ValueError(f"set_latent needs shape {tuple(self.z.shape)}, got {tuple(z.shape)}")
+        with torch.inference_mode(False), torch.no_grad():
+            self.z.copy_(z.to(self.z.device, self.z.dtype))
+            if self.z_init is not None:
+                self.z_init.copy_(self.z)
+        if reset_optimizer:
+            self.opt.state.clear()
 
     # -- the step ----------------------------------------------------------------------------------------
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,13 +352,20 @@ class GenerationLoop:
         return GenerationResult(img.cpu(), self.z.detach().clone(), idx, self.config, list(self.losses),
                                 self.step_index, interrupted)
 
-    def run(self) -> GenerationResult:
-        """Run the remaining steps with callbacks; weights' ``requires_grad``/modes are restored afterwards."""
+    def run(self, max_steps: int | None = None) -> GenerationResult:
+        """Run the remaining steps (at most ``max_steps`` of them) with callbacks, then decode.
+
+        The weights' ``requires_grad``/modes and the caller's VQGAN memory format are restored afterwards,
+        so ``run`` can be called again to continue (the zoom animation runs frame by frame this way).
+        """
         c, interrupted = self.config, False
+        end = c.steps if max_steps is None else min(c.steps, self.step_index + max_steps)
         mods = [self.vqgan] + [g.model for g, _ in self.clip.guides]
+        if self._convert_vqgan:
+            self.vqgan.to(memory_format=torch.channels_last)
         try:
             with _run_context(mods, c.deterministic):
-                while self.step_index < c.steps:
+                while self.step_index < end:
                     if self.cb.should_stop is not None and self.cb.should_stop():
                         interrupted = True
                         break
@@ -353,7 +380,7 @@ class GenerationLoop:
                         self.cb.progress(self.step_index, c.steps, value)
                 return self.result(interrupted)
         finally:
-            if self._converted_vqgan:  # hand the caller's (possibly cached, shared) model back unchanged
+            if self._convert_vqgan:  # hand the caller's (possibly cached, shared) model back unchanged
                 self.vqgan.to(memory_format=torch.contiguous_format)
 
 

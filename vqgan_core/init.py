@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from vqgan_core.registry import Registry
 
-__all__ = ["NOISE_IMAGES", "gradient_image", "init_latent", "perlin_image", "pixel_noise_image", "random_code_latent"]
+__all__ = ["NOISE_IMAGES", "encode_image01", "fit_image", "gradient_image", "init_latent", "perlin_image", "pixel_noise_image", "random_code_latent"]
 
 NOISE_IMAGES: Registry = Registry("init noise")
 
@@ -80,7 +80,8 @@ def perlin_image(
     return (out / total * 0.5 + 0.5).clamp(0, 1)
 
 
-def _encode01(vqgan, img01: torch.Tensor) -> torch.Tensor:
+def encode_image01(vqgan, img01: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> the VQGAN's quantised latent (fp32, no gradient)."""
     dev = vqgan.codebook.device
     with torch.no_grad():
         z_q, _ = vqgan.encode(img01.to(dev) * 2 - 1)
@@ -128,10 +129,10 @@ def init_latent(
         img = fit_image(image, height, width)
         if img.shape[0] not in (1, batch):
             raise ValueError(f"init image batch {img.shape[0]} does not match batch size {batch}")
-        return _encode01(vqgan, img.expand(batch, -1, -1, -1))
+        return encode_image01(vqgan, img.expand(batch, -1, -1, -1))
     if kind in NOISE_IMAGES:
         make = NOISE_IMAGES.get(kind)
         img = torch.cat([make(1, height, width, g) for g in generators])
-        return _encode01(vqgan, img)
+        return encode_image01(vqgan, img)
     valid = ", ".join(["random", "image", *NOISE_IMAGES.names()])
     raise ValueError(f"unknown init {kind!r}; valid: {valid}")

@@ -129,6 +129,16 @@ WORKFLOWS: dict[str, list[Node]] = {
         {"id": 9, "type": "VQGAN_CodesToLatent", "links": {"codes": (4, 0)}},
         _decode(10, (9, 0)), _save(11, (10, 0), "vqclip/codebook_roundtrip"),
     ],
+    "zoom_animation": [
+        *_models(), _text(3, "a red circle on a blue background"), _random(4, seed=8),
+        _opt(5, (4, 0), (3, 0), steps=60, seed=8),
+        {"id": 6, "type": "VQGAN_CLIPZoomAnimation",
+         "links": {"latent": (5, 0), "vqgan": (1, 0), "clip_guide": (2, 0), "targets": (3, 0)},
+         "widgets": {"frames": 12, "zoom": 1.05, "rotate": 3.0, "steps_per_frame": 5, "seed": 8, **FAST}},
+        {"id": 7, "type": "SaveAnimatedWEBP", "links": {"images": (6, 0)},
+         "widgets": {"filename_prefix": "vqclip/zoom", "fps": 8.0, "lossless": True, "quality": 80,
+                     "method": "default"}},
+    ],
     "seed_batch_ranked": [
         *_models(), _text(3, "a green triangle on a white background"), _random(4, seed=7, batch=4),
         _opt(5, (4, 0), (3, 0), steps=40, seed=7), _decode(6, (5, 0)),

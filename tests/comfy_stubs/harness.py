@@ -37,7 +37,7 @@ def load_pack() -> tuple[types.SimpleNamespace, dict[str, types.ModuleType]]:
         mm=importlib.import_module("comfy.model_management"),
         io=importlib.import_module("comfy_api.latest.io"),
         **{name: importlib.import_module(f"nodes.{name}") for name in
-           ("types", "comfy_adapters", "loaders", "latent", "codebook", "prompts", "optimize", "score",
+           ("types", "comfy_adapters", "loaders", "latent", "codebook", "prompts", "optimize", "animate", "score",
             "workflow_api")},
     )
     return ns, saved

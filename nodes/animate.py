@@ -1,0 +1,108 @@
+"""VQGAN+CLIP Zoom Animation: the classic zoom video as a node (latent in, frames out).
+
+The engine is ``vqgan_core.animate``; this file maps widgets to its configs and reports progress.
+Frame 0 is the input latent itself, so a Generate or Optimize in front sets the first image. The
+frames go out as one IMAGE batch, ready for ComfyUI's Save Animated WEBP / PNG nodes.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import comfy_adapters as ca
+from .optimize import (
+    CATEGORY,
+    check_augments,
+    check_inputs,
+    common_inputs,
+    image_prompts,
+    latent_settings,
+    make_config,
+    prompt_string,
+)
+from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
+
+PADDINGS = ["reflection", "border", "zeros"]
+
+
+def animation_inputs() -> list:
+    """Motion widgets (per frame)."""
+    return [
+        io.Int.Input("frames", default=16, min=1, max=10000, step=1, tooltip="Frames to make (frame 0 = the input)."),
+        io.Float.Input("zoom", default=1.05, min=0.5, max=2.0, step=0.01, round=0.001,
+                       tooltip="Scale per frame: above 1 zooms in, below 1 zooms out."),
+        io.Float.Input("shift_x", default=0.0, min=-256.0, max=256.0, step=0.5, round=0.01,
+                       tooltip="Pixels per frame; positive moves the picture right."),
+        io.Float.Input("shift_y", default=0.0, min=-256.0, max=256.0, step=0.5, round=0.01,
+                       tooltip="Pixels per frame; positive moves the picture down."),
+        io.Float.Input("rotate", default=0.0, min=-180.0, max=180.0, step=0.5, round=0.01,
+                       tooltip="Degrees per frame, counter-clockwise."),
+        io.Combo.Input("padding", options=PADDINGS, default="reflection",
+                       tooltip="What fills the borders that zooming out, shifting or rotating reveals."),
+    ]
+
+
+class VQGANCLIPZoomAnimation(io.ComfyNode):
+    """Zoom / shift / rotate the image, re-encode, optimise a few steps: once per frame."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: latent, models, targets, motion, optimiser settings -> frames, last latent."""
+        _steps, *rest = common_inputs()  # the run's 'steps' widget becomes steps_per_frame
+        per_frame = io.Int.Input("steps_per_frame", default=10, min=0, max=10000, step=1,
+                                 tooltip="Optimisation steps between frames.")
+        return io.Schema(
+            node_id="VQGAN_CLIPZoomAnimation",
+            display_name="VQGAN+CLIP Zoom Animation",
+            category=CATEGORY,
+            description="The classic VQGAN+CLIP zoom video: each frame zooms, shifts and rotates the last "
+            "image, re-encodes it and optimises it towards the targets again. Frame 0 is the input latent. "
+            "Connect the frames to Save Animated WEBP or Save Animated PNG.",
+            inputs=[
+                VQLatent.Input("latent"),
+                VQGANModel.Input("vqgan"),
+                ClipGuide.Input("clip_guide"),
+                ClipTargets.Input("targets"),
+                *animation_inputs(),
+                per_frame,
+                *rest,
+                io.Float.Input("init_weight", default=0.0, min=0.0, max=100.0, step=0.01, round=0.001,
+                               tooltip="Pull back towards each re-encoded frame (steadier motion)."),
+                io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
+                               tooltip="Total-variation smoothing of the image."),
+                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
+                             tooltip="Show a preview every N steps (0 = none)."),
+            ],
+            outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er") -> bool | str:
+        """Only the augmentation codes need a custom check."""
+        if augmentations is None:
+            return True
+        return check_augments(augmentations) or True
+
+    @classmethod
+    def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, frames: int, zoom: float,  # noqa: ANN001
+                shift_x: float, shift_y: float, rotate: float, padding: str, steps_per_frame: int, optimizer: str,
+                lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
+                tv_weight: float, preview_every: int) -> io.NodeOutput:
+        """Run the animation; frames come out frame-major (all batch items of frame 0, then frame 1...)."""
+        from vqgan_core.animate import AnimationConfig, run_animation
+        from vqgan_core.generate import GenerationCallbacks
+
+        check_inputs(latent, vqgan, targets)
+        anim = AnimationConfig(frames=frames, steps_per_frame=steps_per_frame, zoom=zoom, shift_x=shift_x,
+                               shift_y=shift_y, rotate=rotate, padding=padding)
+        settings = latent_settings(latent, vqgan, {
+            "steps": 0, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
+            "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight})
+        config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
+        progress = ca.Progress((frames - 1) * steps_per_frame)
+        callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
+                                        should_stop=progress.should_stop)
+        result = run_animation(vqgan, clip_guide, config, anim, callbacks,
+                               init_latent=latent.z.to(ca.compute_device()), image_prompts=image_prompts(targets))
+        out = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan)
+        return io.NodeOutput(ca.bchw_to_image(result.frames.flatten(0, 1)), out)

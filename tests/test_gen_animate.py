@@ -1,0 +1,193 @@
+"""Zoom animation: the frame motion, chunked runs, the animation loop, files and the ``animate`` CLI."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqgan_core import load_vqgan
+from vqgan_core.animate import AnimationConfig, frame_transform, run_animation
+from vqgan_core.animation_io import save_animation
+from vqgan_core.cli import main
+from vqgan_core.clip_guide import load_clip
+from vqgan_core.gen_config import GenerationConfig
+from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
+from vqgan_core.image_io import read_png_metadata, to_pil
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def vqgan(taming_fixtures):
+    return load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt")
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_clip_dir):
+    return load_clip(str(tiny_clip_dir))
+
+
+def _cfg(**kw):
+    base = {"prompts": "a red circle", "width": 32, "height": 32, "steps": 3, "seed": 5, "cutn": 2, "precision": "fp32",
+            "log_every": 1}
+    return GenerationConfig(**{**base, **kw})
+
+
+def _img(h=16, w=16):
+    return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def test_frame_transform_motions():
+    x = _img()
+    assert frame_transform(x, AnimationConfig(zoom=1.0)) is x  # no motion: the frame itself
+    shifted = frame_transform(x, AnimationConfig(zoom=1.0, shift_x=2, shift_y=1))
+    assert torch.allclose(shifted[..., 1:, 2:], x[..., :-1, :-2], atol=1e-5)  # content moved right 2, down 1
+    rot = frame_transform(x, AnimationConfig(zoom=1.0, rotate=90))
+    assert torch.allclose(rot, torch.rot90(x, 1, dims=(2, 3)), atol=1e-5)  # counter-clockwise on screen
+    zoomed = frame_transform(x, AnimationConfig(zoom=2.0))
+    for i, j in [(0, 0), (3, 10), (15, 15)]:  # each output pixel shows the source point c + (p - c) / zoom
+        assert torch.allclose(zoomed[0, :, i, j], frame_ref(x, i, j), atol=1e-5)
+    out = frame_transform(x, AnimationConfig(zoom=0.5, padding="zeros"))
+    assert (out[..., 0, 0] == 0).all() and (out[..., 8, 8] > 0).all()  # zooming out reveals the zero padding
+
+
+def frame_ref(x, i, j, zoom=2.0, c=7.5):
+    """Bilinear sample of ``x`` at the source point of output pixel (i, j) under a zoom about the centre."""
+    si, sj = c + (i - c) / zoom, c + (j - c) / zoom
+    i0, j0 = int(np.floor(si)), int(np.floor(sj))
+    di, dj = si - i0, sj - j0
+    p = x[0]
+    return ((1 - di) * (1 - dj) * p[:, i0, j0] + (1 - di) * dj * p[:, i0, j0 + 1]
+            + di * (1 - dj) * p[:, i0 + 1, j0] + di * dj * p[:, i0 + 1, j0 + 1])
+
+
+def test_animation_config_errors():
+    with pytest.raises(ValueError, match="valid: reflection, border, zeros"):
+        AnimationConfig(padding="wrap")
+    with pytest.raises(ValueError, match="zoom must be a positive"):
+        AnimationConfig(zoom=0)
+    with pytest.raises(ValueError, match="frames >= 1"):
+        AnimationConfig(frames=0)
+    with pytest.raises(ValueError, match="zooom"):
+        AnimationConfig.from_dict({"zooom": 1.1})
+
+
+def test_run_in_chunks_equals_one_run(vqgan, clip):
+    whole = run_generation(vqgan, clip, _cfg(steps=5))
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=5))
+    vqgan.requires_grad_(True).train()
+    first = loop.run(max_steps=2)
+    assert first.steps_done == 2 and not first.interrupted
+    assert vqgan.training and all(p.requires_grad for p in vqgan.parameters())  # handed back between chunks
+    rest = loop.run()
+    assert rest.steps_done == 5 and torch.equal(rest.latent, whole.latent) and rest.losses == whole.losses
+    vqgan.requires_grad_(False).eval()
+
+
+def test_set_latent_copies_in_place_and_restarts_optimiser(vqgan, clip):
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=4, init_weight=0.5))
+    loop.run(max_steps=2)
+    assert loop.opt.state  # Adam has moments now
+    z_before = loop.z
+    target = loop.encode_images(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    loop.set_latent(target)
+    assert loop.z is z_before and torch.equal(loop.z.detach(), target) and torch.equal(loop.z_init, target)
+    assert not loop.opt.state
+    with pytest.raises(ValueError, match=r"needs shape \(1, 16, 8, 8\)"):
+        loop.set_latent(torch.zeros(1, 3, 4, 4))
+
+
+def test_animation_frames_steps_seed_and_interrupt(vqgan, clip):
+    anim = AnimationConfig(frames=4, steps_per_frame=2, zoom=1.25, rotate=10)
+    progress, streamed = [], []
+    cb = GenerationCallbacks(progress=lambda s, t, loss: progress.append((s, t)))
+    a = run_animation(vqgan, clip, _cfg(), anim, cb, on_frame=lambda i, im: streamed.append(i))
+    assert a.frames.shape == (4, 1, 3, 32, 32) and a.frames_done == 4 and not a.interrupted
+    assert streamed == [0, 1, 2, 3] and progress[-1] == (3 + 3 * 2, 9) and len(progress) == 9
+    assert a.config.steps == 3 and a.config.seed == 5 and a.latent.shape == (1, 16, 8, 8)
+    assert not torch.equal(a.frames[0], a.frames[1])
+    b = run_animation(vqgan, clip, _cfg(), anim)
+    assert torch.equal(a.frames, b.frames)  # same seed, same frames
+    # frame 0 is exactly the plain generation of the same settings
+    assert torch.equal(a.frames[0], run_generation(vqgan, clip, _cfg()).images)
+    stop = GenerationCallbacks(progress=lambda s, t, loss: progress.append(s), should_stop=lambda: len(progress) >= 8)
+    progress.clear()
+    c = run_animation(vqgan, clip, _cfg(), anim, stop)
+    assert c.interrupted and c.frames_done == 3 and torch.equal(c.frames, a.frames[:3])
+
+
+def test_story_prompts_span_frames(vqgan, clip):
+    anim = AnimationConfig(frames=3, steps_per_frame=2, zoom=1.1)
+    a = run_animation(vqgan, clip, _cfg(prompts="red ^ blue", change_prompts_every=3), anim)
+    b = run_animation(vqgan, clip, _cfg(prompts="red"), anim)
+    assert torch.equal(a.frames[0], b.frames[0]) and not torch.equal(a.frames[2], b.frames[2])
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".gif", ".png"])
+def test_save_animation_formats(tmp_path, suffix):
+    frames = [to_pil(torch.full((3, 8, 8), v)) for v in (0.0, 0.5, 1.0)]
+    out = save_animation(tmp_path / f"a{suffix}", frames, fps=10, prompt="p", settings={"k": 1})
+    with Image.open(out) as im:
+        assert im.n_frames == 3 and im.size == (8, 8)
+        im.seek(1)
+        assert suffix == ".webp" or im.info.get("duration") == 100  # Pillow reads no WebP frame duration
+    if suffix == ".png":
+        assert read_png_metadata(out) == {"k": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # atomic: no temporary file left
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+def test_save_animation_mp4_with_ffmpeg(tmp_path):
+    frames = [to_pil(torch.full((3, 9, 7), v)) for v in (0.0, 0.5, 1.0)]  # odd size: padded to even for yuv420p
+    out = save_animation(tmp_path / "a.mp4", frames, fps=10)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=nb_read_frames,width,height", "-of", "csv=p=0", str(out)],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "8,10,3"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
+
+
+def test_save_animation_errors(tmp_path, monkeypatch):
+    frames = [to_pil(torch.zeros(3, 8, 8))]
+    with pytest.raises(ValueError, match=r"use one of \.webp, \.gif"):
+        save_animation(tmp_path / "a.avi", frames, fps=10)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(ValueError, match="needs ffmpeg on PATH"):
+        save_animation(tmp_path / "a.mp4", frames, fps=10)
+
+
+@pytest.fixture
+def anim_args(taming_fixtures, tiny_clip_dir):
+    return ["animate", "--vqgan", str(taming_fixtures / "tiny_f4" / "last.ckpt"), "--clip", str(tiny_clip_dir),
+            "--size", "32", "32", "--cutn", "2", "--precision", "fp32", "--device", "cpu", "--no-progress"]
+
+
+def test_cli_animate_apng_reproduces_from_png(anim_args, tmp_path, capsys):
+    out = tmp_path / "zoom.png"
+    rc = main([*anim_args, "red circle", "--steps", "2", "--seed", "9", "--frames", "3", "--steps-per-frame", "1",
+               "--zoom", "1.2", "--shift", "1", "0", "--fps", "8", "--out", str(out), "--frames-dir", str(tmp_path / "f")])
+    assert rc == 0 and "wrote" in capsys.readouterr().out
+    meta = read_png_metadata(out)
+    assert meta["config"]["seed"] == 9 and meta["config"]["steps"] == 2 and meta["frames"] == 3
+    assert meta["animation"]["zoom"] == 1.2 and meta["animation"]["shift_x"] == 1.0 and meta["animation"]["fps"] == 8
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [f"frame_{i:05d}.png" for i in range(3)]
+    assert read_png_metadata(tmp_path / "f" / "frame_00001.png")["frame"] == 1
+    again = tmp_path / "again.png"
+    assert main(["animate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    with Image.open(out) as a, Image.open(again) as b:
+        assert a.n_frames == b.n_frames == 3
+        for i in range(3):
+            a.seek(i)
+            b.seek(i)
+            assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+def test_cli_animate_bad_output_is_one_line_error(anim_args, tmp_path, capsys):
+    assert main([*anim_args, "red", "--out", str(tmp_path / "x.avi")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unsupported animation format '.avi'") and err.count("\n") == 1
+    assert main([*anim_args, "red", "--zoom", "-1"]) == 2
+    assert "zoom must be a positive" in capsys.readouterr().err

@@ -1,0 +1,138 @@
+"""Zoom / pan / rotate feedback animation: the classic "zoom video", as a library function.
+
+Each frame: take the last image, zoom / shift / rotate it about its centre, re-encode it with the
+VQGAN, and optimise a few more steps towards the prompts. The optimiser restarts per frame (as the
+classic script re-created it) and ``init_weight`` pulls towards the re-encoded frame. One
+:class:`GenerationLoop` serves the whole animation, so story prompts (``change_prompts_every``),
+learning-rate schedules, seeds and the CUDA graph span all frames, and the same seed gives the same
+frames. ``GenerationConfig.steps`` are the steps before the first frame (0: the start latent itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vqgan_core.config import reject_unknown_keys
+from vqgan_core.gen_config import GenerationConfig
+from vqgan_core.generate import GenerationCallbacks, GenerationLoop
+
+__all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "frame_transform", "run_animation"]
+
+log = logging.getLogger(__name__)
+
+PADDINGS = ("reflection", "border", "zeros")
+
+
+@dataclass
+class AnimationConfig:
+    """How each frame moves (all per frame, about the image centre)."""
+
+    frames: int = 30
+    steps_per_frame: int = 10  # optimisation steps between frames
+    zoom: float = 1.02  # scale per frame: > 1 zooms in, < 1 out
+    shift_x: float = 0.0  # pixels per frame; positive moves the content right
+    shift_y: float = 0.0  # pixels per frame; positive moves the content down
+    rotate: float = 0.0  # degrees per frame, counter-clockwise
+    padding: str = "reflection"  # what fills revealed borders: reflection | border | zeros
+    fps: float = 12.0  # playback speed of written files
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or self.steps_per_frame < 0:
+            raise ValueError(f"need frames >= 1 and steps_per_frame >= 0 (got {self.frames}, {self.steps_per_frame})")
+        if not (math.isfinite(self.zoom) and self.zoom > 0):
+            raise ValueError(f"zoom must be a positive scale per frame (1.0 = none), got {self.zoom}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"unknown padding {self.padding!r}; valid: {', '.join(PADDINGS)}")
+        if not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON types only), stored next to the generation settings."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AnimationConfig:
+        """Build from a dict; unknown keys are an error naming them."""
+        reject_unknown_keys(cls, d, "animation setting(s)")
+        return cls(**d)
+
+    @property
+    def moves(self) -> bool:
+        """False when frames are re-encoded in place (no zoom, shift or rotation)."""
+        return (self.zoom, self.shift_x, self.shift_y, self.rotate) != (1.0, 0.0, 0.0, 0.0)
+
+
+@dataclass
+class AnimationResult:
+    """Frames (unless not kept), the final latent, and what was done."""
+
+    frames: torch.Tensor | None  # [F, B, 3, H, W] float32 CPU in [0, 1]
+    latent: torch.Tensor  # [B, C, h, w] of the last frame
+    config: GenerationConfig  # with the seed actually used (steps = steps before the first frame)
+    animation: AnimationConfig
+    frames_done: int = 0
+    interrupted: bool = False
+    losses: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+
+def frame_transform(img01: torch.Tensor, anim: AnimationConfig) -> torch.Tensor:
+    """One frame's motion: ``[B,3,H,W]`` in [0,1] zoomed, rotated and shifted about the centre (bilinear)."""
+    from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
+
+    if not anim.moves:
+        return img01
+    b, _, h, w = img01.shape
+    x = img01.float()
+    center = torch.tensor([[(w - 1) / 2, (h - 1) / 2]], device=x.device).expand(b, 2)
+    angle = torch.full((b,), float(anim.rotate), device=x.device)
+    scale = torch.full((b, 2), float(anim.zoom), device=x.device)
+    m = get_rotation_matrix2d(center, angle, scale)
+    m[:, 0, 2] += anim.shift_x
+    m[:, 1, 2] += anim.shift_y
+    return warp_affine(x, m, (h, w), mode="bilinear", padding_mode=anim.padding, align_corners=True).clamp(0, 1)
+
+
+def run_animation(
+    vqgan: torch.nn.Module,
+    clip: Any,
+    config: GenerationConfig,
+    animation: AnimationConfig,
+    callbacks: GenerationCallbacks | None = None,
+    on_frame: Callable[[int, torch.Tensor], None] | None = None,
+    keep_frames: bool = True,
+    **loop_kwargs: Any,
+) -> AnimationResult:
+    """Run a zoom animation; ``on_frame(index, images [B,3,H,W])`` streams each frame as it is done.
+
+    ``loop_kwargs`` go to :class:`GenerationLoop` (``init_latent``, ``init_image``, ``image_prompts``).
+    Progress callbacks count the steps of the whole animation. An interrupt ends it after the last
+    complete frame (``result.interrupted``).
+    """
+    a = animation
+    total = config.steps + (a.frames - 1) * a.steps_per_frame
+    loop = GenerationLoop(vqgan, clip, config.replace(steps=total), callbacks, **loop_kwargs)
+    kept: list[torch.Tensor] = []
+    res = loop.run(max_steps=config.steps)
+    done = 0
+    for f in range(a.frames):
+        if f > 0:
+            loop.set_latent(loop.encode_images(frame_transform(res.images, a)))
+            res = loop.run(max_steps=a.steps_per_frame)
+        if res.interrupted:
+            break
+        if keep_frames:
+            kept.append(res.images)
+        if on_frame is not None:
+            on_frame(f, res.images)
+        done = f + 1
+    log.info("animation: %d of %d frames, %d steps", done, a.frames, loop.step_index)
+    return AnimationResult(
+        frames=torch.stack(kept) if kept else None, latent=res.latent, config=config.replace(seed=loop.config.seed),
+        animation=a, frames_done=done, interrupted=res.interrupted, losses=list(loop.losses))
