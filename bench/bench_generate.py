@@ -6,7 +6,7 @@ Each (mode, size) runs in its own subprocess so peak memory is measured per mode
 
     python bench/bench_generate.py --sizes 128 --cutn 8 --iters 6 --warmup 2      # CPU
     python bench/bench_generate.py --device cuda --sizes 256 512 --cutn 32          # GPU
-    python bench/bench_generate.py --device cuda --sizes 512 --modes ours --compile # + torch.compile
+    python bench/bench_generate.py --device cuda --sizes 512 --modes ours --compile [blocks|full]
     python bench/bench_generate.py --device cuda --sizes 512 --modes ours --cuda-graph off --profile
 """
 
@@ -71,7 +71,7 @@ def _child(args: argparse.Namespace) -> dict:
         guide = load_clip("ViT-B-32", "none", device=device)
         loop = GenerationLoop(vqgan, guide, cfg)
         step = loop.step
-        precision = loop.precision + (" +compile" if args.compile else "")
+        precision = loop.precision + (f" +compile {args.compile}" if args.compile != "off" else "")
         for m in (vqgan, guide.model):
             m.requires_grad_(False)  # what GenerationLoop.run() does around the loop
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -112,7 +112,8 @@ def main() -> int:
     p.add_argument("--modes", nargs="+", default=["classic", "ours"], choices=["classic", "ours"])
     p.add_argument("--precision", default="auto", help="ours: auto|fp32|bf16|fp16|classic")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
-    p.add_argument("--compile", action="store_true", help="ours: torch.compile the render+encode step")
+    p.add_argument("--compile", nargs="?", const="blocks", default="off", choices=["off", "blocks", "full"],
+                   help="ours: torch.compile each block ('blocks', the default when given) or the whole step ('full')")
     p.add_argument("--cuda-graph", dest="cuda_graph", choices=["auto", "on", "off"], default="auto",
                    help="ours: replay forward+backward as a CUDA graph (auto: on for CUDA)")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of 3 steps per run")
@@ -133,7 +134,7 @@ def main() -> int:
                 cmd = [sys.executable, __file__, "--_child", "--mode", mode, "--size", str(size), "--device", args.device,
                        "--cutn", str(args.cutn), "--iters", str(args.iters), "--warmup", str(args.warmup),
                        "--precision", args.precision, "--threads", str(args.threads)]
-                cmd += ["--compile"] if args.compile else []
+                cmd += ["--compile", args.compile]
                 cmd += ["--cuda-graph", args.cuda_graph] + (["--profile"] if args.profile else [])
                 cmd += ["--channels-last"] if args.channels_last else []
                 out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)

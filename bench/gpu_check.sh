@@ -2,12 +2,13 @@
 # Every GPU measurement of the project in one run (for a short GPU lease): CUDA tests, generation speed
 # (classic vs ours, 256² and 512², cutn 32), a profile without CUDA graphs, the training step, torch.compile.
 # Usage (repo root, a CUDA machine): OUT=/tmp/out bash bench/gpu_check.sh [budget_seconds] [stage ...]
-# Stages (default, in this order): gen_bench gpu_tests gen_profile_eager train_bench gen_compile (+ gen_profile_256, train_ours)
+# Stages (default, in this order): gpu_tests gen_bench gen_compile gen_profile_256 gen_profile_eager train_bench
+# (+ gen_compile_full, train_ours)
 # Missing wheels (open_clip_torch, kornia, kornia_rs, ftfy, wcwidth) may lie in .whl/ and are installed first.
 set -u
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 BUDGET=${1:-540}; shift || true; START=$(date +%s)
-STAGES=${*:-gen_bench gpu_tests gen_profile_eager train_bench gen_compile}
+STAGES=${*:-gpu_tests gen_bench gen_compile gen_profile_256 gen_profile_eager train_bench}
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -33,7 +34,8 @@ for s in $STAGES; do case $s in
   gen_profile_256) stage gen_profile_256 80 python3 bench/bench_generate.py --device cuda --sizes 256 --cutn 32 --iters 30 --warmup 5 --modes ours --cuda-graph off --profile ;;
   train_bench) stage train_bench 100 python3 bench/bench_train.py ;;
   train_ours) stage train_ours 60 python3 bench/bench_train.py --mode ours ;;
-  gen_compile) stage gen_compile 200 python3 bench/bench_generate.py --device cuda --sizes 512 256 --cutn 32 --iters 100 --warmup 10 --modes ours --compile ;;
+  gen_compile) stage gen_compile 200 python3 bench/bench_generate.py --device cuda --sizes 512 256 --cutn 32 --iters 100 --warmup 10 --modes ours --compile blocks ;;
+  gen_compile_full) stage gen_compile_full 240 python3 bench/bench_generate.py --device cuda --sizes 512 --cutn 32 --iters 100 --warmup 10 --modes ours --compile full ;;
   *) echo "unknown stage $s" ;;
 esac; done
 echo "total $(( $(date +%s) - START ))s"

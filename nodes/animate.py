@@ -1,8 +1,8 @@
-"""VQGAN+CLIP Zoom Animation: the classic zoom video as a node (latent in, frames out).
+"""VQGAN+CLIP Zoom Animation (latent in, frames out) and Restyle Frames (frames in, frames out).
 
 The engine is ``vqgan_core.animate``; this file maps widgets to its configs and reports progress.
-Frame 0 is the input latent itself, so a Generate or Optimize in front sets the first image. The
-frames go out as one IMAGE batch, ready for ComfyUI's Save Animated WEBP / PNG nodes.
+Zoom: frame 0 is the input latent itself, so a Generate or Optimize in front sets the first image.
+Frames go out as one IMAGE batch, ready for ComfyUI's Save Animated WEBP / PNG nodes.
 """
 
 from __future__ import annotations
@@ -104,5 +104,79 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
                                         should_stop=progress.should_stop)
         result = run_animation(vqgan, clip_guide, config, anim, callbacks,
                                init_latent=latent.z.to(ca.compute_device()), image_prompts=image_prompts(targets))
+        out = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan)
+        return io.NodeOutput(ca.bchw_to_image(result.frames.flatten(0, 1)), out)
+
+
+class VQGANCLIPRestyleFrames(io.ComfyNode):
+    """Restyle a sequence of frames (a video) towards the targets, one frame after another."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: frames, models, targets, steps, blend, optimiser settings -> frames, last latent."""
+        _steps, *rest = common_inputs()
+        return io.Schema(
+            node_id="VQGAN_CLIPRestyleFrames",
+            display_name="VQGAN+CLIP Restyle Frames",
+            category=CATEGORY,
+            description="Video restyling: each frame starts from its input frame (scaled and centre-cropped to a "
+            "multiple of the VQGAN's factor) mixed with the previous output by 'blend', and is optimised "
+            "towards the targets. Load a video as an IMAGE batch; save with Save Animated WEBP / PNG.",
+            inputs=[
+                io.Image.Input("frames"),
+                VQGANModel.Input("vqgan"),
+                ClipGuide.Input("clip_guide"),
+                ClipTargets.Input("targets"),
+                io.Int.Input("first_steps", default=50, min=0, max=10000, step=1,
+                             tooltip="Optimisation steps for the first frame."),
+                io.Int.Input("steps_per_frame", default=10, min=0, max=10000, step=1,
+                             tooltip="Optimisation steps for every later frame."),
+                io.Float.Input("blend", default=0.3, min=0.0, max=1.0, step=0.01, round=0.001,
+                               tooltip="Share of the previous output mixed into each input frame: more gives a "
+                               "steadier style and less flicker, less follows the video more closely."),
+                *rest,
+                io.Float.Input("init_weight", default=0.1, min=0.0, max=100.0, step=0.01, round=0.001,
+                               tooltip="Pull back towards each encoded start frame (keeps the video's layout)."),
+                io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
+                               tooltip="Total-variation smoothing of the image."),
+                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
+                             tooltip="Show a preview every N steps (0 = none)."),
+            ],
+            outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er") -> bool | str:
+        """Only the augmentation codes need a custom check."""
+        if augmentations is None:
+            return True
+        return check_augments(augmentations) or True
+
+    @classmethod
+    def execute(cls, frames, vqgan, clip_guide, targets: Targets, first_steps: int, steps_per_frame: int,  # noqa: ANN001
+                blend: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
+                seed: int, init_weight: float, tv_weight: float, preview_every: int) -> io.NodeOutput:
+        """Run the restyling; one output frame per input frame."""
+        from vqgan_core.animate import AnimationConfig, run_animation
+        from vqgan_core.generate import GenerationCallbacks
+
+        if not targets.items:
+            raise ValueError("No targets: connect a CLIP Text Prompt or CLIP Image Prompt.")
+        src = ca.image_to_bchw(frames)
+        f = vqgan.downsample_factor
+        h, w = (src.shape[-2] // f) * f, (src.shape[-1] // f) * f
+        if h == 0 or w == 0:
+            raise ValueError(f"The frames ({src.shape[-1]}x{src.shape[-2]}) are smaller than this VQGAN's factor {f}.")
+        n = src.shape[0]
+        anim = AnimationConfig(frames=n, steps_per_frame=steps_per_frame, zoom=1.0, blend=blend)
+        config = make_config({
+            "steps": first_steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
+            "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
+            "width": w, "height": h}, prompts=prompt_string(targets), preview_every=preview_every)
+        progress = ca.Progress(first_steps + (n - 1) * steps_per_frame)
+        callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
+                                        should_stop=progress.should_stop)
+        result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,
+                               image_prompts=image_prompts(targets))
         out = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan)
         return io.NodeOutput(ca.bchw_to_image(result.frames.flatten(0, 1)), out)

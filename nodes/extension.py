@@ -43,6 +43,7 @@ NODES: list[type[io.ComfyNode]] = [
     optimize.VQGANCLIPOptimize,
     optimize.VQGANCLIPGenerate,
     animate.VQGANCLIPZoomAnimation,
+    animate.VQGANCLIPRestyleFrames,
 ]
 
 

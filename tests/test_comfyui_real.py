@@ -40,7 +40,8 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 OUR_NODES = {"VQGAN_Load", "VQClip_LoadGuide", "VQClip_CombineGuides", "VQGAN_Encode", "VQGAN_Decode",
              "VQGAN_RandomLatent", "VQGAN_ResizeLatent", "VQGAN_CodebookLookup", "VQGAN_CodesToLatent",
              "VQGAN_CodebookEdit", "VQClip_TextPrompt", "VQClip_ImagePrompt", "VQClip_CombineTargets",
-             "VQClip_Score", "VQGAN_CLIPOptimize", "VQGAN_CLIPGenerate", "VQGAN_CLIPZoomAnimation"}
+             "VQClip_Score", "VQGAN_CLIPOptimize", "VQGAN_CLIPGenerate", "VQGAN_CLIPZoomAnimation",
+             "VQGAN_CLIPRestyleFrames"}
 TAMING = Path(os.environ.get("TAMING_FIXTURES", REPO.parent / "shared" / "fixtures" / "taming"))
 BOOT_TIMEOUT = 240
 RUN_TIMEOUT = 420
@@ -228,9 +229,10 @@ def test_workflow_runs(server, path):
             if prompt[nid]["class_type"] == "SaveAnimatedWEBP":
                 from PIL import Image
 
-                frames = prompt[[k for k, n in prompt.items() if n["class_type"] == "VQGAN_CLIPZoomAnimation"][0]]
+                zoom = [n for n in prompt.values() if n["class_type"] == "VQGAN_CLIPZoomAnimation"]
+                expected = zoom[0]["inputs"]["frames"] if zoom else 8  # restyle: the 8-frame example input
                 with Image.open(path) as anim:
-                    assert anim.n_frames == frames["inputs"]["frames"]
+                    assert anim.n_frames == expected
     scores = [nid for nid, n in prompt.items() if n["class_type"] == "VQClip_Score"]
     for nid in scores:
         assert hist["outputs"][nid]["text"][0].startswith("#1: image")

@@ -1,5 +1,6 @@
 """Zoom animation: the frame motion, chunked runs, the animation loop, files and the ``animate`` CLI."""
 
+import dataclasses
 import shutil
 import subprocess
 
@@ -9,8 +10,8 @@ import torch
 from PIL import Image
 
 from vqgan_core import load_vqgan
-from vqgan_core.animate import AnimationConfig, frame_transform, run_animation
-from vqgan_core.animation_io import save_animation
+from vqgan_core.animate import AnimationConfig, fit_source, frame_transform, run_animation
+from vqgan_core.animation_io import load_frames, save_animation
 from vqgan_core.cli import main
 from vqgan_core.clip_guide import load_clip
 from vqgan_core.gen_config import GenerationConfig
@@ -191,3 +192,79 @@ def test_cli_animate_bad_output_is_one_line_error(anim_args, tmp_path, capsys):
     assert err.startswith("error: unsupported animation format '.avi'") and err.count("\n") == 1
     assert main([*anim_args, "red", "--zoom", "-1"]) == 2
     assert "zoom must be a positive" in capsys.readouterr().err
+
+
+def _recon(vqgan, img01):
+    with torch.no_grad():
+        return vqgan.decode(vqgan.encode(img01 * 2 - 1)[0]).add(1).div(2).clamp(0, 1)
+
+
+def test_restyle_source_frames_wiring(vqgan, clip):
+    src = torch.rand(5, 3, 40, 48, generator=torch.Generator().manual_seed(2))
+    anim = AnimationConfig(frames=4, steps_per_frame=0, zoom=1.0)
+    r = run_animation(vqgan, clip, _cfg(steps=0), anim, source=src)
+    assert r.frames.shape == (4, 1, 3, 32, 32) and r.frames_done == 4  # min(frames, source frames)
+    fitted = fit_source(src, 32, 32, 1)
+    for f in range(4):  # no steps, no blend: each frame is the VQGAN's reconstruction of its source frame
+        assert torch.allclose(r.frames[f], _recon(vqgan, fitted[f]), atol=1e-5)
+    other = src.clone()
+    other[1:] = torch.rand(4, 3, 40, 48, generator=torch.Generator().manual_seed(3))
+    carried = run_animation(vqgan, clip, _cfg(steps=0), dataclasses.replace(anim, blend=1.0), source=other)
+    same_start = run_animation(vqgan, clip, _cfg(steps=0), dataclasses.replace(anim, blend=1.0), source=src)
+    assert torch.equal(carried.frames, same_start.frames)  # blend 1: later source frames are not used
+    styled = run_animation(vqgan, clip, _cfg(steps=2), dataclasses.replace(anim, steps_per_frame=2, blend=0.3),
+                           source=src)
+    assert styled.frames.shape == (4, 1, 3, 32, 32) and not torch.equal(styled.frames, r.frames)
+
+
+def test_restyle_errors(vqgan, clip):
+    with pytest.raises(ValueError, match="do not also pass init_latent"):
+        run_animation(vqgan, clip, _cfg(), AnimationConfig(), source=torch.rand(2, 3, 8, 8),
+                      init_latent=torch.zeros(1, 16, 8, 8))
+    with pytest.raises(ValueError, match=r"\[F,3,H,W\] or \[F,B,3,H,W\]"):
+        fit_source(torch.rand(2, 4, 8, 8), 32, 32, 1)
+    with pytest.raises(ValueError, match="batch size is 3"):
+        fit_source(torch.rand(2, 2, 3, 8, 8), 32, 32, 3)
+    with pytest.raises(ValueError, match="blend must be between 0 and 1"):
+        AnimationConfig(blend=1.5)
+
+
+def test_load_frames_folder_animated_file_and_errors(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, v in enumerate((0.2, 0.6, 1.0)):
+        to_pil(torch.full((3, 6, 10), v)).save(folder / f"{2 - i:03d}.png")  # names sort in reverse order
+    (folder / "notes.txt").write_text("skip me")
+    frames = load_frames(folder)
+    assert frames.shape == (3, 3, 6, 10) and frames[0, 0, 0, 0] == pytest.approx(1.0)  # sorted by name
+    assert load_frames(folder, max_frames=2).shape[0] == 2
+    gif = save_animation(tmp_path / "a.gif", [to_pil(torch.full((3, 6, 10), v)) for v in (0.0, 1.0)], fps=5)
+    assert load_frames(gif).shape == (2, 3, 6, 10)
+    to_pil(torch.zeros(3, 7, 10)).save(folder / "999.png")
+    with pytest.raises(ValueError, match="differ in size"):
+        load_frames(folder)
+    with pytest.raises(ValueError, match="extract the video's frames first"):
+        (tmp_path / "v.mp4").write_bytes(b"x")
+        load_frames(tmp_path / "v.mp4")
+    with pytest.raises(FileNotFoundError, match="source frames not found"):
+        load_frames(tmp_path / "missing")
+
+
+def test_cli_animate_restyles_a_folder(anim_args, tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for i in range(3):
+        to_pil(torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i))).save(folder / f"{i}.png")
+    out = tmp_path / "styled.png"
+    assert main([*anim_args, "red circle", "--source", str(folder), "--steps", "1", "--steps-per-frame", "1",
+                 "--blend", "0.25", "--seed", "1", "--out", str(out)]) == 0
+    meta = read_png_metadata(out)
+    anim = meta["animation"]
+    assert anim["frames"] == 3 and anim["blend"] == 0.25 and anim["zoom"] == 1.0 and anim["source"] == str(folder)
+    again = tmp_path / "again.png"
+    assert main(["animate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    with Image.open(out) as a, Image.open(again) as b:
+        assert a.n_frames == b.n_frames == 3
+        b.seek(2)
+        a.seek(2)
+        assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))

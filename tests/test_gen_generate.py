@@ -7,6 +7,7 @@ from vqgan_core import load_vqgan
 from vqgan_core.clip_guide import load_clip
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
+from vqgan_core.layers import AttnBlock, ResnetBlock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -137,3 +138,28 @@ def test_cuda_graph_needs_cuda(vqgan, clip):
         GenerationLoop(vqgan, clip, _cfg(cuda_graph=True, augments=["Af", "Ts"]))
 
     assert GenerationLoop(vqgan, clip, _cfg()).graphed is False  # auto: off on CPU
+
+
+def test_compile_modes_validated_and_old_flags_read():
+    assert _cfg(compile=True).compile == "blocks" and _cfg(compile=False).compile == "off"
+    assert GenerationConfig.from_dict({"compile": True}).compile == "blocks"  # PNG metadata of older versions
+    with pytest.raises(ValueError, match="valid: off, blocks, full"):
+        _cfg(compile="fast")
+
+
+def test_compile_blocks_compiles_private_copies_only(vqgan, clip):
+    loop = GenerationLoop(vqgan, clip, _cfg(compile="blocks"))  # compilation itself is lazy: cheap here
+    compiled = [m for m in loop._dec.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+    assert len(compiled) == sum(isinstance(m, (ResnetBlock, AttnBlock)) for m in vqgan.decoder.modules()) > 0
+    assert sum(type(m).__name__ == "ResidualAttentionBlock" and m._compiled_call_impl is not None
+               for m in loop._clip_models[0].modules()) == 4  # 2 image + 2 text blocks (text ones never run)
+    shared = [vqgan, clip.model, *clip.__dict__.get("_lowp", {}).values()]
+    assert not any(getattr(m, "_compiled_call_impl", None) is not None for s in shared for m in s.modules())
+
+
+@pytest.mark.slow
+def test_compile_blocks_matches_eager(vqgan, clip):
+    eager = run_generation(vqgan, clip, _cfg(steps=3))
+    compiled = run_generation(vqgan, clip, _cfg(steps=3, compile="blocks"))
+    assert torch.allclose(compiled.latent, eager.latent, atol=1e-3)
+    assert abs(compiled.losses[-1][1] - eager.losses[-1][1]) < 1e-3

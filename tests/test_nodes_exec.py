@@ -359,6 +359,19 @@ def test_zoom_animation_frames_progress_and_determinism(pack, vqgan, guide):
             targets=pack.types.Targets(), **kw, **anim)
 
 
+def test_restyle_frames_one_output_per_input_frame(pack, vqgan, guide):
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {k: v for k, v in OPT.items() if k not in ("steps", "continue_run")}
+    src = image(3, 18, 21)  # cropped/scaled to 16x20 (multiples of the factor 4)
+    out, last = run(pack.animate.VQGANCLIPRestyleFrames, frames=src, vqgan=vqgan, clip_guide=guide, targets=tt,
+                    first_steps=2, steps_per_frame=1, blend=0.5, **kw)
+    assert out.shape == (3, 16, 20, 3) and last.z.shape == (1, 8, 4, 5)
+    assert [u[0] for u in pack.comfy_utils.UPDATES] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="smaller than this VQGAN's factor 4"):
+        run(pack.animate.VQGANCLIPRestyleFrames, frames=image(1, 3, 3), vqgan=vqgan, clip_guide=guide, targets=tt,
+            first_steps=1, steps_per_frame=1, blend=0.5, **kw)
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

@@ -1,4 +1,4 @@
-"""Zoom / pan / rotate feedback animation: the classic "zoom video", as a library function.
+"""Zoom / pan / rotate feedback animation (the classic "zoom video") and video restyling, as a library.
 
 Each frame: take the last image, zoom / shift / rotate it about its centre, re-encode it with the
 VQGAN, and optimise a few more steps towards the prompts. The optimiser restarts per frame (as the
@@ -6,6 +6,10 @@ classic script re-created it) and ``init_weight`` pulls towards the re-encoded f
 :class:`GenerationLoop` serves the whole animation, so story prompts (``change_prompts_every``),
 learning-rate schedules, seeds and the CUDA graph span all frames, and the same seed gives the same
 frames. ``GenerationConfig.steps`` are the steps before the first frame (0: the start latent itself).
+
+With ``source`` frames (a video), frame *f* starts from source frame *f* instead, mixed with the
+(moved) previous output by ``blend``: each frame is restyled towards the prompts, and ``blend``
+carries the style from frame to frame (less flicker); ``init_weight`` keeps the source's layout.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import torch
 from vqgan_core.config import reject_unknown_keys
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop
+from vqgan_core.init import fit_image
 
-__all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "frame_transform", "run_animation"]
+__all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "fit_source", "frame_transform", "run_animation"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ class AnimationConfig:
     rotate: float = 0.0  # degrees per frame, counter-clockwise
     padding: str = "reflection"  # what fills revealed borders: reflection | border | zeros
     fps: float = 12.0  # playback speed of written files
+    blend: float = 0.0  # with source frames: share of the previous output mixed into each source frame
+    source: str | None = None  # provenance: the source frames' file or folder (read by the CLI, not here)
 
     def __post_init__(self) -> None:
         if self.frames < 1 or self.steps_per_frame < 0:
@@ -52,6 +59,8 @@ class AnimationConfig:
             raise ValueError(f"unknown padding {self.padding!r}; valid: {', '.join(PADDINGS)}")
         if not self.fps > 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise ValueError(f"blend must be between 0 and 1, got {self.blend}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON types only), stored next to the generation settings."""
@@ -99,6 +108,19 @@ def frame_transform(img01: torch.Tensor, anim: AnimationConfig) -> torch.Tensor:
     return warp_affine(x, m, (h, w), mode="bilinear", padding_mode=anim.padding, align_corners=True).clamp(0, 1)
 
 
+def fit_source(source: torch.Tensor, height: int, width: int, batch: int) -> torch.Tensor:
+    """Source frames ``[F,3,h,w]`` or ``[F,B,3,h,w]`` in [0,1] -> ``[F,B,3,height,width]`` (cover + centre crop)."""
+    if source.dim() == 4:
+        source = source.unsqueeze(1)
+    if source.dim() != 5 or source.shape[2] != 3:
+        raise ValueError(f"source frames must be [F,3,H,W] or [F,B,3,H,W] RGB in [0,1], got {tuple(source.shape)}")
+    if source.shape[1] not in (1, batch):
+        raise ValueError(f"source frames have {source.shape[1]} items per frame; the batch size is {batch}")
+    f, b = source.shape[:2]
+    fitted = fit_image(source.flatten(0, 1).float(), height, width).unflatten(0, (f, b))
+    return fitted.expand(-1, batch, -1, -1, -1)
+
+
 def run_animation(
     vqgan: torch.nn.Module,
     clip: Any,
@@ -107,15 +129,26 @@ def run_animation(
     callbacks: GenerationCallbacks | None = None,
     on_frame: Callable[[int, torch.Tensor], None] | None = None,
     keep_frames: bool = True,
+    source: torch.Tensor | None = None,
     **loop_kwargs: Any,
 ) -> AnimationResult:
     """Run a zoom animation; ``on_frame(index, images [B,3,H,W])`` streams each frame as it is done.
 
+    ``source``: frames to restyle (``[F,3,H,W]`` or ``[F,B,3,H,W]`` in [0,1], any size); the animation
+    then has ``min(frames, F)`` frames and frame 0 starts from the first source frame.
     ``loop_kwargs`` go to :class:`GenerationLoop` (``init_latent``, ``init_image``, ``image_prompts``).
     Progress callbacks count the steps of the whole animation. An interrupt ends it after the last
     complete frame (``result.interrupted``).
     """
     a = animation
+    src = None
+    if source is not None:
+        if "init_latent" in loop_kwargs or "init_image" in loop_kwargs:
+            raise ValueError("source frames set the start of every frame; do not also pass init_latent/init_image")
+        src = fit_source(source, config.height, config.width, config.batch_size)
+        a = dataclasses.replace(a, frames=min(a.frames, src.shape[0]))
+        config = config.replace(init="image")
+        loop_kwargs["init_image"] = src[0]
     total = config.steps + (a.frames - 1) * a.steps_per_frame
     loop = GenerationLoop(vqgan, clip, config.replace(steps=total), callbacks, **loop_kwargs)
     kept: list[torch.Tensor] = []
@@ -123,7 +156,10 @@ def run_animation(
     done = 0
     for f in range(a.frames):
         if f > 0:
-            loop.set_latent(loop.encode_images(frame_transform(res.images, a)))
+            start = frame_transform(res.images, a)
+            if src is not None:
+                start = torch.lerp(src[f], start, a.blend)
+            loop.set_latent(loop.encode_images(start))
             res = loop.run(max_steps=a.steps_per_frame)
         if res.interrupted:
             break

@@ -1,4 +1,4 @@
-"""Write frame sequences as animated files: WebP, GIF and APNG with Pillow, MP4 through ffmpeg.
+"""Frame sequences in and out: animated WebP, GIF and APNG with Pillow, MP4 through ffmpeg, frame folders.
 
 APNG keeps the ``prompt`` and ``vqgan_clip`` settings chunks of :mod:`vqgan_core.image_io`, so
 ``animate --from-png anim.png`` reproduces an animation. Every file is written atomically.
@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from vqgan_core.image_io import METADATA_KEY
 from vqgan_core.io_utils import atomic_write
 
-__all__ = ["ANIMATION_FORMATS", "check_animation_path", "save_animation"]
+__all__ = ["ANIMATION_FORMATS", "check_animation_path", "load_frames", "save_animation"]
 
 ANIMATION_FORMATS = (".webp", ".gif", ".png", ".apng", ".mp4")
 
@@ -80,3 +83,39 @@ def _ffmpeg_mp4(tmp: str, frames: Sequence, fps: float) -> None:
     done = subprocess.run(cmd, input=data, capture_output=True, check=False)  # noqa: S603 - fixed argv, no shell
     if done.returncode != 0:
         raise RuntimeError(f"ffmpeg failed ({done.returncode}) writing {tmp}: {done.stderr.decode(errors='replace')[-500:]}")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def load_frames(path: str | os.PathLike, max_frames: int | None = None) -> torch.Tensor:
+    """Frames ``[F,3,H,W]`` in [0,1] from a folder of images (sorted by name) or an animated/still image file.
+
+    Videos are not decoded here: extract their frames first (``ffmpeg -i in.mp4 frames/%05d.png``).
+    """
+    from PIL import Image, ImageSequence
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {p}")
+        files = files[:max_frames]
+        images = []
+        for f in files:
+            with Image.open(f) as im:
+                images.append(np.asarray(im.convert("RGB")))
+    elif p.is_file():
+        if p.suffix.lower() == ".mp4":
+            raise ValueError(f"{p}: extract the video's frames first (ffmpeg -i {p.name} frames/%05d.png) and "
+                             "pass the folder")
+        with Image.open(p) as im:
+            images = [np.asarray(fr.convert("RGB")) for _, fr in zip(range(max_frames or 10**9),
+                                                                      ImageSequence.Iterator(im), strict=False)]
+    else:
+        raise FileNotFoundError(f"source frames not found: {p}")
+    sizes = {a.shape for a in images}
+    if len(sizes) > 1:
+        raise ValueError(f"source frames in {p} differ in size: {sorted(sizes)[:3]}")
+    arr = np.stack(images).astype(np.float32) / 255.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()

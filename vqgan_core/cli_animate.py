@@ -1,6 +1,8 @@
-"""``python -m vqgan_core animate``: the classic zoom video (zoom / shift / rotate feedback).
+"""``python -m vqgan_core animate``: the classic zoom video (zoom / shift / rotate feedback), or a restyled video.
 
-Takes every ``generate`` flag (``--steps`` are the steps before the first frame) plus the motion.
+Takes every ``generate`` flag (``--steps`` are the steps before the first frame) plus the motion;
+``--source`` restyles given frames instead (each starts from its source frame; ``--blend`` carries
+the previous output over).
 Writes ``--out`` as .webp, .gif, .png (APNG, with the settings chunk: ``--from-png`` reproduces it)
 or .mp4 (needs ffmpeg); ``--frames-dir`` also writes each frame as a PNG as soon as it is done.
 """
@@ -8,6 +10,7 @@ or .mp4 (needs ffmpeg); ``--frames-dir`` also writes each frame as a PNG as soon
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 from pathlib import Path
@@ -21,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # flag dest -> AnimationConfig field
 _ANIM_FLAGS = {"frames": "frames", "steps_per_frame": "steps_per_frame", "zoom": "zoom", "rotate": "rotate",
-               "anim_padding": "padding", "fps": "fps"}
+               "anim_padding": "padding", "fps": "fps", "blend": "blend", "source": "source"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--anim-padding", choices=["reflection", "border", "zeros"], help="fills revealed borders")
     g.add_argument("--fps", type=float, help="playback frames per second (default 12)")
     g.add_argument("--frames-dir", help="also write every frame as a PNG into this folder")
+    g = p.add_argument_group("restyling a video")
+    g.add_argument("--source", help="frames to restyle: a folder of images (sorted by name) or an animated "
+                                    "GIF/WebP/PNG; --frames then defaults to all of them")
+    g.add_argument("--blend", type=float, help="share of the previous output mixed into each source frame "
+                                               "(0-1; more = steadier style, less flicker)")
     p.set_defaults(func=run)
 
 
@@ -55,6 +63,11 @@ def resolve_animation(args: argparse.Namespace):  # noqa: ANN201
             d[name] = getattr(args, dest)
     if args.shift is not None:
         d["shift_x"], d["shift_y"] = args.shift
+    if args.source is not None:
+        d["source"] = str(Path(args.source).resolve())
+    if d.get("source") is not None:
+        d.setdefault("frames", 10**6)  # all source frames
+        d.setdefault("zoom", 1.0)  # restyling: no motion unless asked for
     return AnimationConfig.from_dict(d)
 
 
@@ -69,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vqgan_core.animate import run_animation
-    from vqgan_core.animation_io import check_animation_path, save_animation
+    from vqgan_core.animation_io import check_animation_path, load_frames, save_animation
     from vqgan_core.generate import GenerationCallbacks
     from vqgan_core.image_io import save_png, to_pil
 
@@ -80,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.replace(seed=random.SystemRandom().randrange(2**31))  # noqa: S311 - not crypto
     outs = [check_animation_path(p) for p in _out_paths(Path(args.out or "animation.webp"), cfg.batch_size)]
     frames_dir = Path(args.frames_dir) if args.frames_dir else None
+    source = None
+    if anim.source is not None:
+        source = load_frames(anim.source, max_frames=anim.frames)
+        anim = dataclasses.replace(anim, frames=source.shape[0])
     device, vqgan, clip = cli_generate.load_models(cfg, args.device)
     total = cfg.steps + (anim.frames - 1) * anim.steps_per_frame
     bar = tqdm(total=total, disable=args.no_progress, unit="it", dynamic_ncols=True)
@@ -105,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
              total, device)
     try:
         result = run_animation(vqgan, clip, cfg, anim, GenerationCallbacks(progress=progress), on_frame=on_frame,
-                               keep_frames=False)
+                               keep_frames=False, source=source)
     finally:
         bar.close()
     if result.frames_done == 0:

@@ -81,7 +81,9 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g = p.add_argument_group("speed and output")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "classic"])
     g.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the step")
+    g.add_argument("--compile", nargs="?", const="blocks", choices=["off", "blocks", "full"], default=None,
+                   help="torch.compile: 'blocks' (default when given: each decoder/CLIP block, fast to compile) "
+                        "or 'full' (the whole step)")
     g.add_argument("--cuda-graph", dest="cuda_graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay each step's forward+backward as one CUDA graph (default: on for CUDA)")
     g.add_argument("--deterministic", action="store_const", const=True, default=None)

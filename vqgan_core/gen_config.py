@@ -14,9 +14,10 @@ from typing import Any
 from vqgan_core.augment import parse_augments
 from vqgan_core.config import reject_unknown_keys
 
-__all__ = ["PRECISIONS", "GenerationConfig"]
+__all__ = ["COMPILE_MODES", "PRECISIONS", "GenerationConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "classic")
+COMPILE_MODES = ("off", "blocks", "full")
 
 
 @dataclass
@@ -58,7 +59,7 @@ class GenerationConfig:
     # speed / numerics
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 | classic (fp32 VQGAN + fp16 CLIP on CUDA)
     channels_last: bool | None = None  # None: on for CUDA and bf16
-    compile: bool = False  # torch.compile the render+encode function
+    compile: str = "off"  # off | blocks (each decoder/CLIP block: compiles in ~1 min) | full (the whole loss)
     cuda_graph: bool | None = None  # replay forward+backward as one CUDA graph (None: on for CUDA unless deterministic)
     deterministic: bool = False  # torch deterministic algorithms (CUDA: slower; see docs)
     # reporting
@@ -72,6 +73,10 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if isinstance(self.compile, bool) or self.compile is None:  # settings of older versions: a flag
+            self.compile = "blocks" if self.compile else "off"
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode {self.compile!r}; valid: {', '.join(COMPILE_MODES)}")
         if self.steps < 0 or self.batch_size < 1 or self.cutn < 1:
             raise ValueError(f"need steps >= 0, batch_size >= 1, cutn >= 1 (got {self.steps}, {self.batch_size}, {self.cutn})")
         if self.batch_prompts is not None and len(self.batch_prompts) != self.batch_size:

@@ -24,6 +24,7 @@ import torch
 
 from vqgan_core.augment import Augmenter
 from vqgan_core.clip_guide import ClipEnsemble, ClipGuide
+from vqgan_core.compile_blocks import compile_blocks
 from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
 from vqgan_core.gen_config import GenerationConfig
@@ -181,7 +182,7 @@ class GenerationLoop:
         self.targets = TargetBank(self.clip, schedules, self._encode_image_prompt, load_image01, image_prompts)
         self.opt = make_optimizer(c.optimizer, [self.z], lr=c.lr)
         self.lr_schedule = make_lr_schedule(c.lr_schedule, max(c.steps, 1))
-        self._forward = torch.compile(self._loss) if c.compile else self._loss
+        self._forward = torch.compile(self._loss) if c.compile == "full" else self._loss
         use_graph = self._use_graph()  # before any autocast use: capture needs autocast's cast cache off
         self._prepare_models()
         self.targets.at(0)  # encode prompts now, so errors surface before the first step
@@ -214,11 +215,13 @@ class GenerationLoop:
         self._channels_last = bool(cl or (cl is None and self.device.type == "cuda"))
         self._dec: torch.nn.Module | None = None
         self._clip_models: list[torch.nn.Module | None] = [None] * len(self.clip.guides)
-        if self.precision in ("bf16", "fp16"):  # frozen low-precision copies: no weight casts per step
-            dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        blocks = self.config.compile == "blocks"
+        if self.precision in ("bf16", "fp16") or blocks:  # private frozen copies: no weight casts per step
+            dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
             dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
             self._dec = copy.deepcopy(dec).to(dtype=dt).eval().requires_grad_(False)
-            self._clip_models = [g.lowp_model(dt) for g, _ in self.clip.guides]
+            if dt is not None:
+                self._clip_models = [g.lowp_model(dt) for g, _ in self.clip.guides]
         # The caller's VQGAN (used when no private copy exists) is converted by run() and handed back after.
         self._convert_vqgan = self._channels_last and self._dec is None
         if self._channels_last and self._dec is not None:
@@ -226,6 +229,11 @@ class GenerationLoop:
         if self.precision == "classic" and self.device.type == "cuda":
             # OpenAI clip.load(jit=False) on CUDA gives fp16 weights; a cached copy leaves the caller's guide intact
             self._clip_models = [g.lowp_model(torch.float16) for g, _ in self.clip.guides]
+        if blocks:  # compiled copies of their own: the guides' cached copies must stay plain for other runs
+            self._clip_models = [copy.deepcopy(m if m is not None else g.model).eval().requires_grad_(False)
+                                 for m, (g, _) in zip(self._clip_models, self.clip.guides, strict=True)]
+            n = sum(compile_blocks(m) for m in [self._dec, *self._clip_models])
+            log.info("torch.compile: %d blocks (compiled on first use)", n)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision in ("bf16", "fp16"):

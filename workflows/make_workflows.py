@@ -30,6 +30,7 @@ Node = dict[str, Any]  # {"id", "type", "widgets": {name: value}, "links": {inpu
 
 TRIANGLE = "vqclip_yellow_triangle.png"
 CIRCLE = "vqclip_white_circle.png"
+MOVING = "vqclip_moving_circle.png"  # 8-frame APNG: Load Image gives a batch of frames
 FAST = {"cutouts": 16, "lr": 0.1, "preview_every": 10}
 
 
@@ -137,6 +138,15 @@ WORKFLOWS: dict[str, list[Node]] = {
          "widgets": {"frames": 12, "zoom": 1.05, "rotate": 3.0, "steps_per_frame": 5, "seed": 8, **FAST}},
         {"id": 7, "type": "SaveAnimatedWEBP", "links": {"images": (6, 0)},
          "widgets": {"filename_prefix": "vqclip/zoom", "fps": 8.0, "lossless": True, "quality": 80,
+                     "method": "default"}},
+    ],
+    "restyle_video": [
+        *_models(), _load_image(3, MOVING), _text(4, "a yellow circle on a purple background"),
+        {"id": 5, "type": "VQGAN_CLIPRestyleFrames",
+         "links": {"frames": (3, 0), "vqgan": (1, 0), "clip_guide": (2, 0), "targets": (4, 0)},
+         "widgets": {"first_steps": 40, "steps_per_frame": 10, "blend": 0.3, "seed": 1, "init_weight": 0.0, **FAST}},
+        {"id": 6, "type": "SaveAnimatedWEBP", "links": {"images": (5, 0)},
+         "widgets": {"filename_prefix": "vqclip/restyle", "fps": 8.0, "lossless": True, "quality": 80,
                      "method": "default"}},
     ],
     "seed_batch_ranked": [
