@@ -19,6 +19,7 @@ from .optimize import (
     latent_settings,
     make_config,
     prompt_string,
+    region_prompts,
 )
 from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
 
@@ -102,8 +103,8 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
         progress = ca.Progress((frames - 1) * steps_per_frame)
         callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
                                         should_stop=progress.should_stop)
-        result = run_animation(vqgan, clip_guide, config, anim, callbacks,
-                               init_latent=latent.z.to(ca.compute_device()), image_prompts=image_prompts(targets))
+        result = run_animation(vqgan, clip_guide, config, anim, callbacks, init_latent=latent.z.to(ca.compute_device()),
+                               image_prompts=image_prompts(targets), regions=region_prompts(targets))
         out = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan)
         return io.NodeOutput(ca.bchw_to_image(result.frames.flatten(0, 1)), out)
 
@@ -177,6 +178,6 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
         callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
                                         should_stop=progress.should_stop)
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,
-                               image_prompts=image_prompts(targets))
+                               image_prompts=image_prompts(targets), regions=region_prompts(targets))
         out = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan)
         return io.NodeOutput(ca.bchw_to_image(result.frames.flatten(0, 1)), out)

@@ -39,6 +39,7 @@ NODES: list[type[io.ComfyNode]] = [
     prompts.CLIPTextPrompt,
     prompts.CLIPImagePrompt,
     prompts.CombineTargets,
+    prompts.RegionTargets,
     score.CLIPScore,
     optimize.VQGANCLIPOptimize,
     optimize.VQGANCLIPGenerate,

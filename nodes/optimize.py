@@ -7,6 +7,7 @@ itself); this file maps widgets to a ``GenerationConfig`` and reports progress/p
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 
 import torch
@@ -48,13 +49,28 @@ def check_augments(augmentations: str) -> str | None:
 
 
 def prompt_string(targets: Targets) -> str:
-    """Text targets back into the engine's grammar (explicit weight and stop, so colons in text survive)."""
-    return "|".join(f"{t.text}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "text")
+    """Whole-image text targets in the engine's grammar (explicit weight and stop: colons in text survive)."""
+    return "|".join(f"{t.text}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "text" and t.region is None)
 
 
 def image_prompts(targets: Targets) -> list[tuple[torch.Tensor, float, float]]:
-    """Image targets as the engine's ``(image01 [1,3,H,W], weight, stop)`` tuples."""
-    return [(t.image, t.weight, t.stop) for t in targets.items if t.kind == "image"]
+    """Whole-image image targets as the engine's ``(image01 [1,3,H,W], weight, stop)`` tuples."""
+    return [(t.image, t.weight, t.stop) for t in targets.items if t.kind == "image" and t.region is None]
+
+
+def region_prompts(targets: Targets) -> list:
+    """Regional targets as the engine's ``RegionPrompt`` list, one per distinct mask (in order)."""
+    from vqgan_core.regions import RegionPrompt
+
+    groups: dict[int, list] = {}
+    for t in targets.items:
+        if t.region is not None:
+            groups.setdefault(id(t.region), []).append(t)
+    out = []
+    for items in groups.values():
+        sub = Targets(tuple(dataclasses.replace(t, region=None) for t in items))
+        out.append(RegionPrompt(items[0].region, prompt_string(sub), image_prompts(sub)))
+    return out
 
 
 def make_config(settings: dict, **extra):  # noqa: ANN003, ANN201
@@ -80,7 +96,8 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
     callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
                                     should_stop=progress.should_stop)
     config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
-    loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets))
+    loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
+                          regions=region_prompts(targets))
     opt_state = state.get("optimizer_state")
     if opt_state is not None and state.get("optimizer") == settings["optimizer"] \
             and tuple(state.get("shape", ())) == tuple(loop.z.shape):

@@ -1,10 +1,12 @@
-"""Target nodes: CLIP Text Prompt, CLIP Image Prompt, Combine Targets.
+"""Target nodes: CLIP Text Prompt, CLIP Image Prompt, Combine Targets, Region Targets.
 
 Targets stay un-embedded (text and images) until an Optimize/Score node embeds them with its guide,
 so one prompt node can feed several guides and ensembles.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from comfy_api.latest import io
@@ -126,3 +128,33 @@ class CombineTargets(io.ComfyNode):
             if t is not None:
                 out = out + t
         return io.NodeOutput(out)
+
+
+class RegionTargets(io.ComfyNode):
+    """Make targets regional: CLIP judges them on the masked part of the image only."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: targets + mask -> regional targets."""
+        return io.Schema(
+            node_id="VQClip_RegionTargets",
+            display_name="Region Targets",
+            category=CATEGORY,
+            description="The targets apply to the masked region only (mask > 0.5; it is resized to the image): "
+            "CLIP sees the region's bounding box, grey outside the mask. Combine with whole-image targets "
+            "for composition, e.g. 'blue sky' on the top, 'a meadow' on the bottom.",
+            inputs=[ClipTargets.Input("targets"), io.Mask.Input("mask")],
+            outputs=[ClipTargets.Output(display_name="targets")],
+        )
+
+    @classmethod
+    def execute(cls, targets: Targets, mask: torch.Tensor) -> io.NodeOutput:
+        """Attach the (first) mask to every target."""
+        m = mask.detach().float()
+        m = m[0] if m.dim() == 3 else m
+        if m.dim() != 2:
+            raise ValueError(f"Expected a MASK of shape [H, W] or [B, H, W], got {tuple(mask.shape)}.")
+        if not (m > 0.5).any():
+            raise ValueError("The mask is empty (no value above 0.5): paint the region the targets should apply to.")
+        m = m.to(ca.output_device())
+        return io.NodeOutput(Targets(tuple(dataclasses.replace(t, region=m) for t in targets.items)))

@@ -75,6 +75,7 @@ class Target:
     image: torch.Tensor | None = None
     weight: float = 1.0
     stop: float = float("-inf")
+    region: torch.Tensor | None = None  # [H, W] mask (> 0.5 = the region) for a regional target; None = whole image
 
 
 @dataclass(frozen=True)
@@ -92,5 +93,6 @@ class Targets:
         lines = []
         for t in self.items:
             what = t.text if t.kind == "text" else f"image {tuple(t.image.shape)}"
-            lines.append(f"{t.kind}: {what} (weight {t.weight:g}, stop {t.stop:g})")
+            where = "" if t.region is None else f", region mask {tuple(t.region.shape)}"
+            lines.append(f"{t.kind}: {what} (weight {t.weight:g}, stop {t.stop:g}{where})")
         return "\n".join(lines)

@@ -39,6 +39,20 @@ def test_clip_scores_is_weighted_cosine_times_100():
         clip_scores(g, [], imgs)
 
 
+def test_clip_scores_of_regional_targets_see_the_region():
+    g = harness.tiny_guide()
+    imgs = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    top = torch.zeros(16, 16)
+    top[:8] = 1
+    with torch.no_grad():
+        region = clip_scores(g, [("red", 1.0, top)], imgs)
+        cropped = clip_scores(g, [("red", 1.0)], imgs[..., :8, :])
+        mixed = clip_scores(g, [("red", 1.0, top), (imgs[0:1], 3.0, None)], imgs)
+        whole = clip_scores(g, [(imgs[0:1], 1.0)], imgs)
+    torch.testing.assert_close(region, cropped)  # a rectangle: its box, nothing greyed
+    torch.testing.assert_close(mixed, (region + 3 * whole) / 4)  # weighted over all targets
+
+
 # -- codebook ops ------------------------------------------------------------------------------------------
 def test_code_colors_fixed_hash():
     idx = torch.tensor([[[0, 1], [1, 255]]])

@@ -1,5 +1,7 @@
 """``python -m vqgan_core generate``: PNG metadata, --from-png reproduction, --save-every, clear errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -8,6 +10,7 @@ from vqgan_core.cli import main
 from vqgan_core.image_io import read_png_metadata
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parents[1]
 
 
 
@@ -55,3 +58,20 @@ def test_errors_are_one_line(base_args, tmp_path, capsys, extra, needle):
     assert main([*base_args, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and needle in err
+
+
+def test_region_prompts_from_the_command_line(base_args, tmp_path, monkeypatch):
+    mask = tmp_path / "top.png"
+    arr = np.zeros((16, 16), np.uint8)
+    arr[:8] = 255
+    Image.fromarray(arr, "L").save(mask)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "r.png"
+    assert main([*base_args, "a circle", "--region", "top.png", "blue sky", "--steps", "2", "--seed", "4",
+                 "--out", str(out)]) == 0
+    regions = read_png_metadata(out)["config"]["region_prompts"]
+    assert regions == [[str(mask), "blue sky"]]  # absolute: --from-png works from any folder
+    monkeypatch.chdir(REPO)
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))

@@ -1,5 +1,6 @@
 """The generation loop end to end with the fixture VQGANs and a tiny random CLIP."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,6 +9,7 @@ from vqgan_core.clip_guide import load_clip
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
 from vqgan_core.layers import AttnBlock, ResnetBlock
+from vqgan_core.regions import RegionPrompt, RegionView, load_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,3 +165,51 @@ def test_compile_blocks_matches_eager(vqgan, clip):
     compiled = run_generation(vqgan, clip, _cfg(steps=3, compile="blocks"))
     assert torch.allclose(compiled.latent, eager.latent, atol=1e-3)
     assert abs(compiled.losses[-1][1] - eager.losses[-1][1]) < 1e-3
+
+
+def test_region_covering_the_image_equals_a_global_prompt(vqgan, clip):
+    whole = run_generation(vqgan, clip, _cfg(steps=3))
+    region = run_generation(vqgan, clip, _cfg(prompts="", steps=3),
+                            regions=[RegionPrompt(torch.ones(5, 7), "a red circle")])  # any mask size
+    assert torch.equal(whole.latent, region.latent) and whole.losses == region.losses
+
+
+def test_region_view_crops_the_box_and_greys_outside():
+    mask = torch.zeros(32, 32)
+    mask[4:12, 8:24] = 1.0
+    mask[4:6, 8:10] = 0.0  # a notch inside the box
+    view = RegionView(mask, 32, 32, torch.device("cpu"))
+    img = torch.rand(2, 3, 32, 32, requires_grad=True)
+    out = view(img)
+    assert view.box == (4, 12, 8, 24) and out.shape == (2, 3, 8, 16)
+    assert torch.equal(out[..., 2:, 2:], img[..., 6:12, 10:24]) and (out[..., :2, :2] == 0.5).all()
+    out.sum().backward()
+    assert img.grad[..., 6:12, 10:24].eq(1).all() and img.grad[..., :4, :].eq(0).all() and img.grad[..., 4:6, 8:10].eq(0).all()
+
+
+def test_regions_with_global_prompts_and_errors(vqgan, clip, tmp_path):
+    from PIL import Image
+
+    top = torch.zeros(32, 32)
+    top[:16] = 1
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=2), regions=[RegionPrompt(top, "blue sky:1|clouds:0.5")])
+    assert len(loop._banks) == 2 and loop._banks[1][0].box == (0, 16, 0, 32)
+    r = loop.run()
+    assert r.steps_done == 2 and torch.isfinite(r.images).all()
+    with pytest.raises(ValueError, match="selects nothing"):
+        GenerationLoop(vqgan, clip, _cfg(), regions=[RegionPrompt(torch.zeros(8, 8), "x")])
+    with pytest.raises(ValueError, match=r"one \[H, W\] map"):
+        GenerationLoop(vqgan, clip, _cfg(), regions=[RegionPrompt(torch.ones(2, 8, 8), "x")])
+    with pytest.raises(ValueError, match="no prompts given"):
+        GenerationLoop(vqgan, clip, _cfg(), regions=[RegionPrompt(torch.ones(8, 8), "")])
+    with pytest.raises(ValueError, match=r"\[mask file, prompts\]"):
+        _cfg(region_prompts=[["only-a-mask.png"]])
+    rgba = tmp_path / "alpha.png"  # the alpha channel wins over the colours: opaque = the region
+    Image.fromarray(np.dstack([np.zeros((8, 8, 3), np.uint8), np.tile(np.array([0, 255], np.uint8), (8, 4))]),
+                    "RGBA").save(rgba)
+    assert load_mask(str(rgba))[0].tolist() == [0.0, 1.0] * 4
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((4, 4), 255, np.uint8), "L").save(grey)
+    assert load_mask(str(grey)).eq(1).all()
+    from_file = GenerationLoop(vqgan, clip, _cfg(prompts="", region_prompts=[[str(grey), "a red circle"]]))
+    assert from_file.targets is None and from_file._banks[0][0].box == (0, 32, 0, 32)

@@ -372,6 +372,29 @@ def test_restyle_frames_one_output_per_input_frame(pack, vqgan, guide):
             first_steps=1, steps_per_frame=1, blend=0.5, **kw)
 
 
+def test_region_targets_reach_the_engine(pack, vqgan, guide):
+    lat = _start(pack, vqgan)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    (whole,) = run(pack.prompts.RegionTargets, targets=tt, mask=torch.ones(1, 9, 9))  # any size: resized
+    kw = {"vqgan": vqgan, "clip_guide": guide}
+    (a,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, targets=tt, **kw, **OPT)
+    (b,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, targets=whole, **kw, **OPT)
+    assert torch.equal(a.z, b.z)  # a region covering everything is the whole-image prompt
+    top = torch.zeros(16, 16)
+    top[:8] = 1
+    (sky,) = run(pack.prompts.CLIPTextPrompt, text="blue sky", weight=1.0)
+    (regional,) = run(pack.prompts.RegionTargets, targets=sky, mask=top)
+    (both,) = run(pack.prompts.CombineTargets, targets_1=tt, targets_2=regional)
+    assert "region mask (16, 16)" in both.describe()
+    regions = pack.optimize.region_prompts(both)
+    assert len(regions) == 1 and regions[0].prompts == "blue sky:1.0:-inf" and regions[0].mask is regional.items[0].region
+    assert pack.optimize.prompt_string(both) == "a red circle:1.0:-inf"
+    (c,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, targets=both, **kw, **OPT)
+    assert not torch.equal(c.z, a.z)
+    with pytest.raises(ValueError, match="mask is empty"):
+        run(pack.prompts.RegionTargets, targets=tt, mask=torch.zeros(16, 16))
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

@@ -28,6 +28,17 @@ CORE = {
         "quality": ["INT", {"default": 80, "min": 0, "max": 100}], "method": [["default", "fastest", "slowest"]]}},
         "input_order": {"required": ["images", "filename_prefix", "fps", "lossless", "quality", "method"]},
         "output": [], "output_name": []},
+    "SolidMask": {"input": {"required": {
+        "value": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}],
+        "width": ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}],
+        "height": ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}]}},
+        "input_order": {"required": ["value", "width", "height"]}, "output": ["MASK"], "output_name": ["MASK"]},
+    "MaskComposite": {"input": {"required": {
+        "destination": ["MASK"], "source": ["MASK"], "x": ["INT", {"default": 0, "min": 0, "max": 16384, "step": 1}],
+        "y": ["INT", {"default": 0, "min": 0, "max": 16384, "step": 1}],
+        "operation": [["multiply", "add", "subtract", "and", "or", "xor"]]}},
+        "input_order": {"required": ["destination", "source", "x", "y", "operation"]}, "output": ["MASK"],
+        "output_name": ["MASK"]},
     "LoadImage": {"input": {"required": {"image": [["x.png"], {"image_upload": True}]}},
                   "input_order": {"required": ["image"]}, "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"]},
 }
@@ -107,7 +118,7 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 def test_workflows_exist():
     names = {p.stem for p in WORKFLOWS}
     assert {"text_to_image", "image_prompt_and_text", "init_image_variation", "story", "codebook_edit",
-            "seed_batch_ranked", "beginner_generate", "zoom_animation", "restyle_video"} <= names
+            "seed_batch_ranked", "beginner_generate", "zoom_animation", "restyle_video", "regional_prompts"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

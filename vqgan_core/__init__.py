@@ -29,12 +29,15 @@ __all__ = [
 ]
 
 # --- generation API ---
+from .animate import AnimationConfig, AnimationResult, run_animation  # noqa: E402
 from .clip_guide import ClipEnsemble, ClipGuide, ClipLoadError, load_clip, load_clip_ensemble  # noqa: E402
 from .gen_config import GenerationConfig  # noqa: E402
 from .generate import GenerationCallbacks, GenerationLoop, GenerationResult, run_generation  # noqa: E402
 from .prompts import PromptSyntaxError  # noqa: E402
 
 __all__ += [
+    "AnimationConfig",
+    "AnimationResult",
     "ClipEnsemble",
     "ClipGuide",
     "ClipLoadError",
@@ -45,5 +48,6 @@ __all__ += [
     "PromptSyntaxError",
     "load_clip",
     "load_clip_ensemble",
+    "run_animation",
     "run_generation",
 ]

@@ -29,7 +29,8 @@ _ANIM_FLAGS = {"frames": "frames", "steps_per_frame": "steps_per_frame", "zoom":
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``animate`` subcommand."""
-    p = sub.add_parser("animate", help="zoom / pan / rotate animation (the classic zoom video)", description=__doc__,
+    p = sub.add_parser("animate", help="zoom / pan / rotate animation (the classic zoom video) or video restyling",
+                       description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     cli_generate.add_generation_arguments(
         p, "animation file: .webp (default animation.webp), .gif, .png (APNG) or .mp4; batch items get _0, _1...")

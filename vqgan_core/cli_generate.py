@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # flag dest -> GenerationConfig field (flags whose dest equals the field name are listed with None)
 _FIELDS: dict[str, str | None] = {
     "image_prompts": None, "noise_prompts": None, "batch_prompts": None, "change_prompts_every": None,
+    "region_prompts": None,
     "steps": None, "seed": None, "batch": "batch_size", "init": None, "init_image": None, "init_weight": None,
     "init_weight_decay": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
     "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "optimizer": None, "lr": None,
@@ -58,6 +59,9 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g = p.add_argument_group("prompts")
     g.add_argument("--image-prompts", help="'path_or_url:weight:stop|...'")
     g.add_argument("--noise-prompts", help="'seed:weight|...' random CLIP directions")
+    g.add_argument("--region", dest="region_prompts", nargs=2, action="append", metavar=("MASK", "PROMPTS"),
+                   help="prompts for part of the image: a mask image (white or opaque = the region) and "
+                        "prompts in the same grammar; repeat for several regions")
     g.add_argument("-cpe", "--change-prompts-every", type=int, help="story mode: next '^' phrase set every N steps")
     g = p.add_argument_group("initialisation")
     g.add_argument("--init", choices=["random", "image", "pixels", "gradient", "perlin"])
@@ -102,6 +106,8 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
             out[field or dest] = v
     if args.prompts is not None:
         out["prompts"] = args.prompts
+    if args.region_prompts is not None:  # absolute mask paths: --from-png works from any folder
+        out["region_prompts"] = [[str(Path(m).resolve()), p] for m, p in args.region_prompts]
     if args.size is not None:
         out["width"], out["height"] = args.size
     if args.clamp_latent is not None:
@@ -136,8 +142,9 @@ def resolve_config(args: argparse.Namespace):
 
 def check_prompts(cfg) -> None:  # noqa: ANN001
     """A run needs at least one prompt of some kind."""
-    if not (cfg.prompts or cfg.batch_prompts or cfg.image_prompts or cfg.noise_prompts):
-        raise ValueError("no prompts: give PROMPTS, --batch-prompts, --image-prompts, --noise-prompts or --from-png")
+    if not (cfg.prompts or cfg.batch_prompts or cfg.image_prompts or cfg.noise_prompts or cfg.region_prompts):
+        raise ValueError("no prompts: give PROMPTS, --batch-prompts, --image-prompts, --noise-prompts, --region "
+                         "or --from-png")
 
 
 def load_models(cfg, device_name: str | None) -> tuple:  # noqa: ANN001

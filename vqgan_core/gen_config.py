@@ -30,6 +30,7 @@ class GenerationConfig:
     noise_prompts: str = ""  # "seed:weight|..."
     batch_prompts: list[str] | None = None  # one prompt string per batch item (overrides `prompts`)
     change_prompts_every: int = 0  # story mode: next '^' phrase set every N steps (classic -cpe)
+    region_prompts: list[list[str]] | None = None  # [[mask file, prompts], ...]: prompts for part of the image
     # image and run
     width: int = 256
     height: int = 256
@@ -81,6 +82,9 @@ class GenerationConfig:
             raise ValueError(f"need steps >= 0, batch_size >= 1, cutn >= 1 (got {self.steps}, {self.batch_size}, {self.cutn})")
         if self.batch_prompts is not None and len(self.batch_prompts) != self.batch_size:
             raise ValueError(f"batch_prompts has {len(self.batch_prompts)} entries but batch_size is {self.batch_size}")
+        for r in self.region_prompts or []:
+            if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(v, str) for v in r)):
+                raise ValueError(f"each region prompt is [mask file, prompts], got {r!r}")
         if isinstance(self.augments, str):
             self.augments = list(parse_augments(self.augments))
 

@@ -34,6 +34,7 @@ from vqgan_core.init import init_latent as make_init_latent
 from vqgan_core.losses import clamp_with_grad, init_weight_factor, prompt_loss, tv_loss
 from vqgan_core.optimizers import make_optimizer
 from vqgan_core.prompts import parse_story
+from vqgan_core.regions import RegionPrompt, RegionView, load_mask
 from vqgan_core.schedules import make_lr_schedule
 from vqgan_core.targets import TargetBank
 
@@ -123,6 +124,8 @@ class GenerationLoop:
         init_latent: ``[B or 1, C, h, w]`` latent to continue from (overrides ``config.init``).
         init_image: ``[1 or B, 3, H, W]`` in [0,1] for ``init="image"`` (else ``config.init_image`` is read).
         image_prompts: extra image prompts as tensors: ``(image01 [1,3,H,W], weight, stop)``.
+        regions: prompts for parts of the image (:class:`~vqgan_core.regions.RegionPrompt`), besides
+            ``config.region_prompts`` (mask files).
     """
 
     def __init__(
@@ -134,11 +137,12 @@ class GenerationLoop:
         init_latent: torch.Tensor | None = None,
         init_image: torch.Tensor | None = None,
         image_prompts: list[tuple[torch.Tensor, float, float]] | None = None,
+        regions: list[RegionPrompt] | None = None,
     ) -> None:
         with torch.inference_mode(False):  # ComfyUI calls nodes under inference_mode
-            self._setup(vqgan, clip, config, callbacks, init_latent, init_image, image_prompts)
+            self._setup(vqgan, clip, config, callbacks, init_latent, init_image, image_prompts, regions or [])
 
-    def _setup(self, vqgan, clip, config, callbacks, init_latent, init_image, image_prompts) -> None:
+    def _setup(self, vqgan, clip, config, callbacks, init_latent, init_image, image_prompts, regions) -> None:
         self.vqgan, self.clip = vqgan, ClipEnsemble.of(clip)
         if config.seed is None:
             config = config.replace(seed=random.SystemRandom().randrange(2**31))  # noqa: S311 - not crypto
@@ -179,16 +183,36 @@ class GenerationLoop:
             if len(c.clip_weights) != len(self.clip.guides):
                 raise ValueError(f"{len(c.clip_weights)} clip_weights for {len(self.clip.guides)} CLIP models")
             self.clip = ClipEnsemble([(g, float(w)) for (g, _), w in zip(self.clip.guides, c.clip_weights, strict=True)])
-        self.targets = TargetBank(self.clip, schedules, self._encode_image_prompt, load_image01, image_prompts)
+        self._build_targets(schedules, image_prompts, regions)
         self.opt = make_optimizer(c.optimizer, [self.z], lr=c.lr)
         self.lr_schedule = make_lr_schedule(c.lr_schedule, max(c.steps, 1))
         self._forward = torch.compile(self._loss) if c.compile == "full" else self._loss
         use_graph = self._use_graph()  # before any autocast use: capture needs autocast's cast cache off
         self._prepare_models()
-        self.targets.at(0)  # encode prompts now, so errors surface before the first step
+        self._packs_at(0)  # encode prompts now, so errors surface before the first step
         self._graphed = GraphedLossBackward(self._graph_body, self.z, [self.gen]) if use_graph else None
 
     # -- setup -------------------------------------------------------------------------------------------
+    def _build_targets(self, schedules: list, image_prompts: list | None, regions: list[RegionPrompt]) -> None:
+        """One :class:`TargetBank` per view of the image: the whole image (global prompts) and each region."""
+        c, B = self.config, self.config.batch_size
+        regions = [*(RegionPrompt(load_mask(m), p) for m, p in (c.region_prompts or [])), *regions]
+        has_global = image_prompts or not all(s.at(0).is_empty() for s in schedules)
+        self.targets = None  # the global bank (None when only regions have prompts)
+        self._banks: list[tuple[RegionView | None, TargetBank]] = []
+        if has_global or not regions:
+            self.targets = TargetBank(self.clip, schedules, self._encode_image_prompt, load_image01, image_prompts)
+            self._banks.append((None, self.targets))
+        for r in regions:
+            view = RegionView(r.mask, self.height, self.width, self.device)
+            story = [parse_story(r.prompts, c.change_prompts_every)] * B
+            self._banks.append((view, TargetBank(self.clip, story, self._encode_image_prompt, load_image01,
+                                                 r.image_prompts)))
+
+    def _packs_at(self, step: int) -> tuple[tuple, list]:
+        """(cache key, packed targets of every bank) at ``step``."""
+        return tuple(b.key(step) for _, b in self._banks), [b.at(step) for _, b in self._banks]
+
     def _use_graph(self) -> bool:
         """Whether steps replay a CUDA graph: ``cuda_graph`` if set, else on for CUDA when nothing forbids it."""
         c = self.config
@@ -292,11 +316,13 @@ class GenerationLoop:
         c, B = self.config, z.shape[0]
         img = self.render(z)
         per_item = torch.zeros(B, device=z.device)
-        for (guide, gw), tg, model in zip(self.clip.guides, packs, self._clip_models, strict=True):
-            cuts = self.cutouts(img, guide.image_size, self.gen)
-            with self._autocast():
-                emb = guide.encode_image(cuts, model)
-            per_item = per_item + gw * prompt_loss(emb.view(B, c.cutn, -1), tg.embeds, tg.weights, tg.stops)
+        for (view, _), bank_packs in zip(self._banks, packs, strict=True):
+            seen = img if view is None else view(img)
+            for (guide, gw), tg, model in zip(self.clip.guides, bank_packs, self._clip_models, strict=True):
+                cuts = self.cutouts(seen, guide.image_size, self.gen)
+                with self._autocast():
+                    emb = guide.encode_image(cuts, model)
+                per_item = per_item + gw * prompt_loss(emb.view(B, c.cutn, -1), tg.embeds, tg.weights, tg.stops)
         if c.tv_weight:
             per_item = per_item + c.tv_weight * tv_loss(img)
         if self.z_init is not None:
@@ -309,10 +335,10 @@ class GenerationLoop:
 
     def _loss_and_grad(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and image of the current latent; ``z.grad`` holds the gradient afterwards."""
-        packs = self.targets.at(i)
+        key, packs = self._packs_at(i)
         if self._graphed is not None:
             try:
-                return self._graphed(self.targets.key(i), packs, self._graphed.scalar("init_factor", factor))
+                return self._graphed(key, packs, self._graphed.scalar("init_factor", factor))
             except RuntimeError as e:  # an op that cannot be captured: keep the run alive, eagerly
                 log.warning("CUDA graph capture failed (%s); continuing without CUDA graphs", str(e).splitlines()[0])
                 self._graphed = None

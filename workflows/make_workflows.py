@@ -149,6 +149,18 @@ WORKFLOWS: dict[str, list[Node]] = {
          "widgets": {"filename_prefix": "vqclip/restyle", "fps": 8.0, "lossless": True, "quality": 80,
                      "method": "default"}},
     ],
+    "regional_prompts": [
+        *_models(), _text(3, "a yellow circle on a green background"),
+        {"id": 4, "type": "SolidMask", "widgets": {"value": 0.0, "width": 64, "height": 64}},
+        {"id": 5, "type": "SolidMask", "widgets": {"value": 1.0, "width": 32, "height": 64}},
+        {"id": 6, "type": "MaskComposite", "links": {"destination": (4, 0), "source": (5, 0)},
+         "widgets": {"x": 0, "y": 0, "operation": "add"}},
+        _text(7, "a purple circle on a purple background"),
+        {"id": 8, "type": "VQClip_RegionTargets", "links": {"targets": (7, 0), "mask": (6, 0)}},
+        {"id": 9, "type": "VQClip_CombineTargets", "links": {"targets_1": (3, 0), "targets_2": (8, 0)}},
+        _random(10, seed=1), _opt(11, (10, 0), (9, 0), steps=80, seed=1), _decode(12, (11, 0)),
+        _save(13, (12, 0), "vqclip/regional"),
+    ],
     "seed_batch_ranked": [
         *_models(), _text(3, "a green triangle on a white background"), _random(4, seed=7, batch=4),
         _opt(5, (4, 0), (3, 0), steps=40, seed=7), _decode(6, (5, 0)),
