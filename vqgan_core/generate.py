@@ -17,8 +17,6 @@ import contextlib
 import copy
 import logging
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import torch
 
@@ -28,6 +26,8 @@ from vqgan_core.compile_blocks import compile_blocks
 from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
 from vqgan_core.gen_config import GenerationConfig
+from vqgan_core.gen_runtime import resolve_precision, run_context
+from vqgan_core.gen_types import GenerationCallbacks, GenerationResult
 from vqgan_core.image_io import load_image01
 from vqgan_core.init import encode_image01, fit_image
 from vqgan_core.init import init_latent as make_init_latent
@@ -46,71 +46,6 @@ log = logging.getLogger(__name__)
 def _stream_seed(seed: int, stream: int) -> int:
     """An independent generator seed per random stream, kept inside torch's 64-bit seed range."""
     return (seed * 7919 + stream) % 2**64
-
-
-@dataclass
-class GenerationCallbacks:
-    """Hooks called by the loop (all optional).
-
-    progress(step, total, loss): after every step; ``loss`` is a float on logging steps, else None.
-    preview(step, images) / save(step, images): every ``preview_every`` / ``save_every`` steps with
-    ``[B,3,H,W]`` CPU images in [0,1] (the image the step was computed on; step 0 = the start).
-    should_stop(): checked before every step; True ends the run early (result.interrupted).
-    """
-
-    progress: Callable[[int, int, float | None], None] | None = None
-    preview: Callable[[int, torch.Tensor], None] | None = None
-    save: Callable[[int, torch.Tensor], None] | None = None
-    should_stop: Callable[[], bool] | None = None
-
-
-@dataclass
-class GenerationResult:
-    """Output of a run: images, the latent to continue from, and what was done."""
-
-    images: torch.Tensor  # [B,3,H,W] float32 CPU in [0,1]
-    latent: torch.Tensor  # [B,C,h,w] float32 (continuous z; pass as init_latent to continue)
-    indices: torch.Tensor  # [B,h,w] int64 codebook indices of the final image
-    config: GenerationConfig  # with the seed actually used
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    steps_done: int = 0
-    interrupted: bool = False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on CUDA and on CPUs with native bf16, else ``fp32``."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu":
-        with contextlib.suppress(Exception):
-            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-                return "bf16"
-    return "fp32"
-
-
-@contextlib.contextmanager
-def _run_context(modules: list[torch.nn.Module], deterministic: bool) -> Iterator[None]:
-    """Freeze weights and (optionally) force deterministic kernels, restoring everything after."""
-    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
-    training = [(m, m.training) for m in modules]
-    det = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    try:
-        for m in modules:
-            m.eval().requires_grad_(False)
-        if deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference_mode
-            yield
-    finally:
-        for p, rg in saved:
-            p.requires_grad_(rg)
-        for m, t in training:
-            m.train(t)
-        torch.use_deterministic_algorithms(det[0], warn_only=True)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = det[1], det[2]
 
 
 class GenerationLoop:
@@ -398,7 +333,7 @@ class GenerationLoop:
         if self._convert_vqgan:
             self.vqgan.to(memory_format=torch.channels_last)
         try:
-            with _run_context(mods, c.deterministic):
+            with run_context(mods, c.deterministic):
                 while self.step_index < end:
                     if self.cb.should_stop is not None and self.cb.should_stop():
                         interrupted = True
