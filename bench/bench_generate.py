@@ -75,8 +75,12 @@ def _child(args: argparse.Namespace) -> dict:
         for m in (vqgan, guide.model):
             m.requires_grad_(False)  # what GenerationLoop.run() does around the loop
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(args.warmup):
+    t_first = time.perf_counter()
+    for k in range(args.warmup):
         step()
+        if k == 0:
+            sync()
+            first_step_s = time.perf_counter() - t_first  # includes torch.compile / graph warm-up
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -98,7 +102,7 @@ def _child(args: argparse.Namespace) -> dict:
         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=30), file=sys.stderr)
     return {"mode": args.mode, "size": size, "cutn": cutn, "precision": precision, "it_s": args.iters / dt,
-            "cpu_s_per_it": cpu / args.iters,
+            "cpu_s_per_it": cpu / args.iters, "first_step_s": first_step_s if args.warmup else None,
             "peak_gib": _peak_mem(device), "loss": float(loss), "device": str(device), "threads": torch.get_num_threads()}
 
 
@@ -148,10 +152,12 @@ def main() -> int:
                 r = rows[-1]
                 print(f"  {mode:8s} {size:4d}^2 cutn {r['cutn']:3d}: {r['it_s']:7.3f} it/s  peak {r['peak_gib']:.2f} GiB",
                       file=sys.stderr)
-    print("\n| mode | size | cutn | numerics | it/s (wall) | CPU s/it | peak GiB | device |\n|---|---|---|---|---|---|---|---|")
+    print("\n| mode | size | cutn | numerics | it/s (wall) | CPU s/it | first step s | peak GiB | device |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        first = "-" if r.get("first_step_s") is None else f"{r['first_step_s']:.1f}"
         print(f"| {r['mode']} | {r['size']}² | {r['cutn']} | {r['precision']} | {r['it_s']:.3f} | {r['cpu_s_per_it']:.2f} | "
-              f"{r['peak_gib']:.2f} | {r['device']} ({r['threads']} threads) |")
+              f"{first} | {r['peak_gib']:.2f} | {r['device']} ({r['threads']} threads) |")
     summary = {}
     for size in args.sizes:
         by = {m: [r["it_s"] for r in rows if r["size"] == size and r["mode"] == m] for m in args.modes}
