@@ -149,7 +149,7 @@ WORKFLOWS: dict[str, list[Node]] = {
          "widgets": {"filename_prefix": "vqclip/restyle", "fps": 8.0, "lossless": True, "quality": 80,
                      "method": "default"}},
     ],
-    "regional_prompts": [
+    "regional_prompts": _at([
         *_models(), _text(3, "a yellow circle on a green background"),
         {"id": 4, "type": "SolidMask", "widgets": {"value": 0.0, "width": 64, "height": 64}},
         {"id": 5, "type": "SolidMask", "widgets": {"value": 1.0, "width": 32, "height": 64}},
@@ -160,7 +160,8 @@ WORKFLOWS: dict[str, list[Node]] = {
         {"id": 9, "type": "VQClip_CombineTargets", "links": {"targets_1": (3, 0), "targets_2": (8, 0)}},
         _random(10, seed=1), _opt(11, (10, 0), (9, 0), steps=80, seed=1), _decode(12, (11, 0)),
         _save(13, (12, 0), "vqclip/regional"),
-    ],
+    ], {1: (0, 0), 2: (0, 150), 3: (0, 300), 7: (0, 520), 4: (1, 0), 5: (1, 160), 10: (1, 360), 6: (2, 0),
+        8: (3, 0), 9: (3, 150), 11: (4, 0), 12: (5, 0), 13: (5, 120)}),
     "seed_batch_ranked": [
         *_models(), _text(3, "a green triangle on a white background"), _random(4, seed=7, batch=4),
         _opt(5, (4, 0), (3, 0), steps=40, seed=7), _decode(6, (5, 0)),
