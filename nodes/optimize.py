@@ -81,7 +81,7 @@ def make_config(settings: dict, **extra):  # noqa: ANN003, ANN201
 
 
 def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings: dict,  # noqa: ANN001
-               state: dict, preview_every: int):  # noqa: ANN201
+               state: dict, preview_every: int, edit_mask: torch.Tensor | None = None):  # noqa: ANN201
     """Run ``vqgan_core.generate`` from ``z0`` (or its own init when None).
 
     Returns the engine's GenerationResult and the state to continue from: the optimiser name and
@@ -97,7 +97,7 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
                                     should_stop=progress.should_stop)
     config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
     loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
-                          regions=region_prompts(targets))
+                          regions=region_prompts(targets), edit_mask=first_mask(edit_mask))
     opt_state = state.get("optimizer_state")
     if opt_state is not None and state.get("optimizer") == settings["optimizer"] \
             and tuple(state.get("shape", ())) == tuple(loop.z.shape):
@@ -134,15 +134,23 @@ def latent_settings(latent: Latent, model, settings: dict) -> dict:  # noqa: ANN
     return {**settings, "batch_size": latent.batch, "width": int(w) * f, "height": int(h) * f}
 
 
+def first_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """ComfyUI MASK ``[B,H,W]`` or ``[H,W]`` -> the first ``[H,W]`` map (None stays None)."""
+    if mask is None:
+        return None
+    return mask[0] if mask.dim() == 3 else mask
+
+
 def optimize_latent(latent: Latent, model, guide, targets: Targets, settings: dict,  # noqa: ANN001
-                    preview_every: int, continue_run: bool) -> Latent:
+                    preview_every: int, continue_run: bool, edit_mask: torch.Tensor | None = None) -> Latent:
     """Shared body of Optimize and Generate: checks, device moves, grad mode, engine call."""
     check_inputs(latent, model, targets)
     state = dict(latent.state) if continue_run else {}
     device = ca.compute_device()
     settings = latent_settings(latent, model, settings)
     # GenerationLoop leaves inference mode and enables gradients itself; it clones z0 (never modifies it)
-    result, new_state = run_engine(model, guide, targets, latent.z.to(device), settings, state, preview_every)
+    result, new_state = run_engine(model, guide, targets, latent.z.to(device), settings, state, preview_every,
+                                   edit_mask)
     return Latent(z=result.latent.detach().to(ca.output_device()), model=model, state=new_state)
 
 
@@ -191,6 +199,9 @@ class VQGANCLIPOptimize(io.ComfyNode):
                                  "Optimize)."),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show a preview every N steps (0 = none; decoding costs time)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Inpainting: only the masked area (> 0.5) changes; the rest keeps the "
+                              "input latent. Each latent cell is 16x16 pixels for f16 models (8x8 for f8)."),
             ],
             outputs=[VQLatent.Output(display_name="latent")],
         )
@@ -205,12 +216,13 @@ class VQGANCLIPOptimize(io.ComfyNode):
     @classmethod
     def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, steps: int, optimizer: str,  # noqa: ANN001
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
-                tv_weight: float, continue_run: bool, preview_every: int) -> io.NodeOutput:
+                tv_weight: float, continue_run: bool, preview_every: int,
+                mask: torch.Tensor | None = None) -> io.NodeOutput:
         """Run ``steps`` steps."""
         settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
                     "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
                     "init_weight": init_weight, "tv_weight": tv_weight}
-        out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run)
+        out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
         return io.NodeOutput(out)
 
 

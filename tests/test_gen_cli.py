@@ -75,3 +75,19 @@ def test_region_prompts_from_the_command_line(base_args, tmp_path, monkeypatch):
     again = tmp_path / "again.png"
     assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
+
+
+def test_edit_mask_from_the_command_line(base_args, tmp_path, monkeypatch):
+    arr = np.zeros((32, 32), np.uint8)
+    arr[:, 16:] = 255
+    Image.fromarray(arr, "L").save(tmp_path / "right.png")
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "init.png")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "e.png"
+    assert main([*base_args, "a red circle", "--init-image", str(tmp_path / "init.png"), "--edit-mask", "right.png",
+                 "--steps", "2", "--seed", "2", "--out", str(out)]) == 0
+    assert read_png_metadata(out)["config"]["edit_mask"] == str(tmp_path / "right.png")
+    monkeypatch.chdir(REPO)
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))

@@ -116,3 +116,21 @@ def test_set_latent_keeps_the_graph(models):
         loop.set_latent(loop.encode_images(frame_transform(res.images, AnimationConfig(zoom=1.1))))
         res = loop.run(max_steps=5)
     assert loop.graphed and loop._graphed.captures == 1 and res.steps_done == 30
+
+
+def test_edit_mask_with_graph_keeps_cells_without_sync(models):
+    vqgan, clip = models
+    left = torch.zeros(64, 64)
+    left[:, :32] = 1
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=12, cuda_graph=True), edit_mask=left)
+    start = loop.z.detach().clone()
+    for _ in range(4):
+        loop.step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loop.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    h = loop.z.shape[-1] // 2
+    assert loop.graphed and torch.equal(loop.z[..., h:], start[..., h:]) and not torch.equal(loop.z[..., :h], start[..., :h])

@@ -6,6 +6,7 @@ import torch
 
 from vqgan_core import load_vqgan
 from vqgan_core.clip_guide import load_clip
+from vqgan_core.edit_mask import keep_cells
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
 from vqgan_core.layers import AttnBlock, ResnetBlock
@@ -213,3 +214,18 @@ def test_regions_with_global_prompts_and_errors(vqgan, clip, tmp_path):
     assert load_mask(str(grey)).eq(1).all()
     from_file = GenerationLoop(vqgan, clip, _cfg(prompts="", region_prompts=[[str(grey), "a red circle"]]))
     assert from_file.targets is None and from_file._banks[0][0].box == (0, 32, 0, 32)
+
+
+def test_edit_mask_keeps_the_cells_outside(vqgan, clip):
+    right = torch.zeros(32, 32)
+    right[:, 16:] = 1
+    right[:, 14] = 1  # half of a cell column (f=4): not enough to make it editable
+    keep = keep_cells(right, 8, 8, 4, torch.device("cpu"))
+    assert keep.shape == (1, 1, 8, 8) and keep[..., :4].all() and not keep[..., 4:].any()
+    r = run_generation(vqgan, clip, _cfg(steps=4, batch_size=2, seed=3), edit_mask=right)
+    plain = run_generation(vqgan, clip, _cfg(steps=4, batch_size=2, seed=3))
+    start_b = GenerationLoop(vqgan, clip, _cfg(steps=0, batch_size=2, seed=3)).z.detach()
+    assert torch.equal(r.latent[..., :4], start_b[..., :4])  # kept bit for bit, every batch item
+    assert not torch.equal(r.latent[..., 4:], start_b[..., 4:]) and not torch.equal(r.latent, plain.latent)
+    with pytest.raises(ValueError, match="covers no latent cell"):
+        GenerationLoop(vqgan, clip, _cfg(), edit_mask=torch.zeros(32, 32))

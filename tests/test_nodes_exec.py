@@ -395,6 +395,19 @@ def test_region_targets_reach_the_engine(pack, vqgan, guide):
         run(pack.prompts.RegionTargets, targets=tt, mask=torch.zeros(16, 16))
 
 
+def test_optimize_with_a_mask_inpaints(pack, vqgan, guide):
+    lat = _start(pack, vqgan)  # 16x16 pixels, f=4: a 4x4 latent
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    mask = torch.zeros(1, 16, 16)
+    mask[:, 8:, :] = 1  # the bottom half may change
+    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt, mask=mask,
+                 **OPT)
+    assert torch.equal(out.z[..., :2, :], lat.z[..., :2, :]) and not torch.equal(out.z[..., 2:, :], lat.z[..., 2:, :])
+    with pytest.raises(ValueError, match="covers no latent cell"):
+        run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt,
+            mask=torch.zeros(16, 16), **OPT)
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

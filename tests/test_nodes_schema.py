@@ -118,7 +118,7 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 def test_workflows_exist():
     names = {p.stem for p in WORKFLOWS}
     assert {"text_to_image", "image_prompt_and_text", "init_image_variation", "story", "codebook_edit",
-            "seed_batch_ranked", "beginner_generate", "zoom_animation", "restyle_video", "regional_prompts"} <= names
+            "seed_batch_ranked", "beginner_generate", "zoom_animation", "restyle_video", "regional_prompts", "inpaint"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

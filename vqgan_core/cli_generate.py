@@ -68,6 +68,8 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--init-image", help="image file or URL (implies --init image)")
     g.add_argument("--init-weight", type=float, help="pull-back of the latent towards the init")
     g.add_argument("--init-weight-decay", choices=["classic", "linear", "none"])
+    g.add_argument("--edit-mask", help="inpainting: a mask image; only its white / opaque part changes, the "
+                                       "rest keeps the start (use with --init-image)")
     g = p.add_argument_group("cutouts, augmentation, loss")
     g.add_argument("--cutouts", help="cutout method: latest | crops | mixed")
     g.add_argument("--cutn", type=int)
@@ -106,6 +108,8 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
             out[field or dest] = v
     if args.prompts is not None:
         out["prompts"] = args.prompts
+    if args.edit_mask is not None:
+        out["edit_mask"] = str(Path(args.edit_mask).resolve())
     if args.region_prompts is not None:  # absolute mask paths: --from-png works from any folder
         out["region_prompts"] = [[str(Path(m).resolve()), p] for m, p in args.region_prompts]
     if args.size is not None:

@@ -42,6 +42,7 @@ class GenerationConfig:
     init_image: str | None = None  # file or URL for init="image"
     init_weight: float = 0.0  # MSE pull-back to the initial latent
     init_weight_decay: str = "classic"  # classic (1/(2i+1)/2) | linear | none
+    edit_mask: str | None = None  # inpainting: mask file (white / opaque = may change; the rest keeps the start)
     # cutouts and augmentation
     cutout_method: str = "latest"  # latest | crops | mixed
     cutn: int = 32

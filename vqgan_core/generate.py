@@ -25,6 +25,7 @@ from vqgan_core.clip_guide import ClipEnsemble, ClipGuide
 from vqgan_core.compile_blocks import compile_blocks
 from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
+from vqgan_core.edit_mask import keep_cells
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.gen_runtime import resolve_precision, run_context
 from vqgan_core.gen_types import GenerationCallbacks, GenerationResult
@@ -61,6 +62,7 @@ class GenerationLoop:
         image_prompts: extra image prompts as tensors: ``(image01 [1,3,H,W], weight, stop)``.
         regions: prompts for parts of the image (:class:`~vqgan_core.regions.RegionPrompt`), besides
             ``config.region_prompts`` (mask files).
+        edit_mask: inpainting: ``[H, W]`` pixel mask, 1 where the image may change (else ``config.edit_mask``).
     """
 
     def __init__(
@@ -73,9 +75,21 @@ class GenerationLoop:
         init_image: torch.Tensor | None = None,
         image_prompts: list[tuple[torch.Tensor, float, float]] | None = None,
         regions: list[RegionPrompt] | None = None,
+        edit_mask: torch.Tensor | None = None,
     ) -> None:
         with torch.inference_mode(False):  # ComfyUI calls nodes under inference_mode
             self._setup(vqgan, clip, config, callbacks, init_latent, init_image, image_prompts, regions or [])
+            self._setup_edit_mask(edit_mask)
+
+    def _setup_edit_mask(self, edit_mask: torch.Tensor | None) -> None:
+        """Inpainting: the cells outside the mask keep the starting latent (``vqgan_core.edit_mask``)."""
+        if edit_mask is None and self.config.edit_mask:
+            edit_mask = load_mask(self.config.edit_mask)
+        self._keep = self._z_keep = None
+        if edit_mask is not None:
+            h, w = self.z.shape[-2:]
+            self._keep = keep_cells(edit_mask, h, w, self.vqgan.downsample_factor, self.device)
+            self._z_keep = self.z.detach().clone()
 
     def _setup(self, vqgan, clip, config, callbacks, init_latent, init_image, image_prompts, regions) -> None:
         self.vqgan, self.clip = vqgan, ClipEnsemble.of(clip)
@@ -224,6 +238,8 @@ class GenerationLoop:
             self.z.copy_(z.to(self.z.device, self.z.dtype))
             if self.z_init is not None:
                 self.z_init.copy_(self.z)
+            if self._z_keep is not None:
+                self._z_keep.copy_(self.z)
         if reset_optimizer:
             self.opt.state.clear()
 
@@ -305,9 +321,11 @@ class GenerationLoop:
             if c.preview_every and i % c.preview_every == 0 and self.cb.preview:
                 self.cb.preview(i, shown)
         self.opt.step()
-        if c.clamp_latent:
-            with torch.no_grad():
+        with torch.no_grad():
+            if c.clamp_latent:
                 self.z.copy_(torch.maximum(torch.minimum(self.z, self._zmax), self._zmin))
+            if self._keep is not None:
+                self.z.copy_(torch.where(self._keep, self._z_keep, self.z))
         self.step_index += 1
         return loss.detach()
 
