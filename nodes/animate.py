@@ -12,9 +12,10 @@ from comfy_api.latest import io
 from . import comfy_adapters as ca
 from .optimize import (
     CATEGORY,
-    check_augments,
     check_inputs,
+    check_text_widgets,
     common_inputs,
+    image_losses_input,
     image_prompts,
     latent_settings,
     make_config,
@@ -71,6 +72,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
                                tooltip="Pull back towards each re-encoded frame (steadier motion)."),
                 io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
                                tooltip="Total-variation smoothing of the image."),
+                image_losses_input(),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show a preview every N steps (0 = none)."),
             ],
@@ -78,17 +80,15 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er") -> bool | str:
-        """Only the augmentation codes need a custom check."""
-        if augmentations is None:
-            return True
-        return check_augments(augmentations) or True
+    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er", image_losses: str = "") -> bool | str:
+        """The augmentation codes and image-loss names need a custom check."""
+        return check_text_widgets(augmentations, image_losses)
 
     @classmethod
     def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, frames: int, zoom: float,  # noqa: ANN001
                 shift_x: float, shift_y: float, rotate: float, padding: str, steps_per_frame: int, optimizer: str,
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
-                tv_weight: float, preview_every: int) -> io.NodeOutput:
+                tv_weight: float, preview_every: int, image_losses: str = "") -> io.NodeOutput:
         """Run the animation; frames come out frame-major (all batch items of frame 0, then frame 1...)."""
         from vqgan_core.animate import AnimationConfig, run_animation
         from vqgan_core.generate import GenerationCallbacks
@@ -98,7 +98,8 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
                                shift_y=shift_y, rotate=rotate, padding=padding)
         settings = latent_settings(latent, vqgan, {
             "steps": 0, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
-            "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight})
+            "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
+            "image_losses": image_losses})
         config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress((frames - 1) * steps_per_frame)
         callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
@@ -140,6 +141,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
                                tooltip="Pull back towards each encoded start frame (keeps the video's layout)."),
                 io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
                                tooltip="Total-variation smoothing of the image."),
+                image_losses_input(),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show a preview every N steps (0 = none)."),
             ],
@@ -147,16 +149,15 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er") -> bool | str:
-        """Only the augmentation codes need a custom check."""
-        if augmentations is None:
-            return True
-        return check_augments(augmentations) or True
+    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er", image_losses: str = "") -> bool | str:
+        """The augmentation codes and image-loss names need a custom check."""
+        return check_text_widgets(augmentations, image_losses)
 
     @classmethod
     def execute(cls, frames, vqgan, clip_guide, targets: Targets, first_steps: int, steps_per_frame: int,  # noqa: ANN001
                 blend: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
-                seed: int, init_weight: float, tv_weight: float, preview_every: int) -> io.NodeOutput:
+                seed: int, init_weight: float, tv_weight: float, preview_every: int,
+                image_losses: str = "") -> io.NodeOutput:
         """Run the restyling; one output frame per input frame."""
         from vqgan_core.animate import AnimationConfig, run_animation
         from vqgan_core.generate import GenerationCallbacks
@@ -173,7 +174,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
         config = make_config({
             "steps": first_steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
             "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
-            "width": w, "height": h}, prompts=prompt_string(targets), preview_every=preview_every)
+            "image_losses": image_losses, "width": w, "height": h}, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress(first_steps + (n - 1) * steps_per_frame)
         callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
                                         should_stop=progress.should_stop)

@@ -36,6 +36,15 @@ def cutout_choices() -> list[str]:
     return cutout_names()
 
 
+def check_text_widgets(augmentations: str | None, image_losses: str | None = None) -> bool | str:
+    """``validate_inputs`` body: True, or the first message about the augmentation codes / image losses."""
+    if augmentations is not None and (msg := check_augments(augmentations)):
+        return msg
+    if image_losses is not None and (msg := check_image_losses(image_losses)):
+        return msg
+    return True
+
+
 def check_augments(augmentations: str) -> str | None:
     """None when the augmentation codes are valid, else a message listing the valid codes."""
     from vqgan_core.augment import augment_names, parse_augments
@@ -46,6 +55,24 @@ def check_augments(augmentations: str) -> str | None:
         return (f"Unknown augmentation in '{augmentations}'. Use comma-separated codes from: "
                 f"{', '.join(augment_names())} (or 'none').")
     return None
+
+
+def check_image_losses(spec: str | None) -> str | None:
+    """None when the image-loss spec parses, else the engine's message (it lists the valid names)."""
+    from vqgan_core.image_losses import parse_image_losses
+
+    try:
+        parse_image_losses(spec)
+    except ValueError as e:
+        return f"Image losses: {e}. Write 'name:weight,...', e.g. 'symmetry:0.5,saturation:0.2'."
+    return None
+
+
+def image_losses_input() -> io.String.Input:
+    """The optional extra image terms widget."""
+    return io.String.Input("image_losses", default="",
+                           tooltip="Extra image terms 'name:weight,...' (positive = more of it): symmetry, "
+                           "symmetry_vertical, saturation, brightness, contrast, smoothness. Empty = none.")
 
 
 def prompt_string(targets: Targets) -> str:
@@ -199,6 +226,7 @@ class VQGANCLIPOptimize(io.ComfyNode):
                                  "Optimize)."),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show a preview every N steps (0 = none; decoding costs time)."),
+                image_losses_input(),  # last widget: workflows saved before it keep their widget order
                 io.Mask.Input("mask", optional=True,
                               tooltip="Inpainting: only the masked area (> 0.5) changes; the rest keeps the "
                               "input latent. Each latent cell is 16x16 pixels for f16 models (8x8 for f8)."),
@@ -207,21 +235,19 @@ class VQGANCLIPOptimize(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er") -> bool | str:
-        """Only the augmentation codes need a custom check."""
-        if augmentations is None:
-            return True
-        return check_augments(augmentations) or True
+    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er", image_losses: str = "") -> bool | str:
+        """The augmentation codes and image-loss names need a custom check."""
+        return check_text_widgets(augmentations, image_losses)
 
     @classmethod
     def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, steps: int, optimizer: str,  # noqa: ANN001
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
-                tv_weight: float, continue_run: bool, preview_every: int,
+                tv_weight: float, continue_run: bool, preview_every: int, image_losses: str = "",
                 mask: torch.Tensor | None = None) -> io.NodeOutput:
         """Run ``steps`` steps."""
         settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
                     "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
-                    "init_weight": init_weight, "tv_weight": tv_weight}
+                    "init_weight": init_weight, "tv_weight": tv_weight, "image_losses": image_losses}
         out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
         return io.NodeOutput(out)
 

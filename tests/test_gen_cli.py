@@ -24,12 +24,13 @@ def base_args(taming_fixtures, tiny_clip_dir):
 def test_generate_metadata_and_reproduce(base_args, tmp_path, capsys):
     out = tmp_path / "a.png"
     rc = main([*base_args, "red circle:1|blue:-0.5", "--steps", "3", "--seed", "11", "--out", str(out),
-               "--save-every", "2", "--save-sequence", "--optimizer", "adamw"])
+               "--save-every", "2", "--save-sequence", "--optimizer", "adamw", "--image-losses", "symmetry:0.5"])
     assert rc == 0 and out.is_file()
     assert (tmp_path / "a_00000.png").is_file() and (tmp_path / "a_00002.png").is_file()
     meta = read_png_metadata(out)
     cfg = meta["config"]
     assert cfg["seed"] == 11 and cfg["prompts"] == "red circle:1|blue:-0.5" and cfg["optimizer"] == "adamw"
+    assert cfg["image_losses"] == {"symmetry": 0.5}
     assert cfg["vqgan"].endswith("last.ckpt") and cfg["clip"] and meta["step"] == 3
     assert Image.open(out).text["prompt"] == "red circle:1|blue:-0.5"
     again = tmp_path / "b.png"

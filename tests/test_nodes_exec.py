@@ -408,6 +408,19 @@ def test_optimize_with_a_mask_inpaints(pack, vqgan, guide):
             mask=torch.zeros(16, 16), **OPT)
 
 
+def test_optimize_image_losses_widget(pack, vqgan, guide):
+    lat = _start(pack, vqgan)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {"latent": lat, "vqgan": vqgan, "clip_guide": guide, "targets": tt}
+    (a,) = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT)
+    (b,) = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT, image_losses="symmetry:5,saturation:1")
+    assert not torch.equal(a.z, b.z)
+    msg = pack.optimize.VQGANCLIPOptimize.validate_inputs(image_losses="glow:1")
+    assert "Image losses" in msg and "symmetry" in msg
+    assert pack.optimize.VQGANCLIPOptimize.validate_inputs(image_losses="") is True
+    assert "Image losses" in pack.animate.VQGANCLIPZoomAnimation.validate_inputs(image_losses="x:y")
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

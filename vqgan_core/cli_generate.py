@@ -22,7 +22,7 @@ _FIELDS: dict[str, str | None] = {
     "image_prompts": None, "noise_prompts": None, "batch_prompts": None, "change_prompts_every": None,
     "region_prompts": None,
     "steps": None, "seed": None, "batch": "batch_size", "init": None, "init_image": None, "init_weight": None,
-    "init_weight_decay": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
+    "init_weight_decay": None, "image_losses": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
     "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "optimizer": None, "lr": None,
     "lr_schedule": None, "precision": None, "channels_last": None, "compile": None, "cuda_graph": None,
     "deterministic": None,
@@ -78,6 +78,8 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--aug-noise", type=float)
     g.add_argument("--aug-padding", choices=["zeros", "border", "reflection"])
     g.add_argument("--tv-weight", type=float)
+    g.add_argument("--image-losses", help="extra image terms 'name:weight,...' (positive = more of it): symmetry, "
+                                          "symmetry_vertical, saturation, brightness, contrast, smoothness")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", help="adam | adamw | adagrad | adamax | rmsprop | radam | nadam | sgd | adamp | lion ...")
     g.add_argument("--lr", type=float)

@@ -13,6 +13,7 @@ from typing import Any
 
 from vqgan_core.augment import parse_augments
 from vqgan_core.config import reject_unknown_keys
+from vqgan_core.image_losses import parse_image_losses
 
 __all__ = ["COMPILE_MODES", "PRECISIONS", "GenerationConfig"]
 
@@ -52,6 +53,7 @@ class GenerationConfig:
     aug_padding: str = "zeros"  # zeros | border | reflection
     # loss
     tv_weight: float = 0.0
+    image_losses: dict[str, float] | None = None  # {name: weight}, e.g. {"symmetry": 0.5} (vqgan_core.image_losses)
     clip_weights: list[float] | None = None  # ensemble weights (default 1 each)
     # optimisation
     optimizer: str = "adam"
@@ -86,6 +88,7 @@ class GenerationConfig:
         for r in self.region_prompts or []:
             if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(v, str) for v in r)):
                 raise ValueError(f"each region prompt is [mask file, prompts], got {r!r}")
+        self.image_losses = parse_image_losses(self.image_losses) or None
         if isinstance(self.augments, str):
             self.augments = list(parse_augments(self.augments))
 

@@ -30,6 +30,7 @@ from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.gen_runtime import resolve_precision, run_context
 from vqgan_core.gen_types import GenerationCallbacks, GenerationResult
 from vqgan_core.image_io import load_image01
+from vqgan_core.image_losses import image_losses
 from vqgan_core.init import encode_image01, fit_image
 from vqgan_core.init import init_latent as make_init_latent
 from vqgan_core.losses import clamp_with_grad, init_weight_factor, prompt_loss, tv_loss
@@ -276,6 +277,8 @@ class GenerationLoop:
                 per_item = per_item + gw * prompt_loss(emb.view(B, c.cutn, -1), tg.embeds, tg.weights, tg.stops)
         if c.tv_weight:
             per_item = per_item + c.tv_weight * tv_loss(img)
+        if c.image_losses:
+            per_item = per_item + image_losses(img, c.image_losses)
         if self.z_init is not None:
             mse = (z - self.z_init).pow(2).flatten(1).mean(1)
             per_item = per_item + c.init_weight * init_factor * mse
