@@ -151,6 +151,19 @@ def test_save_animation_mp4_with_ffmpeg(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="ffmpeg not on PATH")
+def test_video_round_trip_with_ffmpeg(tmp_path):
+    frames = [to_pil(torch.full((3, 16, 24), v)) for v in (0.1, 0.5, 0.9)]
+    out = save_animation(tmp_path / "v.mp4", frames, fps=10)
+    back = load_frames(out)
+    assert back.shape == (3, 3, 16, 24)
+    assert torch.allclose(back.mean((1, 2, 3)), torch.tensor([0.1, 0.5, 0.9]), atol=0.03)
+    assert load_frames(out, max_frames=2).shape[0] == 2
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="no video stream"):
+        load_frames(tmp_path / "bad.mp4")
+
+
 def test_save_animation_errors(tmp_path, monkeypatch):
     frames = [to_pil(torch.zeros(3, 8, 8))]
     with pytest.raises(ValueError, match=r"use one of \.webp, \.gif"):
@@ -229,7 +242,7 @@ def test_restyle_errors(vqgan, clip):
         AnimationConfig(blend=1.5)
 
 
-def test_load_frames_folder_animated_file_and_errors(tmp_path):
+def test_load_frames_folder_animated_file_and_errors(tmp_path, monkeypatch):
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, v in enumerate((0.2, 0.6, 1.0)):
@@ -243,9 +256,11 @@ def test_load_frames_folder_animated_file_and_errors(tmp_path):
     to_pil(torch.zeros(3, 7, 10)).save(folder / "999.png")
     with pytest.raises(ValueError, match="differ in size"):
         load_frames(folder)
-    with pytest.raises(ValueError, match="extract the video's frames first"):
-        (tmp_path / "v.mp4").write_bytes(b"x")
-        load_frames(tmp_path / "v.mp4")
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    with monkeypatch.context() as m:
+        m.setattr("shutil.which", lambda name: None)
+        with pytest.raises(ValueError, match="needs ffmpeg and ffprobe on PATH"):
+            load_frames(tmp_path / "v.mp4")
     with pytest.raises(FileNotFoundError, match="source frames not found"):
         load_frames(tmp_path / "missing")
 

@@ -44,8 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fps", type=float, help="playback frames per second (default 12)")
     g.add_argument("--frames-dir", help="also write every frame as a PNG into this folder")
     g = p.add_argument_group("restyling a video")
-    g.add_argument("--source", help="frames to restyle: a folder of images (sorted by name) or an animated "
-                                    "GIF/WebP/PNG; --frames then defaults to all of them")
+    g.add_argument("--source", help="frames to restyle: a folder of images (sorted by name), an animated "
+                                    "GIF/WebP/PNG, or a video (.mp4, .mov, .webm...: needs ffmpeg); --frames then "
+                                    "defaults to all of them")
     g.add_argument("--blend", type=float, help="share of the previous output mixed into each source frame "
                                                "(0-1; more = steadier style, less flicker)")
     p.set_defaults(func=run)
