@@ -156,9 +156,18 @@ def test_video_round_trip_with_ffmpeg(tmp_path):
     frames = [to_pil(torch.full((3, 16, 24), v)) for v in (0.1, 0.5, 0.9)]
     out = save_animation(tmp_path / "v.mp4", frames, fps=10)
     back = load_frames(out)
-    assert back.shape == (3, 3, 16, 24)
-    assert torch.allclose(back.mean((1, 2, 3)), torch.tensor([0.1, 0.5, 0.9]), atol=0.03)
-    assert load_frames(out, max_frames=2).shape[0] == 2
+    assert back.shape == (3, 3, 16, 24) and back.dtype == torch.uint8
+    assert torch.allclose(back.float().mean((1, 2, 3)) / 255, torch.tensor([0.1, 0.5, 0.9]), atol=0.03)
+    assert load_frames(out, max_frames=2, size=(8, 8)).shape == (2, 3, 8, 8)  # fitted while decoding
+    gradient = torch.linspace(0, 1, 24).expand(3, 16, 24)
+    rotated = tmp_path / "rotated.mp4"  # a phone video: stored 24x16, shown (and decoded) 16x24
+    save_animation(tmp_path / "plain.mp4", [to_pil(gradient)] * 2, fps=10)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "plain.mp4"), "-c", "copy", "-metadata:s:v",
+                    "rotate=90", str(rotated)], check=True)
+    turned = load_frames(rotated)
+    assert turned.shape == (2, 3, 24, 16)  # width and height swapped, not scrambled
+    col = turned[0].float().mean((0, 2))
+    assert (col[1:] - col[:-1]).abs().max() < 40  # a smooth gradient along the new height
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     with pytest.raises(ValueError, match="no video stream"):
         load_frames(tmp_path / "bad.mp4")
@@ -231,7 +240,7 @@ def test_restyle_source_frames_wiring(vqgan, clip):
 
 
 def test_restyle_errors(vqgan, clip):
-    with pytest.raises(ValueError, match="do not also pass init_latent"):
+    with pytest.raises(ValueError, match="do not also give an init latent or init image"):
         run_animation(vqgan, clip, _cfg(), AnimationConfig(), source=torch.rand(2, 3, 8, 8),
                       init_latent=torch.zeros(1, 16, 8, 8))
     with pytest.raises(ValueError, match=r"\[F,3,H,W\] or \[F,B,3,H,W\]"):
@@ -249,7 +258,8 @@ def test_load_frames_folder_animated_file_and_errors(tmp_path, monkeypatch):
         to_pil(torch.full((3, 6, 10), v)).save(folder / f"{2 - i:03d}.png")  # names sort in reverse order
     (folder / "notes.txt").write_text("skip me")
     frames = load_frames(folder)
-    assert frames.shape == (3, 3, 6, 10) and frames[0, 0, 0, 0] == pytest.approx(1.0)  # sorted by name
+    assert frames.shape == (3, 3, 6, 10) and frames[0, 0, 0, 0] == 255  # uint8, sorted by name
+    assert load_frames(folder, size=(4, 4)).shape == (3, 3, 4, 4)
     assert load_frames(folder, max_frames=2).shape[0] == 2
     gif = save_animation(tmp_path / "a.gif", [to_pil(torch.full((3, 6, 10), v)) for v in (0.0, 1.0)], fps=5)
     assert load_frames(gif).shape == (2, 3, 6, 10)
@@ -283,3 +293,38 @@ def test_cli_animate_restyles_a_folder(anim_args, tmp_path):
         b.seek(2)
         a.seek(2)
         assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+def test_init_weight_decay_restarts_every_frame(vqgan, clip, monkeypatch):
+    import vqgan_core.generate as gen
+
+    calls = []
+    real = gen.init_weight_factor
+    monkeypatch.setattr(gen, "init_weight_factor", lambda i, total, decay: calls.append((i, total)) or real(i, total, decay))
+    run_animation(vqgan, clip, _cfg(steps=3, init_weight=0.5), AnimationConfig(frames=3, steps_per_frame=2, zoom=1.1))
+    assert calls == [(0, 7), (1, 7), (2, 7), (0, 2), (1, 2), (0, 2), (1, 2)]  # each frame pulls from its start
+
+
+def test_cli_animate_rejects_save_every_and_keeps_frames_on_ctrl_c(anim_args, tmp_path, capsys, monkeypatch):
+    assert main([*anim_args, "red", "--save-every", "1", "--out", str(tmp_path / "x.webp")]) == 2
+    assert "--frames-dir" in capsys.readouterr().err
+    import signal
+
+    import vqgan_core.generate as gen
+
+    real_step, calls = gen.GenerationLoop.step, []
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == 4:  # Ctrl-C during the last step of frame 1 (2 steps for frame 0, then 2 per frame)
+            signal.raise_signal(signal.SIGINT)
+        return real_step(self)
+
+    monkeypatch.setattr(gen.GenerationLoop, "step", step)
+    out = tmp_path / "partial.gif"
+    assert main([*anim_args, "red", "--steps", "2", "--frames", "5", "--steps-per-frame", "2", "--seed", "1",
+                 "--out", str(out)]) == 0
+    assert "interrupted after 2 of 5" in capsys.readouterr().out and len(calls) == 4  # that step still finished
+    with Image.open(out) as im:
+        assert im.n_frames == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

@@ -85,9 +85,10 @@ def test_edit_mask_from_the_command_line(base_args, tmp_path, monkeypatch):
     Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "init.png")
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "e.png"
-    assert main([*base_args, "a red circle", "--init-image", str(tmp_path / "init.png"), "--edit-mask", "right.png",
+    assert main([*base_args, "a red circle", "--init-image", "init.png", "--edit-mask", "right.png",
                  "--steps", "2", "--seed", "2", "--out", str(out)]) == 0
-    assert read_png_metadata(out)["config"]["edit_mask"] == str(tmp_path / "right.png")
+    stored = read_png_metadata(out)["config"]
+    assert stored["edit_mask"] == str(tmp_path / "right.png") and stored["init_image"] == str(tmp_path / "init.png")
     monkeypatch.chdir(REPO)
     again = tmp_path / "again.png"
     assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0

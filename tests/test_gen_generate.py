@@ -201,14 +201,18 @@ def test_regions_with_global_prompts_and_errors(vqgan, clip, tmp_path):
         GenerationLoop(vqgan, clip, _cfg(), regions=[RegionPrompt(torch.zeros(8, 8), "x")])
     with pytest.raises(ValueError, match=r"one \[H, W\] map"):
         GenerationLoop(vqgan, clip, _cfg(), regions=[RegionPrompt(torch.ones(2, 8, 8), "x")])
-    with pytest.raises(ValueError, match="no prompts given"):
-        GenerationLoop(vqgan, clip, _cfg(), regions=[RegionPrompt(torch.ones(8, 8), "")])
+    with pytest.raises(ValueError, match="region 2 of 2: no prompts given"):
+        GenerationLoop(vqgan, clip, _cfg(), regions=[RegionPrompt(top, "sky"), RegionPrompt(torch.ones(8, 8), "")])
     with pytest.raises(ValueError, match=r"\[mask file, prompts\]"):
         _cfg(region_prompts=[["only-a-mask.png"]])
     rgba = tmp_path / "alpha.png"  # the alpha channel wins over the colours: opaque = the region
     Image.fromarray(np.dstack([np.zeros((8, 8, 3), np.uint8), np.tile(np.array([0, 255], np.uint8), (8, 4))]),
                     "RGBA").save(rgba)
     assert load_mask(str(rgba))[0].tolist() == [0.0, 1.0] * 4
+    opaque = tmp_path / "opaque.png"  # an RGBA export of a black-and-white mask: constant alpha -> brightness
+    Image.fromarray(np.dstack([np.tile(np.array([0, 255], np.uint8), (8, 4))] * 3 + [np.full((8, 8), 255, np.uint8)]),
+                    "RGBA").save(opaque)
+    assert load_mask(str(opaque))[0].tolist() == [0.0, 1.0] * 4
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((4, 4), 255, np.uint8), "L").save(grey)
     assert load_mask(str(grey)).eq(1).all()

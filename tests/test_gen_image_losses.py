@@ -38,6 +38,10 @@ def test_parsing_and_errors():
         parse_image_losses("symetry:1")
     with pytest.raises(ValueError, match="must be a number"):
         parse_image_losses("symmetry:lots")
+    with pytest.raises(ValueError, match="finite"):
+        parse_image_losses("symmetry:nan")
+    with pytest.raises(ValueError, match="given twice"):
+        parse_image_losses("symmetry:1,symmetry:2")
     assert GenerationConfig(image_losses="symmetry:2").image_losses == {"symmetry": 2.0}
     assert GenerationConfig(image_losses="").image_losses is None
     assert "symmetry_vertical" in image_loss_names()

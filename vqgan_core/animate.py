@@ -28,7 +28,8 @@ from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop
 from vqgan_core.init import fit_image
 
-__all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "fit_source", "frame_transform", "run_animation"]
+__all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "SourceFrames", "fit_source", "frame_transform",
+           "run_animation"]
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +110,34 @@ def frame_transform(img01: torch.Tensor, anim: AnimationConfig) -> torch.Tensor:
 
 
 def fit_source(source: torch.Tensor, height: int, width: int, batch: int) -> torch.Tensor:
-    """Source frames ``[F,3,h,w]`` or ``[F,B,3,h,w]`` in [0,1] -> ``[F,B,3,height,width]`` (cover + centre crop)."""
-    if source.dim() == 4:
-        source = source.unsqueeze(1)
-    if source.dim() != 5 or source.shape[2] != 3:
-        raise ValueError(f"source frames must be [F,3,H,W] or [F,B,3,H,W] RGB in [0,1], got {tuple(source.shape)}")
-    if source.shape[1] not in (1, batch):
-        raise ValueError(f"source frames have {source.shape[1]} items per frame; the batch size is {batch}")
-    f, b = source.shape[:2]
-    fitted = fit_image(source.flatten(0, 1).float(), height, width).unflatten(0, (f, b))
-    return fitted.expand(-1, batch, -1, -1, -1)
+    """Source frames ``[F,3,h,w]`` or ``[F,B,3,h,w]`` (float in [0,1] or uint8) -> float ``[F,B,3,height,width]``.
+
+    Fitted like init images (cover + centre crop). For long videos prefer :class:`SourceFrames`,
+    which fits one frame at a time instead of the whole video at once.
+    """
+    frames = SourceFrames(source, height, width, batch)
+    return torch.stack([frames[f] for f in range(len(frames))])
+
+
+class SourceFrames:
+    """Indexable source frames fitted to the run's size on access (one frame in float at a time)."""
+
+    def __init__(self, source: torch.Tensor, height: int, width: int, batch: int) -> None:
+        if source.dim() == 4:
+            source = source.unsqueeze(1)
+        if source.dim() != 5 or source.shape[2] != 3:
+            raise ValueError(f"source frames must be [F,3,H,W] or [F,B,3,H,W] RGB, got {tuple(source.shape)}")
+        if source.shape[1] not in (1, batch):
+            raise ValueError(f"source frames have {source.shape[1]} items per frame; the batch size is {batch}")
+        self.source, self.height, self.width, self.batch = source, height, width, batch
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0])
+
+    def __getitem__(self, f: int) -> torch.Tensor:
+        x = self.source[f]
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return fit_image(x, self.height, self.width).expand(self.batch, -1, -1, -1)
 
 
 def run_animation(
@@ -134,23 +153,26 @@ def run_animation(
 ) -> AnimationResult:
     """Run a zoom animation; ``on_frame(index, images [B,3,H,W])`` streams each frame as it is done.
 
-    ``source``: frames to restyle (``[F,3,H,W]`` or ``[F,B,3,H,W]`` in [0,1], any size); the animation
-    then has ``min(frames, F)`` frames and frame 0 starts from the first source frame.
+    ``source``: frames to restyle (``[F,3,H,W]`` or ``[F,B,3,H,W]``, float in [0,1] or uint8, any size);
+    the animation then has ``min(frames, F)`` frames and frame 0 starts from the first source frame.
     ``loop_kwargs`` go to :class:`GenerationLoop` (``init_latent``, ``init_image``, ``image_prompts``).
     Progress callbacks count the steps of the whole animation. An interrupt ends it after the last
     complete frame (``result.interrupted``).
     """
-    a = animation
+    a, run_config = animation, config
     src = None
     if source is not None:
-        if "init_latent" in loop_kwargs or "init_image" in loop_kwargs:
-            raise ValueError("source frames set the start of every frame; do not also pass init_latent/init_image")
-        src = fit_source(source, config.height, config.width, config.batch_size)
-        a = dataclasses.replace(a, frames=min(a.frames, src.shape[0]))
-        config = config.replace(init="image")
+        if "init_latent" in loop_kwargs or "init_image" in loop_kwargs or config.init_image:
+            raise ValueError("source frames set the start of every frame; do not also give an init latent or "
+                             "init image")
+        src = SourceFrames(source, config.height, config.width, config.batch_size)
+        a = dataclasses.replace(a, frames=min(a.frames, len(src)))
+        run_config = config.replace(init="image")
         loop_kwargs["init_image"] = src[0]
     total = config.steps + (a.frames - 1) * a.steps_per_frame
-    loop = GenerationLoop(vqgan, clip, config.replace(steps=total), callbacks, **loop_kwargs)
+    loop = GenerationLoop(vqgan, clip, run_config.replace(steps=total), callbacks, **loop_kwargs)
+    if src is not None and (loop.height, loop.width) != (src.height, src.width):  # size floored to the factor
+        src = SourceFrames(source, loop.height, loop.width, config.batch_size)
     kept: list[torch.Tensor] = []
     res = loop.run(max_steps=config.steps)
     done = 0
@@ -159,7 +181,7 @@ def run_animation(
             start = frame_transform(res.images, a)
             if src is not None:
                 start = torch.lerp(src[f], start, a.blend)
-            loop.set_latent(loop.encode_images(start))
+            loop.set_latent(loop.encode_images(start), steps_ahead=a.steps_per_frame)
             res = loop.run(max_steps=a.steps_per_frame)
         if res.interrupted:
             break

@@ -91,31 +91,66 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".ti
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
-def _ffmpeg_frames(p: Path, max_frames: int | None) -> list:
-    """Decode a video with ffmpeg (size from ffprobe) into RGB uint8 arrays."""
+def _probe(p: Path) -> tuple[int, int]:
+    """(width, height) of the decoded frames: ffmpeg applies a rotation tag, so +-90 degrees swaps them."""
+    import json
+
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",  # noqa: S607
+                            "stream=width,height:stream_tags=rotate:stream_side_data=rotation", "-of", "json", str(p)],
+                           capture_output=True, text=True, check=False)
+    try:
+        stream = json.loads(probe.stdout)["streams"][0]
+        w, h = int(stream["width"]), int(stream["height"])
+    except (ValueError, KeyError, IndexError):
+        raise ValueError(f"{p}: ffprobe found no video stream ({probe.stderr.strip()[-300:]})") from None
+    rotation = stream.get("tags", {}).get("rotate")
+    for side in stream.get("side_data_list", []):
+        rotation = side.get("rotation", rotation)
+    if rotation is not None and int(float(rotation)) % 180 != 0:
+        w, h = h, w
+    return w, h
+
+
+def _ffmpeg_frames(p: Path, max_frames: int | None, size: tuple[int, int] | None) -> np.ndarray:
+    """Decode a video with ffmpeg into ``[F, H, W, 3]`` uint8 (scaled and centre-cropped to ``size`` if given)."""
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         raise ValueError(f"{p}: decoding a video needs ffmpeg and ffprobe on PATH (not found); or extract its "
                          f"frames first (ffmpeg -i {p.name} frames/%05d.png) and pass the folder")
-    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",  # noqa: S607
-                            "-of", "csv=p=0", str(p)], capture_output=True, text=True, check=False)
-    try:
-        w, h = (int(v) for v in probe.stdout.strip().split(",")[:2])
-    except ValueError:
-        raise ValueError(f"{p}: ffprobe found no video stream ({probe.stderr.strip()[-300:]})") from None
-    cmd = ["ffmpeg", "-v", "error", "-i", str(p), "-f", "rawvideo", "-pix_fmt", "rgb24"]
+    w, h = _probe(p)
+    cmd = ["ffmpeg", "-v", "error", "-i", str(p)]
+    if size is not None:  # fit while decoding: a long video never exists at full resolution
+        h, w = size
+        cmd += ["-vf", f"scale={w}:{h}:force_original_aspect_ratio=increase:flags=bicubic,crop={w}:{h}"]
     if max_frames:
         cmd += ["-frames:v", str(max_frames)]
-    done = subprocess.run([*cmd, "-"], capture_output=True, check=False)  # noqa: S603 - fixed argv, no shell
+    done = subprocess.run([*cmd, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=False)  # noqa: S603
     if done.returncode != 0:
         raise ValueError(f"{p}: ffmpeg could not decode it: {done.stderr.decode(errors='replace')[-300:]}")
     data = np.frombuffer(done.stdout, dtype=np.uint8)
-    n = data.size // (w * h * 3)
-    return list(data[: n * w * h * 3].reshape(n, h, w, 3))
+    if data.size % (w * h * 3):
+        raise ValueError(f"{p}: ffmpeg returned {data.size} bytes, not a whole number of {w}x{h} RGB frames")
+    return data.reshape(-1, h, w, 3)
 
 
-def load_frames(path: str | os.PathLike, max_frames: int | None = None) -> torch.Tensor:
-    """Frames ``[F,3,H,W]`` in [0,1] from a folder of images (sorted by name), an animated/still image, or a
-    video file (``.mp4``, ``.mov``, ``.webm``...; decoded with ffmpeg when it is on PATH)."""
+def _fit_array(a: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """One ``[H, W, 3]`` uint8 frame, fitted (cover + centre crop) to ``size`` = (height, width) if given."""
+    if size is None:
+        return a
+    from vqgan_core.init import fit_image
+
+    x = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255.0
+    x = fit_image(x, *size)[0]
+    return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def load_frames(path: str | os.PathLike, max_frames: int | None = None,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Frames as ``[F,3,H,W]`` uint8 from a folder of images (sorted by name), an animated/still image, or a
+    video (``.mp4``, ``.mov``, ``.webm``...; decoded with ffmpeg when it is on PATH).
+
+    ``size`` = (height, width) fits every frame while loading (cover + centre crop, as init images), so a
+    long video is held at the run's size, in 8 bits, never at full resolution in float.
+    """
     from PIL import Image, ImageSequence
 
     p = Path(path)
@@ -123,23 +158,21 @@ def load_frames(path: str | os.PathLike, max_frames: int | None = None) -> torch
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {p}")
-        files = files[:max_frames]
         images = []
-        for f in files:
+        for f in files[:max_frames]:
             with Image.open(f) as im:
-                images.append(np.asarray(im.convert("RGB")))
+                images.append(_fit_array(np.asarray(im.convert("RGB")), size))
     elif p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
-        images = _ffmpeg_frames(p, max_frames)
+        images = list(_ffmpeg_frames(p, max_frames, size))
         if not images:
             raise ValueError(f"{p}: the video has no frames")
     elif p.is_file():
         with Image.open(p) as im:
-            images = [np.asarray(fr.convert("RGB")) for _, fr in zip(range(max_frames or 10**9),
-                                                                      ImageSequence.Iterator(im), strict=False)]
+            images = [_fit_array(np.asarray(fr.convert("RGB")), size)
+                      for _, fr in zip(range(max_frames or 10**9), ImageSequence.Iterator(im), strict=False)]
     else:
         raise FileNotFoundError(f"source frames not found: {p}")
     sizes = {a.shape for a in images}
     if len(sizes) > 1:
         raise ValueError(f"source frames in {p} differ in size: {sorted(sizes)[:3]}")
-    arr = np.stack(images).astype(np.float32) / 255.0
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()

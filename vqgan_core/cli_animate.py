@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 import logging
 import random
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +97,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.replace(seed=random.SystemRandom().randrange(2**31))  # noqa: S311 - not crypto
     outs = [check_animation_path(p) for p in _out_paths(Path(args.out or "animation.webp"), cfg.batch_size)]
     frames_dir = Path(args.frames_dir) if args.frames_dir else None
+    if args.save_every or args.save_sequence:
+        raise ValueError("animate writes its frames with --frames-dir; --save-every / --save-sequence are for generate")
     source = None
     if anim.source is not None:
-        source = load_frames(anim.source, max_frames=anim.frames)
+        source = load_frames(anim.source, max_frames=anim.frames, size=(cfg.height, cfg.width))
         anim = dataclasses.replace(anim, frames=source.shape[0])
     device, vqgan, clip = cli_generate.load_models(cfg, args.device)
     total = cfg.steps + (anim.frames - 1) * anim.steps_per_frame
@@ -122,10 +126,21 @@ def run(args: argparse.Namespace) -> int:
 
     log.info("seed %d, %dx%d, %d frames, %d steps in all on %s", cfg.seed, cfg.width, cfg.height, anim.frames,
              total, device)
+    stop = {"requested": False}
+
+    def on_sigint(signum: int, frame: object) -> None:  # first Ctrl-C: finish the step, keep the frames done
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\ninterrupted: writing the frames done so far (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = run_animation(vqgan, clip, cfg, anim, GenerationCallbacks(progress=progress), on_frame=on_frame,
-                               keep_frames=False, source=source)
+        callbacks = GenerationCallbacks(progress=progress, should_stop=lambda: stop["requested"])
+        result = run_animation(vqgan, clip, cfg, anim, callbacks, on_frame=on_frame, keep_frames=False,
+                               source=source)
     finally:
+        signal.signal(signal.SIGINT, previous)
         bar.close()
     if result.frames_done == 0:
         raise ValueError("no frame was finished (interrupted before the first frame)")
@@ -133,5 +148,6 @@ def run(args: argparse.Namespace) -> int:
         meta = {"config": result.config.to_dict(), "animation": anim.to_dict(), "batch_index": b,
                 "frames": result.frames_done}
         save_animation(out, pil_frames[b], anim.fps, prompt_of(b), meta)
-        print(f"wrote {out} ({result.frames_done} frames, seed {result.config.seed})")
+        note = f", interrupted after {result.frames_done} of {anim.frames}" if result.interrupted else ""
+        print(f"wrote {out} ({result.frames_done} frames, seed {result.config.seed}{note})")
     return 0

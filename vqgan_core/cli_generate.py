@@ -110,6 +110,8 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
             out[field or dest] = v
     if args.prompts is not None:
         out["prompts"] = args.prompts
+    if args.init_image is not None and not str(args.init_image).startswith(("http://", "https://")):
+        out["init_image"] = str(Path(args.init_image).resolve())  # --from-png works from any folder
     if args.edit_mask is not None:
         out["edit_mask"] = str(Path(args.edit_mask).resolve())
     if args.region_prompts is not None:  # absolute mask paths: --from-png works from any folder

@@ -100,6 +100,7 @@ class GenerationLoop:
         self.device = vqgan.codebook.device
         self.precision = resolve_precision(config.precision, self.device)
         self.step_index, self.losses = 0, []
+        self._decay_start, self._decay_len = 0, config.steps
         c, B = config, config.batch_size
         cb = vqgan.codebook.detach().float()
         self._cb, self._cb_sq = cb, cb.pow(2).sum(1)
@@ -153,11 +154,16 @@ class GenerationLoop:
         if has_global or not regions:
             self.targets = TargetBank(self.clip, schedules, self._encode_image_prompt, load_image01, image_prompts)
             self._banks.append((None, self.targets))
-        for r in regions:
-            view = RegionView(r.mask, self.height, self.width, self.device)
-            story = [parse_story(r.prompts, c.change_prompts_every)] * B
-            self._banks.append((view, TargetBank(self.clip, story, self._encode_image_prompt, load_image01,
-                                                 r.image_prompts)))
+        for k, r in enumerate(regions, 1):
+            try:
+                view = RegionView(r.mask, self.height, self.width, self.device)
+                story = [parse_story(r.prompts, c.change_prompts_every)] * B
+                bank = TargetBank(self.clip, story, self._encode_image_prompt, load_image01, r.image_prompts)
+            except ValueError as e:
+                raise ValueError(f"region {k} of {len(regions)}: {e}") from None
+            if "^" in r.prompts and c.change_prompts_every <= 0:
+                log.warning("region %d prompts contain '^' but change_prompts_every is 0: only the first set is used", k)
+            self._banks.append((view, bank))
 
     def _packs_at(self, step: int) -> tuple[tuple, list]:
         """(cache key, packed targets of every bank) at ``step``."""
@@ -227,14 +233,17 @@ class GenerationLoop:
         with torch.inference_mode(False):
             return encode_image01(self.vqgan, img01)
 
-    def set_latent(self, z: torch.Tensor, reset_optimizer: bool = True) -> None:
+    def set_latent(self, z: torch.Tensor, reset_optimizer: bool = True, steps_ahead: int | None = None) -> None:
         """Continue from ``z`` (same shape): the classic zoom video re-encodes each frame this way.
 
         Copies in place, so a captured CUDA graph stays valid. The init pull-back (``init_weight``)
-        targets the new latent, and the optimiser starts afresh (Adam's moments belong to the old one).
+        targets the new latent and its decay starts again, over ``steps_ahead`` steps (default: the
+        rest of the run); the optimiser starts afresh (Adam's moments belong to the old latent).
         """
         if tuple(z.shape) != tuple(self.z.shape):
             raise ValueError(f"set_latent needs shape {tuple(self.z.shape)}, got {tuple(z.shape)}")
+        self._decay_start = self.step_index
+        self._decay_len = steps_ahead if steps_ahead is not None else self.config.steps - self.step_index
         with torch.inference_mode(False), torch.no_grad():
             self.z.copy_(z.to(self.z.device, self.z.dtype))
             if self.z_init is not None:
@@ -312,7 +321,9 @@ class GenerationLoop:
         c, i = self.config, self.step_index
         for g in self.opt.param_groups:
             g["lr"] = c.lr * self.lr_schedule.factor(i)
-        factor = init_weight_factor(i, c.steps, c.init_weight_decay) if self.z_init is not None else 0.0
+        factor = 0.0
+        if self.z_init is not None:  # the pull-back decays from the start, or from the last set_latent
+            factor = init_weight_factor(i - self._decay_start, self._decay_len, c.init_weight_decay)
         loss, img = self._loss_and_grad(i, factor)
         wants_img = (c.save_every and i % c.save_every == 0 and self.cb.save) or (
             c.preview_every and i % c.preview_every == 0 and self.cb.preview

@@ -8,6 +8,7 @@ saturated, brighter, more contrast, smoother); a negative weight asks for less. 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -84,9 +85,13 @@ def parse_image_losses(spec: str | dict[str, float] | None) -> dict[str, float]:
                 items.append((name.strip(), float(weight) if weight.strip() else 1.0))
             except ValueError:
                 raise ValueError(f"image loss {part.strip()!r}: the weight after ':' must be a number") from None
-    out = {}
+    out: dict[str, float] = {}
     for name, weight in items:
         IMAGE_LOSSES.get(name)  # raises with the valid names
+        if name in out:
+            raise ValueError(f"image loss {name!r} is given twice")
+        if not math.isfinite(float(weight)):
+            raise ValueError(f"image loss {name!r}: the weight must be a finite number, got {weight}")
         out[name] = float(weight)
     return out
 

@@ -57,7 +57,11 @@ class RegionView:
 
 
 def load_mask(path: str) -> torch.Tensor:
-    """A mask image file -> ``[H, W]`` in [0, 1] (the alpha channel when there is one, else brightness)."""
+    """A mask image file -> ``[H, W]`` in [0, 1]: white = 1.
+
+    Images with transparency use their alpha channel (opaque = 1) when it varies; a constant alpha
+    (e.g. an RGBA export of a black-and-white mask) falls back to brightness.
+    """
     import numpy as np
     from PIL import Image
 
@@ -65,5 +69,7 @@ def load_mask(path: str) -> torch.Tensor:
 
     with Image.open(path) as im:
         if "A" in im.getbands():
-            return torch.from_numpy(np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0)
+            alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
+            if alpha.min() != alpha.max():
+                return torch.from_numpy(alpha)
     return load_image01(path)[0].mean(0)
