@@ -93,3 +93,28 @@ def test_edit_mask_from_the_command_line(base_args, tmp_path, monkeypatch):
     again = tmp_path / "again.png"
     assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
+
+
+def test_generate_video_of_the_run_and_ctrl_c(base_args, tmp_path, capsys, monkeypatch):
+    out, video = tmp_path / "v.png", tmp_path / "v.gif"
+    assert main([*base_args, "red", "--steps", "3", "--seed", "1", "--out", str(out), "--video", str(video)]) == 0
+    with Image.open(video) as im:
+        assert im.n_frames == 4  # steps 0, 1, 2 and the result
+    assert "wrote" in capsys.readouterr().out
+    import signal
+
+    import vqgan_core.generate as gen
+
+    real_step, calls = gen.GenerationLoop.step, []
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C: the run stops after this step and still writes
+        return real_step(self)
+
+    monkeypatch.setattr(gen.GenerationLoop, "step", step)
+    assert main([*base_args, "red", "--steps", "50", "--seed", "1", "--out", str(out)]) == 0
+    assert ", interrupted" in capsys.readouterr().out and len(calls) == 2
+    assert read_png_metadata(out)["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -13,8 +13,6 @@ import argparse
 import dataclasses
 import logging
 import random
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +73,6 @@ def resolve_animation(args: argparse.Namespace):  # noqa: ANN201
     return AnimationConfig.from_dict(d)
 
 
-def _out_paths(out: Path, batch: int) -> list[Path]:
-    if batch == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}_{b}{out.suffix}") for b in range(batch)]
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``animate``; returns the exit code."""
     from tqdm import tqdm
@@ -95,10 +87,11 @@ def run(args: argparse.Namespace) -> int:
     cli_generate.check_prompts(cfg)
     if cfg.seed is None:  # resolved now, so the frames written during the run carry it
         cfg = cfg.replace(seed=random.SystemRandom().randrange(2**31))  # noqa: S311 - not crypto
-    outs = [check_animation_path(p) for p in _out_paths(Path(args.out or "animation.webp"), cfg.batch_size)]
+    outs = [check_animation_path(p) for p in cli_generate.numbered(Path(args.out or "animation.webp"), cfg.batch_size)]
     frames_dir = Path(args.frames_dir) if args.frames_dir else None
-    if args.save_every or args.save_sequence:
-        raise ValueError("animate writes its frames with --frames-dir; --save-every / --save-sequence are for generate")
+    if args.save_every or args.save_sequence or args.video:
+        raise ValueError("animate writes its frames with --out and --frames-dir; --save-every, --save-sequence and "
+                         "--video are for generate")
     source = None
     if anim.source is not None:
         source = load_frames(anim.source, max_frames=anim.frames, size=(cfg.height, cfg.width))
@@ -126,22 +119,13 @@ def run(args: argparse.Namespace) -> int:
 
     log.info("seed %d, %dx%d, %d frames, %d steps in all on %s", cfg.seed, cfg.width, cfg.height, anim.frames,
              total, device)
-    stop = {"requested": False}
-
-    def on_sigint(signum: int, frame: object) -> None:  # first Ctrl-C: finish the step, keep the frames done
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        print("\ninterrupted: writing the frames done so far (Ctrl-C again to abort)", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        callbacks = GenerationCallbacks(progress=progress, should_stop=lambda: stop["requested"])
-        result = run_animation(vqgan, clip, cfg, anim, callbacks, on_frame=on_frame, keep_frames=False,
-                               source=source)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        bar.close()
+    with cli_generate.graceful_interrupt() as should_stop:  # first Ctrl-C: keep the frames done so far
+        try:
+            callbacks = GenerationCallbacks(progress=progress, should_stop=should_stop)
+            result = run_animation(vqgan, clip, cfg, anim, callbacks, on_frame=on_frame, keep_frames=False,
+                                   source=source)
+        finally:
+            bar.close()
     if result.frames_done == 0:
         raise ValueError("no frame was finished (interrupted before the first frame)")
     for b, out in enumerate(outs):

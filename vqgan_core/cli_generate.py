@@ -9,7 +9,11 @@ and the full settings (seed and model specs included), so ``--from-png out.png``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +102,10 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--save-every", type=int, help="write the current image every N steps")
     g.add_argument("--save-sequence", action="store_true", help="with --save-every: numbered frames instead of overwriting")
     g.add_argument("--log-every", type=int, help="read the loss (a device sync) every N steps")
+    g.add_argument("--video", help="(generate) also write the run as an animation: .webp, .gif, .png (APNG) or "
+                                   ".mp4 (ffmpeg), a frame every --video-every steps plus the result")
+    g.add_argument("--video-every", type=int, default=1, help="steps between video frames (default 1)")
+    g.add_argument("--video-fps", type=float, default=12.0, help="video playback speed (default 12)")
     g.add_argument("--from-png", help="reuse the settings stored in a PNG written by this command")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -173,18 +181,46 @@ def _paths(out: Path, batch: int, step: int | None = None) -> list[Path]:
     return [Path(f"{stem}_{b}{tag}.png") for b in range(batch)]
 
 
+@contextlib.contextmanager
+def graceful_interrupt() -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C: ``should_stop()`` turns True (the run ends after this step and writes what it has);
+    a second Ctrl-C aborts. The previous SIGINT handler is restored afterwards."""
+    stop = {"requested": False}
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\ninterrupted: finishing this step and writing the result (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield lambda: stop["requested"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def numbered(out: Path, batch: int) -> list[Path]:
+    """``out`` for one image, else ``stem_0.ext``, ``stem_1.ext``... per batch item."""
+    return [out] if batch == 1 else [out.with_name(f"{out.stem}_{b}{out.suffix}") for b in range(batch)]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``generate``; returns the exit code."""
     from tqdm import tqdm
 
+    from vqgan_core.animation_io import check_animation_path, save_animation
     from vqgan_core.generate import GenerationCallbacks, GenerationLoop
-    from vqgan_core.image_io import save_png
+    from vqgan_core.image_io import save_png, to_pil
 
     cfg = resolve_config(args)
     check_prompts(cfg)
     out = Path(args.out or "output.png")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png file (metadata is stored in PNG text chunks), got {out}")
+    videos = [check_animation_path(v) for v in numbered(Path(args.video), cfg.batch_size)] if args.video else []
+    if videos:
+        cfg = cfg.replace(preview_every=args.video_every)
     device, vqgan, clip = load_models(cfg, args.device)
     holder: dict[str, Any] = {}
 
@@ -204,17 +240,31 @@ def run(args: argparse.Namespace) -> int:
     def save(step: int, images: torch.Tensor) -> None:
         write(step, images, _paths(out, cfg.batch_size, step if args.save_sequence else None))
 
-    callbacks = GenerationCallbacks(progress=progress, save=save if cfg.save_every else None)
-    loop = GenerationLoop(vqgan, clip, cfg, callbacks)
-    holder["loop"] = loop
-    log.info("seed %d, %dx%d, %d steps, %s precision on %s", loop.config.seed, cfg.width, cfg.height, cfg.steps,
-             loop.precision, device)
-    try:
-        result = loop.run()
-    finally:
-        bar.close()
+    frames: list[list] = [[] for _ in range(cfg.batch_size)]
+
+    def record(step: int, images: torch.Tensor) -> None:
+        for b, img in enumerate(images):
+            frames[b].append(to_pil(img))
+
+    with graceful_interrupt() as should_stop:
+        callbacks = GenerationCallbacks(progress=progress, save=save if cfg.save_every else None,
+                                        preview=record if videos else None, should_stop=should_stop)
+        loop = GenerationLoop(vqgan, clip, cfg, callbacks)
+        holder["loop"] = loop
+        log.info("seed %d, %dx%d, %d steps, %s precision on %s", loop.config.seed, cfg.width, cfg.height, cfg.steps,
+                 loop.precision, device)
+        try:
+            result = loop.run()
+        finally:
+            bar.close()
     paths = _paths(out, cfg.batch_size)
     write(result.steps_done, result.images, paths)
     for path in paths:
         print(f"wrote {path} (seed {loop.config.seed}{', interrupted' if result.interrupted else ''})")
+    for b, video in enumerate(videos):
+        record_final = frames[b] + [to_pil(result.images[b])]
+        meta = {"config": loop.config.to_dict(), "batch_index": b, "step": result.steps_done}
+        prompt = cfg.batch_prompts[b] if cfg.batch_prompts else cfg.prompts
+        save_animation(video, record_final, args.video_fps, prompt, meta)
+        print(f"wrote {video} ({len(record_final)} frames: every {args.video_every} steps and the result)")
     return 0
