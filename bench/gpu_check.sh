@@ -28,7 +28,7 @@ stage() {  # stage NAME SECONDS CMD...: run with a timeout no longer than the bu
   nproc; } 2>&1 | tee "$OUT/env.txt"
 TIMEOUT=(); python3 -c "import pytest_timeout" 2>/dev/null && TIMEOUT=(--timeout 60)
 for s in $STAGES; do case $s in
-  gpu_tests) stage gpu_tests 150 python3 -m pytest -v -m gpu -p no:cacheprovider --durations 12 "${TIMEOUT[@]}" tests/test_gen_cuda.py ;;
+  gpu_tests) stage gpu_tests 240 python3 -m pytest -v -m gpu -p no:cacheprovider --durations 12 "${TIMEOUT[@]}" tests/test_gen_cuda.py ;;
   gen_bench) stage gen_bench 200 python3 bench/bench_generate.py --device cuda --sizes 256 512 --cutn 32 --iters 100 --warmup 10 --json-out "$OUT/gen_bench.json" ;;
   gen_profile_eager) stage gen_profile_eager 80 python3 bench/bench_generate.py --device cuda --sizes 512 --cutn 32 --iters 30 --warmup 5 --modes ours --cuda-graph off --profile ;;
   gen_profile_256) stage gen_profile_256 80 python3 bench/bench_generate.py --device cuda --sizes 256 --cutn 32 --iters 30 --warmup 5 --modes ours --cuda-graph off --profile ;;
