@@ -66,12 +66,13 @@ def _child(args: argparse.Namespace) -> dict:
 
         cfg = GenerationConfig(prompts="a painting of a lighthouse", width=size, height=size, steps=10**9, seed=0,
                                cutn=cutn, precision=args.precision, compile=args.compile,
-                               channels_last=args.channels_last,
+                               channels_last=args.channels_last, checkpoint_decoder=args.checkpoint_decoder,
                                cuda_graph={"auto": None, "on": True, "off": False}[args.cuda_graph])
         guide = load_clip("ViT-B-32", "none", device=device)
         loop = GenerationLoop(vqgan, guide, cfg)
         step = loop.step
         precision = loop.precision + (f" +compile {args.compile}" if args.compile != "off" else "")
+        precision += " +checkpoint" if args.checkpoint_decoder else ""
         for m in (vqgan, guide.model):
             m.requires_grad_(False)  # what GenerationLoop.run() does around the loop
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -116,6 +117,7 @@ def main() -> int:
     p.add_argument("--modes", nargs="+", default=["classic", "ours"], choices=["classic", "ours"])
     p.add_argument("--precision", default="auto", help="ours: auto|fp32|bf16|fp16|classic")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    p.add_argument("--checkpoint-decoder", action="store_true", help="ours: recompute decoder activations")
     p.add_argument("--compile", nargs="?", const="blocks", default="off", choices=["off", "blocks", "full"],
                    help="ours: torch.compile each block ('blocks', the default when given) or the whole step ('full')")
     p.add_argument("--cuda-graph", dest="cuda_graph", choices=["auto", "on", "off"], default="auto",
@@ -141,6 +143,7 @@ def main() -> int:
                 cmd += ["--compile", args.compile]
                 cmd += ["--cuda-graph", args.cuda_graph] + (["--profile"] if args.profile else [])
                 cmd += ["--channels-last"] if args.channels_last else []
+                cmd += ["--checkpoint-decoder"] if args.checkpoint_decoder else []
                 out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
                 line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
                 if args.profile:

@@ -10,6 +10,7 @@ from vqgan_core.edit_mask import keep_cells
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
 from vqgan_core.layers import AttnBlock, ResnetBlock
+from vqgan_core.recompute import Recomputed
 from vqgan_core.regions import RegionPrompt, RegionView, load_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -233,3 +234,13 @@ def test_edit_mask_keeps_the_cells_outside(vqgan, clip):
     assert not torch.equal(r.latent[..., 4:], start_b[..., 4:]) and not torch.equal(r.latent, plain.latent)
     with pytest.raises(ValueError, match="covers no latent cell"):
         GenerationLoop(vqgan, clip, _cfg(), edit_mask=torch.zeros(32, 32))
+
+
+def test_checkpoint_decoder_gives_the_same_run(vqgan, clip):
+    plain = run_generation(vqgan, clip, _cfg(steps=3))
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=3, checkpoint_decoder=True))
+    wrapped = [m for m in loop._dec.modules() if isinstance(m, Recomputed)]
+    assert len(wrapped) == sum(isinstance(m, (ResnetBlock, AttnBlock)) for m in vqgan.decoder.modules()) > 0
+    assert not any(isinstance(m, Recomputed) for m in vqgan.modules())  # only the private copy
+    r = loop.run()
+    assert torch.equal(r.latent, plain.latent) and r.losses == plain.losses  # recomputation is exact

@@ -29,6 +29,7 @@ _FIELDS: dict[str, str | None] = {
     "init_weight_decay": None, "image_losses": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
     "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "optimizer": None, "lr": None,
     "lr_schedule": None, "precision": None, "channels_last": None, "compile": None, "cuda_graph": None,
+    "checkpoint_decoder": None,
     "deterministic": None,
     "log_every": None, "save_every": None,
 }
@@ -96,6 +97,9 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--compile", nargs="?", const="blocks", choices=["off", "blocks", "full"], default=None,
                    help="torch.compile: 'blocks' (default when given: each decoder/CLIP block, fast to compile) "
                         "or 'full' (the whole step)")
+    g.add_argument("--checkpoint-decoder", action="store_const", const=True, default=None,
+                   help="recompute the decoder's activations in backward: large images in little memory "
+                        "(about one more decoder pass per step)")
     g.add_argument("--cuda-graph", dest="cuda_graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay each step's forward+backward as one CUDA graph (default: on for CUDA)")
     g.add_argument("--deterministic", action="store_const", const=True, default=None)

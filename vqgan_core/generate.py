@@ -36,6 +36,7 @@ from vqgan_core.init import init_latent as make_init_latent
 from vqgan_core.losses import clamp_with_grad, init_weight_factor, prompt_loss, tv_loss
 from vqgan_core.optimizers import make_optimizer
 from vqgan_core.prompts import parse_story
+from vqgan_core.recompute import recompute_blocks
 from vqgan_core.regions import RegionPrompt, RegionView, load_mask
 from vqgan_core.schedules import make_lr_schedule
 from vqgan_core.targets import TargetBank
@@ -195,11 +196,13 @@ class GenerationLoop:
         self._channels_last = bool(cl or (cl is None and self.device.type == "cuda"))
         self._dec: torch.nn.Module | None = None
         self._clip_models: list[torch.nn.Module | None] = [None] * len(self.clip.guides)
-        blocks = self.config.compile == "blocks"
-        if self.precision in ("bf16", "fp16") or blocks:  # private frozen copies: no weight casts per step
+        blocks, recompute = self.config.compile == "blocks", self.config.checkpoint_decoder
+        if self.precision in ("bf16", "fp16") or blocks or recompute:  # private frozen copies: no casts per step
             dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
             dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
             self._dec = copy.deepcopy(dec).to(dtype=dt).eval().requires_grad_(False)
+            if recompute:
+                log.info("decoder checkpointing: %d blocks recomputed in backward", recompute_blocks(self._dec))
             if dt is not None:
                 self._clip_models = [g.lowp_model(dt) for g, _ in self.clip.guides]
         # The caller's VQGAN (used when no private copy exists) is converted by run() and handed back after.
