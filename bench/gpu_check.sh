@@ -4,7 +4,10 @@
 # Usage (repo root, a CUDA machine): OUT=/tmp/out bash bench/gpu_check.sh [budget_seconds] [stage ...]
 # Stages (default, in this order): gpu_tests gen_bench gen_compile gen_profile_256 gen_profile_eager train_bench
 # (+ gen_compile_full, train_ours)
-# Missing wheels (open_clip_torch, kornia, kornia_rs, ftfy, wcwidth) may lie in .whl/ and are installed first.
+# Missing wheels (open_clip_torch, kornia, kornia_rs, ftfy, wcwidth) may lie in .whl/ and are installed first;
+# fetch them where PyPI is reachable (the device machine has none; it had torch 2.11 and Python 3.12):
+#   pip download --no-deps --only-binary :all: --python-version 3.12 -d .whl open_clip_torch==3.3.0 \
+#       kornia==0.9.0 kornia_rs==0.2.0 ftfy wcwidth
 set -u
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 BUDGET=${1:-540}; shift || true; START=$(date +%s)
