@@ -244,3 +244,16 @@ def test_checkpoint_decoder_gives_the_same_run(vqgan, clip):
     assert not any(isinstance(m, Recomputed) for m in vqgan.modules())  # only the private copy
     r = loop.run()
     assert torch.equal(r.latent, plain.latent) and r.losses == plain.losses  # recomputation is exact
+
+
+def test_region_image_prompts_are_fitted_to_the_region(vqgan, clip, monkeypatch):
+    import vqgan_core.generate as gen
+
+    sizes = []
+    real = gen.fit_image
+    monkeypatch.setattr(gen, "fit_image", lambda img, h, w: sizes.append((h, w)) or real(img, h, w))
+    top = torch.zeros(32, 32)
+    top[:12] = 1
+    GenerationLoop(vqgan, clip, _cfg(), regions=[RegionPrompt(top, "", [(torch.rand(1, 3, 20, 20), 1.0, -1.0)])],
+                   image_prompts=[(torch.rand(1, 3, 9, 9), 1.0, -1.0)])
+    assert sorted(sizes) == [(12, 32), (32, 32)]  # the region's box, and the whole image for the global one

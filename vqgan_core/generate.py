@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import random
 
@@ -159,7 +160,9 @@ class GenerationLoop:
             try:
                 view = RegionView(r.mask, self.height, self.width, self.device)
                 story = [parse_story(r.prompts, c.change_prompts_every)] * B
-                bank = TargetBank(self.clip, story, self._encode_image_prompt, load_image01, r.image_prompts)
+                y0, y1, x0, x1 = view.box  # a region's image prompts are fitted to the region, as it is seen
+                encode = functools.partial(self._encode_image_prompt, size=(y1 - y0, x1 - x0))
+                bank = TargetBank(self.clip, story, encode, load_image01, r.image_prompts)
             except ValueError as e:
                 raise ValueError(f"region {k} of {len(regions)}: {e}") from None
             if "^" in r.prompts and c.change_prompts_every <= 0:
@@ -225,8 +228,10 @@ class GenerationLoop:
             return torch.autocast(self.device.type, dtype=dt, cache_enabled=self._cast_cache)
         return contextlib.nullcontext()
 
-    def _encode_image_prompt(self, guide: ClipGuide, img01: torch.Tensor) -> torch.Tensor:
-        img = fit_image(img01, self.height, self.width).to(self.device)
+    def _encode_image_prompt(self, guide: ClipGuide, img01: torch.Tensor,
+                             size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Image prompt -> embeddings, seen like the image is: fitted to ``size`` (default: the image), cut out."""
+        img = fit_image(img01, *(size or (self.height, self.width))).to(self.device)
         gen = torch.Generator(self.device).manual_seed(_stream_seed(self.config.seed, 23))
         with torch.no_grad(), self._autocast():
             return guide.encode_image(self.cutouts(img, guide.image_size, gen))
