@@ -118,3 +118,17 @@ def test_generate_video_of_the_run_and_ctrl_c(base_args, tmp_path, capsys, monke
     assert ", interrupted" in capsys.readouterr().out and len(calls) == 2
     assert read_png_metadata(out)["step"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_out_of_memory_is_one_actionable_line(base_args, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import vqgan_core.generate as gen
+
+    def oom(self, max_steps=None):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(gen.GenerationLoop, "run", oom)
+    assert main([*base_args, "red", "--steps", "1", "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of GPU memory") and "--checkpoint-decoder" in err and err.count("\n") == 1

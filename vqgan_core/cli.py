@@ -94,3 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ConfigError, DownloadError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except torch.OutOfMemoryError:
+        print("error: out of GPU memory. Try --checkpoint-decoder (recomputes the decoder in backward), a smaller "
+              "--size, fewer --cutn, a smaller --batch, or --precision bf16", file=sys.stderr)
+        return 2
