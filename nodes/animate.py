@@ -18,6 +18,7 @@ from .optimize import (
     image_losses_input,
     image_prompts,
     latent_settings,
+    low_memory_input,
     make_config,
     prompt_string,
     region_prompts,
@@ -73,6 +74,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
                 io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
                                tooltip="Total-variation smoothing of the image."),
                 image_losses_input(),
+                low_memory_input(),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show a preview every N steps (0 = none)."),
             ],
@@ -88,7 +90,8 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
     def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, frames: int, zoom: float,  # noqa: ANN001
                 shift_x: float, shift_y: float, rotate: float, padding: str, steps_per_frame: int, optimizer: str,
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
-                tv_weight: float, preview_every: int, image_losses: str = "") -> io.NodeOutput:
+                tv_weight: float, preview_every: int, image_losses: str = "",
+                low_memory: bool = False) -> io.NodeOutput:
         """Run the animation; frames come out frame-major (all batch items of frame 0, then frame 1...)."""
         from vqgan_core.animate import AnimationConfig, run_animation
         from vqgan_core.generate import GenerationCallbacks
@@ -99,7 +102,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
         settings = latent_settings(latent, vqgan, {
             "steps": 0, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
             "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
-            "image_losses": image_losses})
+            "image_losses": image_losses, "checkpoint_decoder": low_memory})
         config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress((frames - 1) * steps_per_frame)
         callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
@@ -142,6 +145,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
                 io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
                                tooltip="Total-variation smoothing of the image."),
                 image_losses_input(),
+                low_memory_input(),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show a preview every N steps (0 = none)."),
             ],
@@ -157,7 +161,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
     def execute(cls, frames, vqgan, clip_guide, targets: Targets, first_steps: int, steps_per_frame: int,  # noqa: ANN001
                 blend: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
                 seed: int, init_weight: float, tv_weight: float, preview_every: int,
-                image_losses: str = "") -> io.NodeOutput:
+                image_losses: str = "", low_memory: bool = False) -> io.NodeOutput:
         """Run the restyling; one output frame per input frame."""
         from vqgan_core.animate import AnimationConfig, run_animation
         from vqgan_core.generate import GenerationCallbacks
@@ -174,7 +178,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
         config = make_config({
             "steps": first_steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
             "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
-            "image_losses": image_losses, "width": w, "height": h}, prompts=prompt_string(targets), preview_every=preview_every)
+            "image_losses": image_losses, "checkpoint_decoder": low_memory, "width": w, "height": h}, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress(first_steps + (n - 1) * steps_per_frame)
         callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
                                         should_stop=progress.should_stop)

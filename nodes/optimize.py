@@ -75,6 +75,13 @@ def image_losses_input() -> io.String.Input:
                            "symmetry_vertical, saturation, brightness, contrast, smoothness. Empty = none.")
 
 
+def low_memory_input() -> io.Boolean.Input:
+    """The decoder-checkpointing switch (for large images on small GPUs)."""
+    return io.Boolean.Input("low_memory", default=False,
+                            tooltip="Recompute the decoder's activations in backward: same result, much less GPU "
+                            "memory for large images, about one more decoder pass per step.")
+
+
 def prompt_string(targets: Targets) -> str:
     """Whole-image text targets in the engine's grammar (explicit weight and stop: colons in text survive)."""
     return "|".join(f"{t.text}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "text" and t.region is None)
@@ -226,7 +233,8 @@ class VQGANCLIPOptimize(io.ComfyNode):
                                  "Optimize)."),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show a preview every N steps (0 = none; decoding costs time)."),
-                image_losses_input(),  # last widget: workflows saved before it keep their widget order
+                image_losses_input(),  # new widgets go last: workflows saved before keep their widget order
+                low_memory_input(),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Inpainting: only the masked area (> 0.5) changes; the rest keeps the "
                               "input latent. Each latent cell is 16x16 pixels for f16 models (8x8 for f8)."),
@@ -243,11 +251,12 @@ class VQGANCLIPOptimize(io.ComfyNode):
     def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, steps: int, optimizer: str,  # noqa: ANN001
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
                 tv_weight: float, continue_run: bool, preview_every: int, image_losses: str = "",
-                mask: torch.Tensor | None = None) -> io.NodeOutput:
+                low_memory: bool = False, mask: torch.Tensor | None = None) -> io.NodeOutput:
         """Run ``steps`` steps."""
         settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
                     "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
-                    "init_weight": init_weight, "tv_weight": tv_weight, "image_losses": image_losses}
+                    "init_weight": init_weight, "tv_weight": tv_weight, "image_losses": image_losses,
+                    "checkpoint_decoder": low_memory}
         out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
         return io.NodeOutput(out)
 
@@ -272,6 +281,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
                 io.Int.Input("height", default=256, min=8, max=4096, step=8),
                 *common_inputs(steps=100),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1),
+                low_memory_input(),
             ],
             outputs=[io.Image.Output(display_name="image"), VQLatent.Output(display_name="latent")],
         )
@@ -293,14 +303,15 @@ class VQGANCLIPGenerate(io.ComfyNode):
     @classmethod
     def execute(cls, vqgan, clip_guide, prompt: str, width: int, height: int, steps: int,  # noqa: ANN001
                 optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int,
-                preview_every: int) -> io.NodeOutput:
+                preview_every: int, low_memory: bool = False) -> io.NodeOutput:
         """The engine's own run (same seed and settings give the same image as the CLI)."""
         from .prompts import parse_text_targets
 
         targets = parse_text_targets(prompt, 1.0)
         settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
                     "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
-                    "width": width, "height": height, "init": "random"}
+                    "width": width, "height": height, "init": "random",
+                    "checkpoint_decoder": low_memory}
         f = vqgan.downsample_factor
         settings["width"], settings["height"] = (width // f) * f, (height // f) * f
         if settings["width"] == 0 or settings["height"] == 0:

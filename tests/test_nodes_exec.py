@@ -419,6 +419,8 @@ def test_optimize_image_losses_widget(pack, vqgan, guide):
     assert "Image losses" in msg and "symmetry" in msg
     assert pack.optimize.VQGANCLIPOptimize.validate_inputs(image_losses="") is True
     assert "Image losses" in pack.animate.VQGANCLIPZoomAnimation.validate_inputs(image_losses="x:y")
+    (c,) = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT, low_memory=True)
+    assert torch.equal(a.z, c.z)  # decoder checkpointing: the same result
 
 
 def test_clip_score_ranks_batch(pack, guide):
