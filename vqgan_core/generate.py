@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import logging
 import random
 
@@ -38,7 +37,7 @@ from vqgan_core.losses import clamp_with_grad, init_weight_factor, prompt_loss, 
 from vqgan_core.optimizers import make_optimizer
 from vqgan_core.prompts import parse_story
 from vqgan_core.recompute import recompute_blocks
-from vqgan_core.regions import RegionPrompt, RegionView, load_mask
+from vqgan_core.regions import RegionPrompt, RegionView, load_mask, region_banks
 from vqgan_core.schedules import make_lr_schedule
 from vqgan_core.targets import TargetBank
 
@@ -156,18 +155,8 @@ class GenerationLoop:
         if has_global or not regions:
             self.targets = TargetBank(self.clip, schedules, self._encode_image_prompt, load_image01, image_prompts)
             self._banks.append((None, self.targets))
-        for k, r in enumerate(regions, 1):
-            try:
-                view = RegionView(r.mask, self.height, self.width, self.device)
-                story = [parse_story(r.prompts, c.change_prompts_every)] * B
-                y0, y1, x0, x1 = view.box  # a region's image prompts are fitted to the region, as it is seen
-                encode = functools.partial(self._encode_image_prompt, size=(y1 - y0, x1 - x0))
-                bank = TargetBank(self.clip, story, encode, load_image01, r.image_prompts)
-            except ValueError as e:
-                raise ValueError(f"region {k} of {len(regions)}: {e}") from None
-            if "^" in r.prompts and c.change_prompts_every <= 0:
-                log.warning("region %d prompts contain '^' but change_prompts_every is 0: only the first set is used", k)
-            self._banks.append((view, bank))
+        self._banks += region_banks(regions, self.clip, (self.height, self.width), self.device, B,
+                                    c.change_prompts_every, self._encode_image_prompt)
 
     def _packs_at(self, step: int) -> tuple[tuple, list]:
         """(cache key, packed targets of every bank) at ``step``."""

@@ -8,12 +8,21 @@ keep judging the whole picture. Each region costs one more CLIP pass per guide a
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RegionPrompt", "RegionView", "load_mask"]
+from vqgan_core.image_io import load_image01
+from vqgan_core.prompts import parse_story
+from vqgan_core.targets import TargetBank
+
+__all__ = ["RegionPrompt", "RegionView", "load_mask", "region_banks"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,11 +74,28 @@ def load_mask(path: str) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    from vqgan_core.image_io import load_image01
-
     with Image.open(path) as im:
         if "A" in im.getbands():
             alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
             if alpha.min() != alpha.max():
                 return torch.from_numpy(alpha)
     return load_image01(path)[0].mean(0)
+
+
+def region_banks(regions: list[RegionPrompt], clip, size: tuple[int, int], device: torch.device, batch: int,  # noqa: ANN001
+                 change_prompts_every: int, encode_image_prompt: Callable) -> list[tuple[RegionView, TargetBank]]:
+    """``(view, TargetBank)`` per region; errors name the region. ``encode_image_prompt(guide, img, size=)``."""
+    out = []
+    for k, r in enumerate(regions, 1):
+        try:
+            view = RegionView(r.mask, *size, device)
+            story = [parse_story(r.prompts, change_prompts_every)] * batch
+            y0, y1, x0, x1 = view.box  # a region's image prompts are fitted to the region, as it is seen
+            encode = functools.partial(encode_image_prompt, size=(y1 - y0, x1 - x0))
+            bank = TargetBank(clip, story, encode, load_image01, r.image_prompts)
+        except ValueError as e:
+            raise ValueError(f"region {k} of {len(regions)}: {e}") from None
+        if "^" in r.prompts and change_prompts_every <= 0:
+            log.warning("region %d prompts contain '^' but change_prompts_every is 0: only the first set is used", k)
+        out.append((view, bank))
+    return out
