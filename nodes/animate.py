@@ -74,9 +74,9 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
                 io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
                                tooltip="Total-variation smoothing of the image."),
                 image_losses_input(),
-                low_memory_input(),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show a preview every N steps (0 = none)."),
+                low_memory_input(),  # new widgets go last: workflows saved before keep their widget order
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -145,9 +145,9 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
                 io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
                                tooltip="Total-variation smoothing of the image."),
                 image_losses_input(),
-                low_memory_input(),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show a preview every N steps (0 = none)."),
+                low_memory_input(),  # new widgets go last: workflows saved before keep their widget order
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )

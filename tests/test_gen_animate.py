@@ -164,6 +164,10 @@ def test_video_round_trip_with_ffmpeg(tmp_path):
     save_animation(tmp_path / "plain.mp4", [to_pil(gradient)] * 2, fps=10)
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "plain.mp4"), "-c", "copy", "-metadata:s:v",
                     "rotate=90", str(rotated)], check=True)
+    wide = tmp_path / "anamorphic.mp4"  # stored 24x16 with 2:1 pixels: shown 48x16
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "plain.mp4"), "-vf", "setsar=2", str(wide)],
+                   check=True)
+    assert load_frames(wide).shape == (2, 3, 16, 48)
     turned = load_frames(rotated)
     assert turned.shape == (2, 3, 24, 16)  # width and height swapped, not scrambled
     col = turned[0].float().mean((0, 2))

@@ -132,3 +132,30 @@ def test_out_of_memory_is_one_actionable_line(base_args, tmp_path, capsys, monke
     assert main([*base_args, "red", "--steps", "1", "--out", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: out of GPU memory") and "--checkpoint-decoder" in err and err.count("\n") == 1
+    assert main([*base_args, "red", "--steps", "1", "--checkpoint-decoder", "--out", str(tmp_path / "o.png")]) == 2
+    assert "--checkpoint-decoder" not in capsys.readouterr().err  # already on: not suggested again
+
+
+def test_video_flags_checked_before_the_run(base_args, tmp_path, capsys):
+    out = tmp_path / "a.png"
+    assert main([*base_args, "red", "--out", str(out), "--video", str(tmp_path / "v.gif"), "--video-fps", "0"]) == 2
+    assert "--video-fps > 0" in capsys.readouterr().err
+    assert main([*base_args, "red", "--out", str(out), "--video", str(out)]) == 2
+    assert "would overwrite the image" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_boolean_flags_override_stored_settings_and_threads_work(base_args, tmp_path, capsys):
+    import threading
+
+    out = tmp_path / "c.png"
+    rc = {}
+    t = threading.Thread(target=lambda: rc.setdefault("rc", main([*base_args, "red", "--steps", "1", "--seed", "1",
+                                                                   "--checkpoint-decoder", "--out", str(out)])))
+    t.start()
+    t.join()
+    assert rc["rc"] == 0 and read_png_metadata(out)["config"]["checkpoint_decoder"] is True  # no signal in a thread
+    again = tmp_path / "d.png"
+    assert main(["generate", "--from-png", str(out), "--no-checkpoint-decoder", "--out", str(again), "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert read_png_metadata(again)["config"]["checkpoint_decoder"] is False

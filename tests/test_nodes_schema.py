@@ -115,6 +115,17 @@ def _all_object_info(pack):
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 
 
+def test_new_widgets_come_last_so_saved_workflows_keep_their_values(pack):
+    """The editor stores widget values by position: a widget added later must follow the older ones."""
+    ids = {"VQGAN_CLIPOptimize", "VQGAN_CLIPGenerate", "VQGAN_CLIPZoomAnimation", "VQGAN_CLIPRestyleFrames"}
+    for cls in pack.extension.NODES:
+        schema = cls.define_schema()
+        if schema.node_id in ids:
+            widgets = [i.id for i in schema.inputs if i.io_type in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+            assert widgets[-1] == "low_memory", (schema.node_id, widgets[-3:])
+            assert widgets.index("preview_every") < widgets.index("low_memory")
+
+
 def test_workflows_exist():
     names = {p.stem for p in WORKFLOWS}
     assert {"text_to_image", "image_prompt_and_text", "init_image_variation", "story", "codebook_edit",
@@ -137,7 +148,17 @@ def test_workflow_matches_node_definitions(pack, path):
         assert info[src_node["type"]]["output"][slot] == typ
         dst_input = dst_node["inputs"][dst_slot]
         assert dst_input["link"] == link_id and dst_input["type"] == typ
-    for node_id, node in api.items():
+    for node_id, node in api.items():  # values sit under the right widget: their types match the schema
+        spec = {**info[node["class_type"]]["input"].get("required", {}),
+                **info[node["class_type"]]["input"].get("optional", {})}
+        for name, value in node["inputs"].items():
+            kind = spec[name][0]
+            if kind == "BOOLEAN":
+                assert isinstance(value, bool), f"{path.stem} node {node_id}: {name}={value!r}"
+            elif kind in ("INT", "FLOAT"):
+                assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{path.stem} {node_id}: {name}"
+            elif kind == "STRING":
+                assert isinstance(value, str), f"{path.stem} node {node_id}: {name}={value!r}"
         if node["class_type"] in ("VQGAN_Load", "VQClip_LoadGuide"):
             assert "demo" in node["inputs"].values(), f"{path.stem}: node {node_id} must use the demo model"
         if node["class_type"] == "VQGAN_RandomLatent":

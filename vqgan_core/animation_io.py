@@ -91,12 +91,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".ti
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
-def _probe(p: Path) -> tuple[int, int]:
-    """(width, height) of the decoded frames: ffmpeg applies a rotation tag, so +-90 degrees swaps them."""
+def _probe(p: Path) -> tuple[int, int, float]:
+    """(width, height, sample aspect ratio) of the decoded frames; a +-90 degree rotation tag swaps them
+    (ffmpeg rotates while decoding)."""
     import json
 
     probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",  # noqa: S607
-                            "stream=width,height:stream_tags=rotate:stream_side_data=rotation", "-of", "json", str(p)],
+                            "stream=width,height,sample_aspect_ratio:stream_tags=rotate:stream_side_data=rotation",
+                            "-of", "json", str(p)],
                            capture_output=True, text=True, check=False)
     try:
         stream = json.loads(probe.stdout)["streams"][0]
@@ -106,9 +108,14 @@ def _probe(p: Path) -> tuple[int, int]:
     rotation = stream.get("tags", {}).get("rotate")
     for side in stream.get("side_data_list", []):
         rotation = side.get("rotation", rotation)
+    num, _, den = str(stream.get("sample_aspect_ratio", "1:1")).partition(":")
+    try:
+        sar = float(num) / float(den) if float(num) > 0 and float(den or 0) > 0 else 1.0
+    except ValueError:
+        sar = 1.0
     if rotation is not None and int(float(rotation)) % 180 != 0:
-        w, h = h, w
-    return w, h
+        w, h, sar = h, w, 1.0 / sar
+    return w, h, sar
 
 
 def _ffmpeg_frames(p: Path, max_frames: int | None, size: tuple[int, int] | None) -> np.ndarray:
@@ -116,11 +123,15 @@ def _ffmpeg_frames(p: Path, max_frames: int | None, size: tuple[int, int] | None
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         raise ValueError(f"{p}: decoding a video needs ffmpeg and ffprobe on PATH (not found); or extract its "
                          f"frames first (ffmpeg -i {p.name} frames/%05d.png) and pass the folder")
-    w, h = _probe(p)
-    cmd = ["ffmpeg", "-v", "error", "-i", str(p)]
+    w, h, sar = _probe(p)
+    filters = []
+    if abs(sar - 1.0) > 1e-3:  # anamorphic: square the pixels first, as players show the video
+        w = max(2, round(w * sar / 2) * 2)
+        filters.append(f"scale={w}:{h}:flags=bicubic,setsar=1")
     if size is not None:  # fit while decoding: a long video never exists at full resolution
         h, w = size
-        cmd += ["-vf", f"scale={w}:{h}:force_original_aspect_ratio=increase:flags=bicubic,crop={w}:{h}"]
+        filters.append(f"scale={w}:{h}:force_original_aspect_ratio=increase:flags=bicubic,crop={w}:{h}")
+    cmd = ["ffmpeg", "-v", "error", "-i", str(p)] + (["-vf", ",".join(filters)] if filters else [])
     if max_frames:
         cmd += ["-frames:v", str(max_frames)]
     done = subprocess.run([*cmd, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=False)  # noqa: S603

@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except torch.OutOfMemoryError:
-        print("error: out of GPU memory. Try --checkpoint-decoder (recomputes the decoder in backward), a smaller "
-              "--size, fewer --cutn, a smaller --batch, or --precision bf16", file=sys.stderr)
+        tips = "a smaller --size, fewer --cutn, a smaller --batch, or --precision bf16"
+        if not getattr(args, "checkpoint_decoder", None):
+            tips = "--checkpoint-decoder (recomputes the decoder in backward), " + tips
+        print(f"error: out of GPU memory. Try {tips}", file=sys.stderr)
         return 2

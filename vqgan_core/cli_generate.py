@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -97,12 +98,12 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--compile", nargs="?", const="blocks", choices=["off", "blocks", "full"], default=None,
                    help="torch.compile: 'blocks' (default when given: each decoder/CLIP block, fast to compile) "
                         "or 'full' (the whole step)")
-    g.add_argument("--checkpoint-decoder", action="store_const", const=True, default=None,
+    g.add_argument("--checkpoint-decoder", action=argparse.BooleanOptionalAction, default=None,
                    help="recompute the decoder's activations in backward: large images in little memory "
                         "(about one more decoder pass per step)")
     g.add_argument("--cuda-graph", dest="cuda_graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay each step's forward+backward as one CUDA graph (default: on for CUDA)")
-    g.add_argument("--deterministic", action="store_const", const=True, default=None)
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--save-every", type=int, help="write the current image every N steps")
     g.add_argument("--save-sequence", action="store_true", help="with --save-every: numbered frames instead of overwriting")
     g.add_argument("--log-every", type=int, help="read the loss (a device sync) every N steps")
@@ -190,6 +191,9 @@ def graceful_interrupt() -> Iterator[Callable[[], bool]]:
     """First Ctrl-C: ``should_stop()`` turns True (the run ends after this step and writes what it has);
     a second Ctrl-C aborts. The previous SIGINT handler is restored afterwards."""
     stop = {"requested": False}
+    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+        yield lambda: False
+        return
 
     def on_sigint(signum: int, frame: object) -> None:
         if stop["requested"]:
@@ -197,7 +201,11 @@ def graceful_interrupt() -> Iterator[Callable[[], bool]]:
         stop["requested"] = True
         print("\ninterrupted: finishing this step and writing the result (Ctrl-C again to abort)", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN or previous is None:  # Ctrl-C ignored, or a handler set outside Python
+        yield lambda: False
+        return
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         yield lambda: stop["requested"]
     finally:
@@ -223,6 +231,10 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png file (metadata is stored in PNG text chunks), got {out}")
     videos = [check_animation_path(v) for v in numbered(Path(args.video), cfg.batch_size)] if args.video else []
+    if videos and (args.video_every < 1 or not args.video_fps > 0):
+        raise ValueError(f"--video-every must be >= 1 and --video-fps > 0 (got {args.video_every}, {args.video_fps})")
+    if any(v.resolve() == p.resolve() for v in videos for p in _paths(out, cfg.batch_size)):
+        raise ValueError(f"--video {args.video} would overwrite the image --out {out}: give it another name")
     if videos:
         cfg = cfg.replace(preview_every=args.video_every)
     device, vqgan, clip = load_models(cfg, args.device)

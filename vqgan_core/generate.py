@@ -299,6 +299,8 @@ class GenerationLoop:
         if self._graphed is not None:
             try:
                 return self._graphed(key, packs, self._graphed.scalar("init_factor", factor))
+            except torch.OutOfMemoryError:
+                raise  # not a capture problem: the eager step would need the same memory
             except RuntimeError as e:  # an op that cannot be captured: keep the run alive, eagerly
                 log.warning("CUDA graph capture failed (%s); continuing without CUDA graphs", str(e).splitlines()[0])
                 self._graphed = None
