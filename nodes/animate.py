@@ -45,6 +45,26 @@ def animation_inputs() -> list:
     ]
 
 
+def frame_tail_inputs(init_weight: float, init_tooltip: str) -> list:
+    """The widgets both animation nodes end with (new widgets go last: saved workflows keep their order)."""
+    return [
+        io.Float.Input("init_weight", default=init_weight, min=0.0, max=100.0, step=0.01, round=0.001,
+                       tooltip=init_tooltip),
+        io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
+                       tooltip="Total-variation smoothing of the image."),
+        image_losses_input(),
+        io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
+                     tooltip="Show a preview every N steps (0 = none)."),
+        low_memory_input(),
+    ]
+
+
+def frames_output(result, vqgan) -> io.NodeOutput:  # noqa: ANN001
+    """An animation result as (IMAGE frames, frame-major over batch items; the last latent)."""
+    out = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan)
+    return io.NodeOutput(ca.bchw_to_image(result.frames.flatten(0, 1)), out)
+
+
 class VQGANCLIPZoomAnimation(io.ComfyNode):
     """Zoom / shift / rotate the image, re-encode, optimise a few steps: once per frame."""
 
@@ -69,14 +89,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
                 *animation_inputs(),
                 per_frame,
                 *rest,
-                io.Float.Input("init_weight", default=0.0, min=0.0, max=100.0, step=0.01, round=0.001,
-                               tooltip="Pull back towards each re-encoded frame (steadier motion)."),
-                io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
-                               tooltip="Total-variation smoothing of the image."),
-                image_losses_input(),
-                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
-                             tooltip="Show a preview every N steps (0 = none)."),
-                low_memory_input(),  # new widgets go last: workflows saved before keep their widget order
+                *frame_tail_inputs(0.0, "Pull back towards each re-encoded frame (steadier motion)."),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -94,7 +107,6 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
                 low_memory: bool = False) -> io.NodeOutput:
         """Run the animation; frames come out frame-major (all batch items of frame 0, then frame 1...)."""
         from vqgan_core.animate import AnimationConfig, run_animation
-        from vqgan_core.generate import GenerationCallbacks
 
         check_inputs(latent, vqgan, targets)
         anim = AnimationConfig(frames=frames, steps_per_frame=steps_per_frame, zoom=zoom, shift_x=shift_x,
@@ -105,12 +117,10 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
             "image_losses": image_losses, "checkpoint_decoder": low_memory})
         config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress((frames - 1) * steps_per_frame)
-        callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
-                                        should_stop=progress.should_stop)
+        callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, init_latent=latent.z.to(ca.compute_device()),
                                image_prompts=image_prompts(targets), regions=region_prompts(targets))
-        out = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan)
-        return io.NodeOutput(ca.bchw_to_image(result.frames.flatten(0, 1)), out)
+        return frames_output(result, vqgan)
 
 
 class VQGANCLIPRestyleFrames(io.ComfyNode):
@@ -140,14 +150,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
                                tooltip="Share of the previous output mixed into each input frame: more gives a "
                                "steadier style and less flicker, less follows the video more closely."),
                 *rest,
-                io.Float.Input("init_weight", default=0.1, min=0.0, max=100.0, step=0.01, round=0.001,
-                               tooltip="Pull back towards each encoded start frame (keeps the video's layout)."),
-                io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
-                               tooltip="Total-variation smoothing of the image."),
-                image_losses_input(),
-                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
-                             tooltip="Show a preview every N steps (0 = none)."),
-                low_memory_input(),  # new widgets go last: workflows saved before keep their widget order
+                *frame_tail_inputs(0.1, "Pull back towards each encoded start frame (keeps the video's layout)."),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -164,7 +167,6 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
                 image_losses: str = "", low_memory: bool = False) -> io.NodeOutput:
         """Run the restyling; one output frame per input frame."""
         from vqgan_core.animate import AnimationConfig, run_animation
-        from vqgan_core.generate import GenerationCallbacks
 
         if not targets.items:
             raise ValueError("No targets: connect a CLIP Text Prompt or CLIP Image Prompt.")
@@ -180,9 +182,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
             "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
             "image_losses": image_losses, "checkpoint_decoder": low_memory, "width": w, "height": h}, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress(first_steps + (n - 1) * steps_per_frame)
-        callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
-                                        should_stop=progress.should_stop)
+        callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,
                                image_prompts=image_prompts(targets), regions=region_prompts(targets))
-        out = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan)
-        return io.NodeOutput(ca.bchw_to_image(result.frames.flatten(0, 1)), out)
+        return frames_output(result, vqgan)

@@ -190,6 +190,12 @@ class Progress:
         self.bar = comfy.utils.ProgressBar(self.total)
         self._pending = None
 
+    def callbacks(self):  # noqa: ANN201
+        """The engine's ``GenerationCallbacks`` wired to this bar (progress, previews, Cancel)."""
+        from vqgan_core.generate import GenerationCallbacks
+
+        return GenerationCallbacks(progress=self.progress, preview=self.preview, should_stop=self.should_stop)
+
     def should_stop(self) -> bool:
         """Engine hook before every step: raise if the user pressed Cancel."""
         check_interrupt()

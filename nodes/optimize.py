@@ -124,11 +124,9 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
     deep-copied both ways: Adam updates its moments in place, and the upstream node's cached output
     must never change (re-running the workflow must give the same image).
     """
-    from vqgan_core.generate import GenerationCallbacks, GenerationLoop
+    from vqgan_core.generate import GenerationLoop
 
-    progress = ca.Progress(settings["steps"])
-    callbacks = GenerationCallbacks(progress=progress.progress, preview=progress.preview,
-                                    should_stop=progress.should_stop)
+    callbacks = ca.Progress(settings["steps"]).callbacks()
     config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
     loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
                           regions=region_prompts(targets), edit_mask=first_mask(edit_mask))

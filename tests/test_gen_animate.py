@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vqgan_core import load_vqgan
-from vqgan_core.animate import AnimationConfig, fit_source, frame_transform, run_animation
+from vqgan_core.animate import AnimationConfig, SourceFrames, frame_transform, run_animation
 from vqgan_core.animation_io import load_frames, save_animation
 from vqgan_core.cli import main
 from vqgan_core.clip_guide import load_clip
@@ -230,7 +230,7 @@ def test_restyle_source_frames_wiring(vqgan, clip):
     anim = AnimationConfig(frames=4, steps_per_frame=0, zoom=1.0)
     r = run_animation(vqgan, clip, _cfg(steps=0), anim, source=src)
     assert r.frames.shape == (4, 1, 3, 32, 32) and r.frames_done == 4  # min(frames, source frames)
-    fitted = fit_source(src, 32, 32, 1)
+    fitted = SourceFrames(src, 32, 32, 1)
     for f in range(4):  # no steps, no blend: each frame is the VQGAN's reconstruction of its source frame
         assert torch.allclose(r.frames[f], _recon(vqgan, fitted[f]), atol=1e-5)
     other = src.clone()
@@ -248,9 +248,9 @@ def test_restyle_errors(vqgan, clip):
         run_animation(vqgan, clip, _cfg(), AnimationConfig(), source=torch.rand(2, 3, 8, 8),
                       init_latent=torch.zeros(1, 16, 8, 8))
     with pytest.raises(ValueError, match=r"\[F,3,H,W\] or \[F,B,3,H,W\]"):
-        fit_source(torch.rand(2, 4, 8, 8), 32, 32, 1)
+        SourceFrames(torch.rand(2, 4, 8, 8), 32, 32, 1)
     with pytest.raises(ValueError, match="batch size is 3"):
-        fit_source(torch.rand(2, 2, 3, 8, 8), 32, 32, 3)
+        SourceFrames(torch.rand(2, 2, 3, 8, 8), 32, 32, 3)
     with pytest.raises(ValueError, match="blend must be between 0 and 1"):
         AnimationConfig(blend=1.5)
 

@@ -28,7 +28,7 @@ from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop
 from vqgan_core.init import fit_image
 
-__all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "SourceFrames", "fit_source", "frame_transform",
+__all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "SourceFrames", "frame_transform",
            "run_animation"]
 
 log = logging.getLogger(__name__)
@@ -109,18 +109,10 @@ def frame_transform(img01: torch.Tensor, anim: AnimationConfig) -> torch.Tensor:
     return warp_affine(x, m, (h, w), mode="bilinear", padding_mode=anim.padding, align_corners=True).clamp(0, 1)
 
 
-def fit_source(source: torch.Tensor, height: int, width: int, batch: int) -> torch.Tensor:
-    """Source frames ``[F,3,h,w]`` or ``[F,B,3,h,w]`` (float in [0,1] or uint8) -> float ``[F,B,3,height,width]``.
-
-    Fitted like init images (cover + centre crop). For long videos prefer :class:`SourceFrames`,
-    which fits one frame at a time instead of the whole video at once.
-    """
-    frames = SourceFrames(source, height, width, batch)
-    return torch.stack([frames[f] for f in range(len(frames))])
-
-
 class SourceFrames:
-    """Indexable source frames fitted to the run's size on access (one frame in float at a time)."""
+    """Source frames ``[F,3,h,w]`` or ``[F,B,3,h,w]`` (float in [0,1] or uint8), indexable as float
+    ``[B,3,height,width]`` fitted like init images (cover + centre crop), one frame at a time: a long
+    video never exists at the run's size in float all at once."""
 
     def __init__(self, source: torch.Tensor, height: int, width: int, batch: int) -> None:
         if source.dim() == 4:

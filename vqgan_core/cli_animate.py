@@ -75,8 +75,6 @@ def resolve_animation(args: argparse.Namespace):  # noqa: ANN201
 
 def run(args: argparse.Namespace) -> int:
     """Run ``animate``; returns the exit code."""
-    from tqdm import tqdm
-
     from vqgan_core.animate import run_animation
     from vqgan_core.animation_io import check_animation_path, load_frames, save_animation
     from vqgan_core.generate import GenerationCallbacks
@@ -98,16 +96,8 @@ def run(args: argparse.Namespace) -> int:
         anim = dataclasses.replace(anim, frames=source.shape[0])
     device, vqgan, clip = cli_generate.load_models(cfg, args.device)
     total = cfg.steps + (anim.frames - 1) * anim.steps_per_frame
-    bar = tqdm(total=total, disable=args.no_progress, unit="it", dynamic_ncols=True)
+    bar, progress = cli_generate.progress_bar(total, args.no_progress)
     pil_frames: list[list] = [[] for _ in range(cfg.batch_size)]
-
-    def prompt_of(b: int) -> str:
-        return cfg.batch_prompts[b] if cfg.batch_prompts else cfg.prompts
-
-    def progress(step: int, total_steps: int, loss: float | None) -> None:
-        bar.update(1)
-        if loss is not None:
-            bar.set_postfix(loss=f"{loss:.4f}")
 
     def on_frame(index: int, images: torch.Tensor) -> None:
         for b, img in enumerate(images):
@@ -115,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             if frames_dir is not None:
                 meta = {"config": cfg.to_dict(), "animation": anim.to_dict(), "batch_index": b, "frame": index}
                 tag = f"_{b}" if cfg.batch_size > 1 else ""
-                save_png(frames_dir / f"frame{tag}_{index:05d}.png", img, prompt_of(b), meta)
+                save_png(frames_dir / f"frame{tag}_{index:05d}.png", img, cli_generate.prompt_of(cfg, b), meta)
 
     log.info("seed %d, %dx%d, %d frames, %d steps in all on %s", cfg.seed, cfg.width, cfg.height, anim.frames,
              total, device)
@@ -131,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     for b, out in enumerate(outs):
         meta = {"config": result.config.to_dict(), "animation": anim.to_dict(), "batch_index": b,
                 "frames": result.frames_done}
-        save_animation(out, pil_frames[b], anim.fps, prompt_of(b), meta)
+        save_animation(out, pil_frames[b], anim.fps, cli_generate.prompt_of(cfg, b), meta)
         note = f", interrupted after {result.frames_done} of {anim.frames}" if result.interrupted else ""
         print(f"wrote {out} ({result.frames_done} frames, seed {result.config.seed}{note})")
     return 0

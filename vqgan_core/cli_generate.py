@@ -178,14 +178,6 @@ def load_models(cfg, device_name: str | None) -> tuple:  # noqa: ANN001
     return device, vqgan, load_clip_ensemble(cfg.clip, cfg.clip_weights, device=device)
 
 
-def _paths(out: Path, batch: int, step: int | None = None) -> list[Path]:
-    stem = out.with_suffix("")
-    tag = "" if step is None else f"_{step:05d}"
-    if batch == 1:
-        return [out if step is None else Path(f"{stem}{tag}.png")]
-    return [Path(f"{stem}_{b}{tag}.png") for b in range(batch)]
-
-
 @contextlib.contextmanager
 def graceful_interrupt() -> Iterator[Callable[[], bool]]:
     """First Ctrl-C: ``should_stop()`` turns True (the run ends after this step and writes what it has);
@@ -212,15 +204,33 @@ def graceful_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def numbered(out: Path, batch: int) -> list[Path]:
-    """``out`` for one image, else ``stem_0.ext``, ``stem_1.ext``... per batch item."""
-    return [out] if batch == 1 else [out.with_name(f"{out.stem}_{b}{out.suffix}") for b in range(batch)]
+def numbered(out: Path, batch: int, tag: str = "") -> list[Path]:
+    """``stem{tag}.ext`` for one image, else ``stem_0{tag}.ext``, ``stem_1{tag}.ext``... per batch item."""
+    items = [""] if batch == 1 else [f"_{b}" for b in range(batch)]
+    return [out.with_name(f"{out.stem}{item}{tag}{out.suffix}") for item in items]
+
+
+def prompt_of(cfg, b: int) -> str:  # noqa: ANN001
+    """The prompt string of batch item ``b``."""
+    return cfg.batch_prompts[b] if cfg.batch_prompts else cfg.prompts
+
+
+def progress_bar(total: int, disable: bool) -> tuple:
+    """A tqdm bar and the engine's ``progress`` callback that advances it (showing the loss when read)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, disable=disable, unit="it", dynamic_ncols=True)
+
+    def progress(step: int, total_steps: int, loss: float | None) -> None:
+        bar.update(1)
+        if loss is not None:
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+    return bar, progress
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``generate``; returns the exit code."""
-    from tqdm import tqdm
-
     from vqgan_core.animation_io import check_animation_path, save_animation
     from vqgan_core.generate import GenerationCallbacks, GenerationLoop
     from vqgan_core.image_io import save_png, to_pil
@@ -233,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     videos = [check_animation_path(v) for v in numbered(Path(args.video), cfg.batch_size)] if args.video else []
     if videos and (args.video_every < 1 or not args.video_fps > 0):
         raise ValueError(f"--video-every must be >= 1 and --video-fps > 0 (got {args.video_every}, {args.video_fps})")
-    if any(v.resolve() == p.resolve() for v in videos for p in _paths(out, cfg.batch_size)):
+    if any(v.resolve() == p.resolve() for v in videos for p in numbered(out, cfg.batch_size)):
         raise ValueError(f"--video {args.video} would overwrite the image --out {out}: give it another name")
     if videos:
         cfg = cfg.replace(preview_every=args.video_every)
@@ -243,18 +253,12 @@ def run(args: argparse.Namespace) -> int:
     def write(step: int | None, images: torch.Tensor, paths: list[Path]) -> None:
         meta_cfg = holder["loop"].config.to_dict()
         for b, (img, path) in enumerate(zip(images, paths, strict=True)):
-            prompt = cfg.batch_prompts[b] if cfg.batch_prompts else cfg.prompts
-            save_png(path, img, prompt, {"config": meta_cfg, "batch_index": b, "step": step})
+            save_png(path, img, prompt_of(cfg, b), {"config": meta_cfg, "batch_index": b, "step": step})
 
-    bar = tqdm(total=cfg.steps, disable=args.no_progress, unit="it", dynamic_ncols=True)
-
-    def progress(step: int, total: int, loss: float | None) -> None:
-        bar.update(1)
-        if loss is not None:
-            bar.set_postfix(loss=f"{loss:.4f}")
+    bar, progress = progress_bar(cfg.steps, args.no_progress)
 
     def save(step: int, images: torch.Tensor) -> None:
-        write(step, images, _paths(out, cfg.batch_size, step if args.save_sequence else None))
+        write(step, images, numbered(out, cfg.batch_size, f"_{step:05d}" if args.save_sequence else ""))
 
     frames: list[list] = [[] for _ in range(cfg.batch_size)]
 
@@ -273,14 +277,13 @@ def run(args: argparse.Namespace) -> int:
             result = loop.run()
         finally:
             bar.close()
-    paths = _paths(out, cfg.batch_size)
+    paths = numbered(out, cfg.batch_size)
     write(result.steps_done, result.images, paths)
     for path in paths:
         print(f"wrote {path} (seed {loop.config.seed}{', interrupted' if result.interrupted else ''})")
     for b, video in enumerate(videos):
         record_final = frames[b] + [to_pil(result.images[b])]
         meta = {"config": loop.config.to_dict(), "batch_index": b, "step": result.steps_done}
-        prompt = cfg.batch_prompts[b] if cfg.batch_prompts else cfg.prompts
-        save_animation(video, record_final, args.video_fps, prompt, meta)
+        save_animation(video, record_final, args.video_fps, prompt_of(cfg, b), meta)
         print(f"wrote {video} ({len(record_final)} frames: every {args.video_every} steps and the result)")
     return 0
