@@ -72,7 +72,6 @@ def _child(args: argparse.Namespace) -> dict:
         loop = GenerationLoop(vqgan, guide, cfg)
         step = loop.step
         precision = loop.precision + (f" +compile {args.compile}" if args.compile != "off" else "")
-        precision += " +checkpoint" if args.checkpoint_decoder else ""
         for m in (vqgan, guide.model):
             m.requires_grad_(False)  # what GenerationLoop.run() does around the loop
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -92,6 +91,10 @@ def _child(args: argparse.Namespace) -> dict:
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     if getattr(loop, "graphed", False):  # the timed steps replayed a CUDA graph
         precision += " +graph"
+    if getattr(loop, "_recomputing", False):
+        precision += " +checkpoint"
+    if args.channels_last is False:
+        precision += " NCHW"
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -116,7 +119,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--modes", nargs="+", default=["classic", "ours"], choices=["classic", "ours"])
     p.add_argument("--precision", default="auto", help="ours: auto|fp32|bf16|fp16|classic")
-    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
+                   help="ours: memory format (default: channels_last on CUDA)")
     p.add_argument("--checkpoint-decoder", action="store_true", help="ours: recompute decoder activations")
     p.add_argument("--compile", nargs="?", const="blocks", default="off", choices=["off", "blocks", "full"],
                    help="ours: torch.compile each block ('blocks', the default when given) or the whole step ('full')")
@@ -142,7 +146,7 @@ def main() -> int:
                        "--precision", args.precision, "--threads", str(args.threads)]
                 cmd += ["--compile", args.compile]
                 cmd += ["--cuda-graph", args.cuda_graph] + (["--profile"] if args.profile else [])
-                cmd += ["--channels-last"] if args.channels_last else []
+                cmd += {True: ["--channels-last"], False: ["--no-channels-last"], None: []}[args.channels_last]
                 cmd += ["--checkpoint-decoder"] if args.checkpoint_decoder else []
                 out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
                 line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]

@@ -14,6 +14,7 @@ from .optimize import (
     CATEGORY,
     check_inputs,
     check_text_widgets,
+    checkpoint_decoder,
     common_inputs,
     image_losses_input,
     image_prompts,
@@ -114,7 +115,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
         settings = latent_settings(latent, vqgan, {
             "steps": 0, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
             "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
-            "image_losses": image_losses, "checkpoint_decoder": low_memory})
+            "image_losses": image_losses, "checkpoint_decoder": checkpoint_decoder(low_memory)})
         config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress((frames - 1) * steps_per_frame)
         callbacks = progress.callbacks()
@@ -180,7 +181,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
         config = make_config({
             "steps": first_steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
             "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
-            "image_losses": image_losses, "checkpoint_decoder": low_memory, "width": w, "height": h}, prompts=prompt_string(targets), preview_every=preview_every)
+            "image_losses": image_losses, "checkpoint_decoder": checkpoint_decoder(low_memory), "width": w, "height": h}, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress(first_steps + (n - 1) * steps_per_frame)
         callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,

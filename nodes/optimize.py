@@ -79,7 +79,13 @@ def low_memory_input() -> io.Boolean.Input:
     """The decoder-checkpointing switch (for large images on small GPUs)."""
     return io.Boolean.Input("low_memory", default=False,
                             tooltip="Recompute the decoder's activations in backward: same result, much less GPU "
-                            "memory for large images, about one more decoder pass per step.")
+                            "memory for large images, about one more decoder pass per step. Off: switched on "
+                            "by itself when a step runs out of GPU memory.")
+
+
+def checkpoint_decoder(low_memory: bool) -> bool | None:
+    """The widget as the engine's setting: on = always; off = only after running out of memory (None)."""
+    return True if low_memory else None
 
 
 def prompt_string(targets: Targets) -> str:
@@ -254,7 +260,7 @@ class VQGANCLIPOptimize(io.ComfyNode):
         settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
                     "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
                     "init_weight": init_weight, "tv_weight": tv_weight, "image_losses": image_losses,
-                    "checkpoint_decoder": low_memory}
+                    "checkpoint_decoder": checkpoint_decoder(low_memory)}
         out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
         return io.NodeOutput(out)
 
@@ -309,7 +315,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
         settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
                     "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
                     "width": width, "height": height, "init": "random",
-                    "checkpoint_decoder": low_memory}
+                    "checkpoint_decoder": checkpoint_decoder(low_memory)}
         f = vqgan.downsample_factor
         settings["width"], settings["height"] = (width // f) * f, (height // f) * f
         if settings["width"] == 0 or settings["height"] == 0:

@@ -37,6 +37,17 @@ def test_generate_metadata_and_reproduce(base_args, tmp_path, capsys):
     assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
     assert "wrote" in capsys.readouterr().out
+    # an image saved on the way reproduces as itself (the run stops at its step), or runs on with --stop-at
+    mid, early = tmp_path / "a_00002.png", tmp_path / "early.png"
+    for extra in ([], ["--stop-at", "3"]):
+        assert main(["generate", "--from-png", str(mid), *extra, "--out", str(again), "--no-progress"]) == 0
+        assert np.array_equal(np.asarray(Image.open(out if extra else mid)), np.asarray(Image.open(again)))
+    assert read_png_metadata(again)["config"]["steps"] == 3
+    assert main(["generate", "--from-png", str(out), "--stop-at", "2", "--out", str(early), "--no-progress"]) == 0
+    assert np.array_equal(np.asarray(Image.open(mid)), np.asarray(Image.open(early)))
+    assert read_png_metadata(early)["step"] == 2 and "step 2 of 3" in capsys.readouterr().out
+    assert main(["generate", "--from-png", str(out), "--stop-at", "4", "--out", str(early)]) == 2
+    assert "--stop-at 4 is outside the run's 0..3 steps" in capsys.readouterr().err
 
 
 def test_batch_outputs(base_args, tmp_path):
@@ -118,6 +129,9 @@ def test_generate_video_of_the_run_and_ctrl_c(base_args, tmp_path, capsys, monke
     assert ", interrupted" in capsys.readouterr().out and len(calls) == 2
     assert read_png_metadata(out)["step"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    again = tmp_path / "again.png"  # the interrupted image reproduces: 2 of the planned 50 steps
+    assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress"]) == 0
+    assert len(calls) == 4 and np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
 
 
 def test_out_of_memory_is_one_actionable_line(base_args, tmp_path, capsys, monkeypatch):
@@ -129,11 +143,13 @@ def test_out_of_memory_is_one_actionable_line(base_args, tmp_path, capsys, monke
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(gen.GenerationLoop, "run", oom)
-    assert main([*base_args, "red", "--steps", "1", "--out", str(tmp_path / "o.png")]) == 2
+    assert main([*base_args, "red", "--steps", "1", "--no-checkpoint-decoder", "--out", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: out of GPU memory") and "--checkpoint-decoder" in err and err.count("\n") == 1
-    assert main([*base_args, "red", "--steps", "1", "--checkpoint-decoder", "--out", str(tmp_path / "o.png")]) == 2
-    assert "--checkpoint-decoder" not in capsys.readouterr().err  # already on: not suggested again
+    out = ["--steps", "1", "--out", str(tmp_path / "o.png")]
+    for extra in (["--checkpoint-decoder"], []):  # on, or switched on automatically: not suggested again
+        assert main([*base_args, "red", *out, *extra]) == 2
+        assert "--checkpoint-decoder" not in capsys.readouterr().err
 
 
 def test_video_flags_checked_before_the_run(base_args, tmp_path, capsys):

@@ -148,3 +148,32 @@ def test_checkpoint_decoder_in_the_graph_saves_memory(models):
         peaks.append(torch.cuda.max_memory_allocated())
         losses.append(r.losses[0][1])
     assert abs(losses[0] - losses[1]) < 1e-3 and peaks[1] < peaks[0], (losses, peaks)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_out_of_memory_switches_to_checkpointing(models, graph):
+    """A real out-of-memory step (memory capped between the two runs' peaks) is retried with decoder
+    checkpointing and the run finishes like one checkpointed from the start."""
+    vqgan, clip = models
+
+    def cfg(ckpt):
+        return _cfg(width=512, height=512, steps=4, log_every=1, cuda_graph=graph, checkpoint_decoder=ckpt)
+
+    peaks = {}
+    for ckpt in (False, True):
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        ref = run_generation(vqgan, clip, cfg(ckpt))
+        peaks[ckpt] = torch.cuda.max_memory_allocated() - base
+    torch.cuda.empty_cache()
+    cap = torch.cuda.memory_allocated() + (peaks[False] + peaks[True]) / 2
+    torch.cuda.set_per_process_memory_fraction(cap / torch.cuda.get_device_properties(0).total_memory)
+    try:
+        loop = GenerationLoop(vqgan, clip, cfg(None))
+        r = loop.run()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert loop._recomputing, peaks
+    assert [s for s, _ in r.losses] == [s for s, _ in ref.losses]
+    assert all(abs(a - b) < 1e-3 for (_, a), (_, b) in zip(r.losses, ref.losses, strict=True)), (r.losses, ref.losses)

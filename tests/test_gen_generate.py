@@ -246,6 +246,33 @@ def test_checkpoint_decoder_gives_the_same_run(vqgan, clip):
     assert torch.equal(r.latent, plain.latent) and r.losses == plain.losses  # recomputation is exact
 
 
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_out_of_memory_step_switches_to_checkpointing(vqgan, clip, precision, monkeypatch, caplog):
+    """checkpoint_decoder=None: a step that runs out of memory is retried recomputing the decoder, from the
+    same random state, so the run equals one checkpointed from the start; False lets the error through."""
+    ref = run_generation(vqgan, clip, _cfg(steps=4, precision=precision, checkpoint_decoder=True))
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=4, precision=precision))
+    real, failed = GenerationLoop._loss, []
+
+    def tight(self, z, packs, factor):  # runs out of memory at step 2 unless the decoder recomputes
+        if self.step_index == 2 and not any(isinstance(m, Recomputed) for m in (self._dec or vqgan).modules()):
+            failed.append(self.step_index)
+            torch.rand(64, generator=self.gen)  # the failed step had drawn its cutouts: the retry must redraw them
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, z, packs, factor)
+
+    monkeypatch.setattr(loop, "_forward", tight.__get__(loop))
+    r = loop.run()
+    assert failed == [2] and loop._recomputing and "out of GPU memory at step 2" in caplog.text
+    assert not any(isinstance(m, Recomputed) for m in vqgan.modules())  # the caller's model is untouched
+    assert torch.equal(r.latent, ref.latent) and r.losses == ref.losses
+    never = GenerationLoop(vqgan, clip, _cfg(steps=4, precision=precision, checkpoint_decoder=False))
+    monkeypatch.setattr(never, "_forward", tight.__get__(never))
+    with pytest.raises(torch.OutOfMemoryError):
+        never.run()
+
+
 def test_region_image_prompts_are_fitted_to_the_region(vqgan, clip, monkeypatch):
     import vqgan_core.generate as gen
 

@@ -408,7 +408,12 @@ def test_optimize_with_a_mask_inpaints(pack, vqgan, guide):
             mask=torch.zeros(16, 16), **OPT)
 
 
-def test_optimize_image_losses_widget(pack, vqgan, guide):
+def test_optimize_image_losses_widget(pack, vqgan, guide, monkeypatch):
+    from vqgan_core.generate import GenerationLoop
+
+    seen, prepare = [], GenerationLoop._prepare_models
+    monkeypatch.setattr(GenerationLoop, "_prepare_models",
+                        lambda self: seen.append(self.config.checkpoint_decoder) or prepare(self))
     lat = _start(pack, vqgan)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {"latent": lat, "vqgan": vqgan, "clip_guide": guide, "targets": tt}
@@ -421,6 +426,7 @@ def test_optimize_image_losses_widget(pack, vqgan, guide):
     assert "Image losses" in pack.animate.VQGANCLIPZoomAnimation.validate_inputs(image_losses="x:y")
     (c,) = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT, low_memory=True)
     assert torch.equal(a.z, c.z)  # decoder checkpointing: the same result
+    assert seen == [None, None, True]  # off: only after running out of memory; on: always
 
 
 def test_clip_score_ranks_batch(pack, guide):

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except torch.OutOfMemoryError:
         tips = "a smaller --size, fewer --cutn, a smaller --batch, or --precision bf16"
-        if not getattr(args, "checkpoint_decoder", None):
+        if getattr(args, "checkpoint_decoder", None) is False:  # None: the automatic switch was already tried
             tips = "--checkpoint-decoder (recomputes the decoder in backward), " + tips
         print(f"error: out of GPU memory. Try {tips}", file=sys.stderr)
         return 2

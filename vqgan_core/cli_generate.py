@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate an image from text prompts (VQGAN+CLIP)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generation_arguments(p, "output PNG (default output.png); batch items get _0, _1... suffixes")
+    p.add_argument("--stop-at", type=int, metavar="STEP",
+                   help="stop after STEP of the planned --steps (the image as it was then). Default with "
+                        "--from-png: the step of that file's image (a --save-every or interrupted image)")
     p.set_defaults(func=run)
 
 
@@ -100,7 +103,8 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
                         "or 'full' (the whole step)")
     g.add_argument("--checkpoint-decoder", action=argparse.BooleanOptionalAction, default=None,
                    help="recompute the decoder's activations in backward: large images in little memory "
-                        "(about one more decoder pass per step)")
+                        "(about one more decoder pass per step, same image). Default: switched on when a step "
+                        "runs out of GPU memory; --no-checkpoint-decoder fails instead")
     g.add_argument("--cuda-graph", dest="cuda_graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay each step's forward+backward as one CUDA graph (default: on for CUDA)")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
@@ -159,6 +163,23 @@ def resolve_config(args: argparse.Namespace):
     if settings.get("batch_prompts") and "batch_size" not in _explicit(args):
         settings["batch_size"] = len(settings["batch_prompts"])
     return GenerationConfig.from_dict(settings)
+
+
+def stop_step(args: argparse.Namespace, cfg) -> int | None:  # noqa: ANN001
+    """Where the run stops: ``--stop-at``, else the step of a ``--from-png`` image taken before the end."""
+    if args.stop_at is not None:
+        if not 0 <= args.stop_at <= cfg.steps:
+            raise ValueError(f"--stop-at {args.stop_at} is outside the run's 0..{cfg.steps} steps")
+        return args.stop_at
+    if args.from_png and args.steps is None:
+        from vqgan_core.image_io import read_png_metadata
+
+        step = read_png_metadata(args.from_png).get("step")
+        if isinstance(step, int) and 0 <= step < cfg.steps:
+            log.info("%s is the image at step %d of %d: reproducing it (--stop-at %d runs all steps)", args.from_png,
+                     step, cfg.steps, cfg.steps)
+            return step
+    return None
 
 
 def check_prompts(cfg) -> None:  # noqa: ANN001
@@ -237,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     check_prompts(cfg)
+    stop = stop_step(args, cfg)
     out = Path(args.out or "output.png")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must be a .png file (metadata is stored in PNG text chunks), got {out}")
@@ -255,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         for b, (img, path) in enumerate(zip(images, paths, strict=True)):
             save_png(path, img, prompt_of(cfg, b), {"config": meta_cfg, "batch_index": b, "step": step})
 
-    bar, progress = progress_bar(cfg.steps, args.no_progress)
+    bar, progress = progress_bar(cfg.steps if stop is None else stop, args.no_progress)
 
     def save(step: int, images: torch.Tensor) -> None:
         write(step, images, numbered(out, cfg.batch_size, f"_{step:05d}" if args.save_sequence else ""))
@@ -274,13 +296,16 @@ def run(args: argparse.Namespace) -> int:
         log.info("seed %d, %dx%d, %d steps, %s precision on %s", loop.config.seed, cfg.width, cfg.height, cfg.steps,
                  loop.precision, device)
         try:
-            result = loop.run()
+            result = loop.run(max_steps=stop)
         finally:
             bar.close()
     paths = numbered(out, cfg.batch_size)
     write(result.steps_done, result.images, paths)
+    done = ", interrupted" if result.interrupted else ""
+    if not done and result.steps_done < cfg.steps:
+        done = f", step {result.steps_done} of {cfg.steps}"
     for path in paths:
-        print(f"wrote {path} (seed {loop.config.seed}{', interrupted' if result.interrupted else ''})")
+        print(f"wrote {path} (seed {loop.config.seed}{done})")
     for b, video in enumerate(videos):
         record_final = frames[b] + [to_pil(result.images[b])]
         meta = {"config": loop.config.to_dict(), "batch_index": b, "step": result.steps_done}

@@ -64,7 +64,9 @@ class GenerationConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 | classic (fp32 VQGAN + fp16 CLIP on CUDA)
     channels_last: bool | None = None  # None: on for CUDA and bf16
     compile: str = "off"  # off | blocks (each decoder/CLIP block; ~65 s to compile on 2 cores) | full (~140 s)
-    checkpoint_decoder: bool = False  # recompute decoder activations in backward: far less memory, ~1 more forward
+    # recompute decoder activations in backward: far less memory, ~1 more decoder forward per step, same image.
+    # None: only after a step runs out of GPU memory (the step is retried); False: never (fail instead)
+    checkpoint_decoder: bool | None = None
     cuda_graph: bool | None = None  # replay forward+backward as one CUDA graph (None: on for CUDA unless deterministic)
     deterministic: bool = False  # torch deterministic algorithms (CUDA: slower; see docs)
     # reporting

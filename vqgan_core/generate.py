@@ -188,19 +188,16 @@ class GenerationLoop:
         self._channels_last = bool(cl or (cl is None and self.device.type == "cuda"))
         self._dec: torch.nn.Module | None = None
         self._clip_models: list[torch.nn.Module | None] = [None] * len(self.clip.guides)
-        blocks, recompute = self.config.compile == "blocks", self.config.checkpoint_decoder
+        blocks, recompute = self.config.compile == "blocks", bool(self.config.checkpoint_decoder)
+        self._recomputing = False
         if self.precision in ("bf16", "fp16") or blocks or recompute:  # private frozen copies: no casts per step
-            dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-            dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
-            self._dec = copy.deepcopy(dec).to(dtype=dt).eval().requires_grad_(False)
+            self._make_private_decoder()
             if recompute:
-                log.info("decoder checkpointing: %d blocks recomputed in backward", recompute_blocks(self._dec))
-            if dt is not None:
-                self._clip_models = [g.lowp_model(dt) for g, _ in self.clip.guides]
+                self._recompute_decoder()
+            if self.precision in ("bf16", "fp16"):
+                self._clip_models = [g.lowp_model(self._low_dtype) for g, _ in self.clip.guides]
         # The caller's VQGAN (used when no private copy exists) is converted by run() and handed back after.
         self._convert_vqgan = self._channels_last and self._dec is None
-        if self._channels_last and self._dec is not None:
-            self._dec.to(memory_format=torch.channels_last)
         if self.precision == "classic" and self.device.type == "cuda":
             # OpenAI clip.load(jit=False) on CUDA gives fp16 weights; a cached copy leaves the caller's guide intact
             self._clip_models = [g.lowp_model(torch.float16) for g, _ in self.clip.guides]
@@ -209,6 +206,39 @@ class GenerationLoop:
                                  for m, (g, _) in zip(self._clip_models, self.clip.guides, strict=True)]
             n = sum(compile_blocks(m) for m in [self._dec, *self._clip_models])
             log.info("torch.compile: %d blocks (compiled on first use)", n)
+
+    @property
+    def _low_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def _make_private_decoder(self) -> None:
+        """A frozen copy of post_quant_conv + decoder in the run's dtype and memory format."""
+        dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
+        self._dec = copy.deepcopy(dec).to(dtype=self._low_dtype).eval().requires_grad_(False)
+        if self._channels_last:
+            self._dec.to(memory_format=torch.channels_last)
+
+    def _recompute_decoder(self) -> None:
+        log.info("decoder checkpointing: %d blocks recomputed in backward", recompute_blocks(self._dec))
+        self._recomputing = True
+
+    def _switch_to_recompute(self) -> None:
+        """``checkpoint_decoder=None`` after a step ran out of memory: recompute from now on (same result)."""
+        log.warning("out of GPU memory at step %d: recomputing the decoder's activations in backward from now on "
+                    "(same image, about one more decoder pass per step; checkpoint_decoder=True starts that way, "
+                    "False fails instead)", self.step_index)
+        self.opt.zero_grad(set_to_none=True)
+        had_graph, self._graphed = self._graphed is not None, None  # frees the failed capture's memory pool
+        if self._dec is None:  # fp32 on the caller's model: recompute a private copy, never the shared model
+            self._make_private_decoder()
+            self._convert_vqgan = False
+        self._recompute_decoder()
+        if self.config.compile == "full":  # retrace with the wrapped blocks
+            self._forward = torch.compile(self._loss)
+        if had_graph:
+            self._graphed = GraphedLossBackward(self._graph_body, self.z, [self.gen])
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision in ("bf16", "fp16"):
@@ -310,6 +340,20 @@ class GenerationLoop:
         loss.backward()
         return loss.detach(), img.detach()
 
+    def _loss_and_grad_fitting(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_loss_and_grad`; with ``checkpoint_decoder=None``, an out-of-memory step is retried with
+        decoder checkpointing, from the same random state (so the image is the one a checkpointed run gives)."""
+        if self.config.checkpoint_decoder is not None or self._recomputing:
+            return self._loss_and_grad(i, factor)
+        state = self.gen.get_state()
+        try:
+            return self._loss_and_grad(i, factor)
+        except torch.OutOfMemoryError:
+            pass  # retry outside the handler: its traceback holds the failed step's activations
+        self._switch_to_recompute()
+        self.gen.set_state(state)
+        return self._loss_and_grad(i, factor)
+
     @property
     def graphed(self) -> bool:
         """True while steps replay a CUDA graph (False before the first capture or without CUDA graphs)."""
@@ -323,7 +367,7 @@ class GenerationLoop:
         factor = 0.0
         if self.z_init is not None:  # the pull-back decays from the start, or from the last set_latent
             factor = init_weight_factor(i - self._decay_start, self._decay_len, c.init_weight_decay)
-        loss, img = self._loss_and_grad(i, factor)
+        loss, img = self._loss_and_grad_fitting(i, factor)
         wants_img = (c.save_every and i % c.save_every == 0 and self.cb.save) or (
             c.preview_every and i % c.preview_every == 0 and self.cb.preview
         )
@@ -361,7 +405,8 @@ class GenerationLoop:
         c, interrupted = self.config, False
         end = c.steps if max_steps is None else min(c.steps, self.step_index + max_steps)
         mods = [self.vqgan] + [g.model for g, _ in self.clip.guides]
-        if self._convert_vqgan:
+        converted = self._convert_vqgan  # (an out-of-memory switch to a private decoder clears the flag)
+        if converted:
             self.vqgan.to(memory_format=torch.channels_last)
         try:
             with run_context(mods, c.deterministic):
@@ -380,7 +425,7 @@ class GenerationLoop:
                         self.cb.progress(self.step_index, c.steps, value)
                 return self.result(interrupted)
         finally:
-            if self._convert_vqgan:  # hand the caller's (possibly cached, shared) model back unchanged
+            if converted:  # hand the caller's (possibly cached, shared) model back unchanged
                 self.vqgan.to(memory_format=torch.contiguous_format)
 
 
