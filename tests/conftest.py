@@ -40,3 +40,19 @@ def tiny_clip_dir(tmp_path_factory):
     from tests.gen_helpers import make_tiny_clip_dir
 
     return make_tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="module")
+def vqgan(taming_fixtures):
+    """The tiny taming fixture VQGAN (f4), per test module (modules may define their own ``vqgan``)."""
+    from vqgan_core import load_vqgan
+
+    return load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt")
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_clip_dir):
+    """The tiny random CLIP guide, per test module."""
+    from vqgan_core.clip_guide import load_clip
+
+    return load_clip(str(tiny_clip_dir))

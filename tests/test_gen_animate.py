@@ -9,26 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from vqgan_core import load_vqgan
 from vqgan_core.animate import AnimationConfig, SourceFrames, frame_transform, run_animation
 from vqgan_core.animation_io import load_frames, save_animation
 from vqgan_core.cli import main
-from vqgan_core.clip_guide import load_clip
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
 from vqgan_core.image_io import read_png_metadata, to_pil
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def vqgan(taming_fixtures):
-    return load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt")
-
-
-@pytest.fixture(scope="module")
-def clip(tiny_clip_dir):
-    return load_clip(str(tiny_clip_dir))
+pytestmark = pytest.mark.usefixtures("one_thread")  # vqgan / clip: the tiny models of conftest.py
 
 
 def _cfg(**kw):

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from vqgan_core import load_vqgan
-from vqgan_core.clip_guide import load_clip
 from vqgan_core.edit_mask import keep_cells
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
@@ -13,19 +12,7 @@ from vqgan_core.layers import AttnBlock, ResnetBlock
 from vqgan_core.recompute import Recomputed
 from vqgan_core.regions import RegionPrompt, RegionView, load_mask
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-
-
-@pytest.fixture(scope="module")
-def vqgan(taming_fixtures):
-    return load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt")
-
-
-@pytest.fixture(scope="module")
-def clip(tiny_clip_dir):
-    return load_clip(str(tiny_clip_dir))
+pytestmark = pytest.mark.usefixtures("one_thread")  # vqgan / clip: the tiny models of conftest.py
 
 
 def _cfg(**kw):

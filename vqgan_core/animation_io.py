@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqgan_core.image_io import METADATA_KEY
+from vqgan_core.image_io import png_text
 from vqgan_core.io_utils import atomic_write
 
 __all__ = ["ANIMATION_FORMATS", "check_animation_path", "load_frames", "save_animation"]
@@ -55,15 +55,7 @@ def save_animation(path: str | os.PathLike, frames: Sequence, fps: float, prompt
         if prompt:
             opts["comment"] = prompt.encode("utf-8")
     else:
-        from PIL.PngImagePlugin import PngInfo
-
-        info = PngInfo()
-        if prompt:
-            info.add_text("prompt", prompt)
-        if settings is not None:
-            info.add_text(METADATA_KEY, json.dumps(settings, sort_keys=True))
-        info.add_text("Software", "vqgan_core")
-        opts.update(format="PNG", pnginfo=info)
+        opts.update(format="PNG", pnginfo=png_text(prompt, settings))
     buf = io.BytesIO()
     frames[0].save(buf, **opts)
 
@@ -94,7 +86,6 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 def _probe(p: Path) -> tuple[int, int, float]:
     """(width, height, sample aspect ratio) of the decoded frames; a +-90 degree rotation tag swaps them
     (ffmpeg rotates while decoding)."""
-    import json
 
     probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",  # noqa: S607
                             "stream=width,height,sample_aspect_ratio:stream_tags=rotate:stream_side_data=rotation",

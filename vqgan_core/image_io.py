@@ -48,8 +48,8 @@ def to_pil(img01: torch.Tensor):
     return Image.fromarray(arr, "RGB")
 
 
-def save_png(path: str | os.PathLike, img01: torch.Tensor, prompt: str = "", settings: dict[str, Any] | None = None) -> Path:
-    """Write a PNG atomically with ``prompt`` and ``vqgan_clip`` (JSON settings) text chunks."""
+def png_text(prompt: str = "", settings: dict[str, Any] | None = None):  # noqa: ANN201 - PIL type, lazy import
+    """PNG text chunks: ``prompt``, ``vqgan_clip`` (JSON settings, what ``--from-png`` reads) and Software."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
@@ -58,8 +58,13 @@ def save_png(path: str | os.PathLike, img01: torch.Tensor, prompt: str = "", set
     if settings is not None:
         info.add_text(METADATA_KEY, json.dumps(settings, sort_keys=True))
     info.add_text("Software", "vqgan_core")
+    return info
+
+
+def save_png(path: str | os.PathLike, img01: torch.Tensor, prompt: str = "", settings: dict[str, Any] | None = None) -> Path:
+    """Write a PNG atomically with ``prompt`` and ``vqgan_clip`` (JSON settings) text chunks."""
     buf = io.BytesIO()
-    to_pil(img01).save(buf, format="PNG", pnginfo=info)
+    to_pil(img01).save(buf, format="PNG", pnginfo=png_text(prompt, settings))
 
     def _write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
