@@ -129,7 +129,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        """Schema: frames, models, targets, steps, blend, optimiser settings -> frames, last latent."""
+        """Schema: frames, models, targets, steps, blend, smooth, optimiser settings -> frames, last latent."""
         _steps, *rest = common_inputs()
         return io.Schema(
             node_id="VQGAN_CLIPRestyleFrames",
@@ -150,6 +150,9 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
                 io.Float.Input("blend", default=0.3, min=0.0, max=1.0, step=0.01, round=0.001,
                                tooltip="Share of the previous output mixed into each input frame: more gives a "
                                "steadier style and less flicker, less follows the video more closely."),
+                io.Float.Input("smooth", default=0.0, min=0.0, max=0.99, step=0.01, round=0.001,
+                               tooltip="Frames shown average the latents over time (EWMA): the share of the last "
+                               "shown latent. Less flicker; the optimisation itself is unchanged. 0 = off."),
                 *rest,
                 *frame_tail_inputs(0.1, "Pull back towards each encoded start frame (keeps the video's layout)."),
             ],
@@ -163,7 +166,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames, vqgan, clip_guide, targets: Targets, first_steps: int, steps_per_frame: int,  # noqa: ANN001
-                blend: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
+                blend: float, smooth: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
                 seed: int, init_weight: float, tv_weight: float, preview_every: int,
                 image_losses: str = "", low_memory: bool = False) -> io.NodeOutput:
         """Run the restyling; one output frame per input frame."""
@@ -177,7 +180,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
         if h == 0 or w == 0:
             raise ValueError(f"The frames ({src.shape[-1]}x{src.shape[-2]}) are smaller than this VQGAN's factor {f}.")
         n = src.shape[0]
-        anim = AnimationConfig(frames=n, steps_per_frame=steps_per_frame, zoom=1.0, blend=blend)
+        anim = AnimationConfig(frames=n, steps_per_frame=steps_per_frame, zoom=1.0, blend=blend, smooth=smooth)
         config = make_config({
             "steps": first_steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
             "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,

@@ -231,6 +231,37 @@ def test_restyle_source_frames_wiring(vqgan, clip):
     assert styled.frames.shape == (4, 1, 3, 32, 32) and not torch.equal(styled.frames, r.frames)
 
 
+def test_smooth_shows_an_ewma_of_the_latents_and_leaves_the_run_alone(vqgan, clip, monkeypatch):
+    src = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    anim = AnimationConfig(frames=4, steps_per_frame=2, zoom=1.0, blend=0.2)
+    plain = run_animation(vqgan, clip, _cfg(steps=2), anim, source=src)
+    raw, shown = [], []  # each frame's optimised latent; the latents decoded for the frames shown
+    real_run, real_decode = GenerationLoop.run, GenerationLoop.decode
+
+    def run(self, max_steps=None):
+        r = real_run(self, max_steps=max_steps)
+        raw.append(r.latent)
+        return r
+
+    def decode(self, z):
+        if z is not self.z:  # not the end-of-run decode of the loop's own latent
+            shown.append(z.detach().clone())
+        return real_decode(self, z)
+
+    monkeypatch.setattr(GenerationLoop, "run", run)
+    monkeypatch.setattr(GenerationLoop, "decode", decode)
+    smooth = run_animation(vqgan, clip, _cfg(steps=2), dataclasses.replace(anim, smooth=0.6), source=src)
+    assert torch.equal(smooth.latent, plain.latent)  # the optimisation runs on the unsmoothed latents
+    assert torch.equal(smooth.frames[0], plain.frames[0]) and not torch.equal(smooth.frames[1:], plain.frames[1:])
+    assert len(raw) == len(shown) == 4 and torch.equal(shown[0], raw[0])
+    for f in range(1, 4):
+        assert torch.allclose(shown[f], torch.lerp(raw[f], shown[f - 1], 0.6))
+    with pytest.raises(ValueError, match="smooth averages latents of frames that stay in place"):
+        AnimationConfig(zoom=1.05, smooth=0.5)
+    with pytest.raises(ValueError, match="smooth must be at least 0 and below 1"):
+        AnimationConfig(zoom=1.0, smooth=1.0)
+
+
 def test_restyle_errors(vqgan, clip):
     with pytest.raises(ValueError, match="do not also give an init latent or init image"):
         run_animation(vqgan, clip, _cfg(), AnimationConfig(), source=torch.rand(2, 3, 8, 8),
@@ -274,10 +305,11 @@ def test_cli_animate_restyles_a_folder(anim_args, tmp_path):
         to_pil(torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i))).save(folder / f"{i}.png")
     out = tmp_path / "styled.png"
     assert main([*anim_args, "red circle", "--source", str(folder), "--steps", "1", "--steps-per-frame", "1",
-                 "--blend", "0.25", "--seed", "1", "--out", str(out)]) == 0
+                 "--blend", "0.25", "--smooth", "0.5", "--seed", "1", "--out", str(out)]) == 0
     meta = read_png_metadata(out)
     anim = meta["animation"]
     assert anim["frames"] == 3 and anim["blend"] == 0.25 and anim["zoom"] == 1.0 and anim["source"] == str(folder)
+    assert anim["smooth"] == 0.5
     again = tmp_path / "again.png"
     assert main(["animate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     with Image.open(out) as a, Image.open(again) as b:

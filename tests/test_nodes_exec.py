@@ -364,12 +364,15 @@ def test_restyle_frames_one_output_per_input_frame(pack, vqgan, guide):
     kw = {k: v for k, v in OPT.items() if k not in ("steps", "continue_run")}
     src = image(3, 18, 21)  # cropped/scaled to 16x20 (multiples of the factor 4)
     out, last = run(pack.animate.VQGANCLIPRestyleFrames, frames=src, vqgan=vqgan, clip_guide=guide, targets=tt,
-                    first_steps=2, steps_per_frame=1, blend=0.5, **kw)
+                    first_steps=2, steps_per_frame=1, blend=0.5, smooth=0.0, **kw)
     assert out.shape == (3, 16, 20, 3) and last.z.shape == (1, 8, 4, 5)
     assert [u[0] for u in pack.comfy_utils.UPDATES] == [1, 2, 3, 4]
+    smoothed, last_s = run(pack.animate.VQGANCLIPRestyleFrames, frames=src, vqgan=vqgan, clip_guide=guide,
+                           targets=tt, first_steps=2, steps_per_frame=1, blend=0.5, smooth=0.8, **kw)
+    assert torch.equal(last.z, last_s.z) and torch.equal(out[0], smoothed[0]) and not torch.equal(out, smoothed)
     with pytest.raises(ValueError, match="smaller than this VQGAN's factor 4"):
         run(pack.animate.VQGANCLIPRestyleFrames, frames=image(1, 3, 3), vqgan=vqgan, clip_guide=guide, targets=tt,
-            first_steps=1, steps_per_frame=1, blend=0.5, **kw)
+            first_steps=1, steps_per_frame=1, blend=0.5, smooth=0.0, **kw)
 
 
 def test_region_targets_reach_the_engine(pack, vqgan, guide):

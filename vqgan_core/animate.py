@@ -10,6 +10,8 @@ frames. ``GenerationConfig.steps`` are the steps before the first frame (0: the 
 With ``source`` frames (a video), frame *f* starts from source frame *f* instead, mixed with the
 (moved) previous output by ``blend``: each frame is restyled towards the prompts, and ``blend``
 carries the style from frame to frame (less flicker); ``init_weight`` keeps the source's layout.
+``smooth`` (RKH's z-smoother) averages the frames' latents over time (an EWMA) for the frames shown;
+the optimisation itself goes on from the unsmoothed latent, so smoothing never slows the style down.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class AnimationConfig:
     padding: str = "reflection"  # what fills revealed borders: reflection | border | zeros
     fps: float = 12.0  # playback speed of written files
     blend: float = 0.0  # with source frames: share of the previous output mixed into each source frame
+    smooth: float = 0.0  # frames shown decode an EWMA of the latents: share of the last shown latent (0 = off)
     source: str | None = None  # provenance: the source frames' file or folder (read by the CLI, not here)
 
     def __post_init__(self) -> None:
@@ -62,6 +65,11 @@ class AnimationConfig:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if not 0.0 <= self.blend <= 1.0:
             raise ValueError(f"blend must be between 0 and 1, got {self.blend}")
+        if not 0.0 <= self.smooth < 1.0:
+            raise ValueError(f"smooth must be at least 0 and below 1, got {self.smooth}")
+        if self.smooth and self.moves:  # latents of moving frames do not line up: averaging them ghosts
+            raise ValueError("smooth averages latents of frames that stay in place (video restyling, or zoom 1 "
+                             "without shift or rotation); set smooth to 0 for a moving animation")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON types only), stored next to the generation settings."""
@@ -166,6 +174,7 @@ def run_animation(
     if src is not None and (loop.height, loop.width) != (src.height, src.width):  # size floored to the factor
         src = SourceFrames(source, loop.height, loop.width, config.batch_size)
     kept: list[torch.Tensor] = []
+    smoothed: torch.Tensor | None = None  # the EWMA of the frames' latents (with ``smooth``)
     res = loop.run(max_steps=config.steps)
     done = 0
     for f in range(a.frames):
@@ -177,10 +186,14 @@ def run_animation(
             res = loop.run(max_steps=a.steps_per_frame)
         if res.interrupted:
             break
+        shown = res.images
+        if a.smooth:
+            smoothed = res.latent if smoothed is None else torch.lerp(res.latent, smoothed, a.smooth)
+            shown = loop.decode(smoothed)[0]
         if keep_frames:
-            kept.append(res.images)
+            kept.append(shown)
         if on_frame is not None:
-            on_frame(f, res.images)
+            on_frame(f, shown)
         done = f + 1
     log.info("animation: %d of %d frames, %d steps", done, a.frames, loop.step_index)
     return AnimationResult(

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # flag dest -> AnimationConfig field
 _ANIM_FLAGS = {"frames": "frames", "steps_per_frame": "steps_per_frame", "zoom": "zoom", "rotate": "rotate",
-               "anim_padding": "padding", "fps": "fps", "blend": "blend", "source": "source"}
+               "anim_padding": "padding", "fps": "fps", "blend": "blend", "smooth": "smooth", "source": "source"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "defaults to all of them")
     g.add_argument("--blend", type=float, help="share of the previous output mixed into each source frame "
                                                "(0-1; more = steadier style, less flicker)")
+    g.add_argument("--smooth", type=float, help="show an average of the frames' latents over time (EWMA, 0-0.99: "
+                                                "the last shown latent's share; less flicker, the run itself "
+                                                "is unchanged); frames must not move")
     p.set_defaults(func=run)
 
 

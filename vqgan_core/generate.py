@@ -388,12 +388,17 @@ class GenerationLoop:
 
     # -- the run -----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def result(self, interrupted: bool = False) -> GenerationResult:
-        """Decode the current latent into the final images."""
-        z_q, idx = self.quantize(self.z.detach())
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images [B,3,H,W] float32 CPU in [0,1], code indices)`` of a latent, as the run renders it."""
+        z_q, idx = self.quantize(z.detach().to(self.device))
         with self._autocast():
             img = (self.vqgan.decode(z_q) if self._dec is None else self._dec(z_q)).float().add(1).div(2).clamp(0, 1)
-        return GenerationResult(img.cpu(), self.z.detach().clone(), idx, self.config, list(self.losses),
+        return img.cpu(), idx
+
+    def result(self, interrupted: bool = False) -> GenerationResult:
+        """Decode the current latent into the final images."""
+        img, idx = self.decode(self.z)
+        return GenerationResult(img, self.z.detach().clone(), idx, self.config, list(self.losses),
                                 self.step_index, interrupted)
 
     def run(self, max_steps: int | None = None) -> GenerationResult:
