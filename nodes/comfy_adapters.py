@@ -133,6 +133,14 @@ def output_device() -> torch.device:
     return mm.intermediate_device()
 
 
+def free_comfy_memory() -> None:
+    """Unload the models ComfyUI holds (what ComfyUI itself does after an out-of-memory error)."""
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+
+
 def check_interrupt() -> None:
     """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel."""
     import comfy.model_management as mm
@@ -191,10 +199,12 @@ class Progress:
         self._pending = None
 
     def callbacks(self):  # noqa: ANN201
-        """The engine's ``GenerationCallbacks`` wired to this bar (progress, previews, Cancel)."""
+        """The engine's ``GenerationCallbacks`` wired to this bar (progress, previews, Cancel) and to ComfyUI's
+        memory management (out of GPU memory: unload ComfyUI's models and retry)."""
         from vqgan_core.generate import GenerationCallbacks
 
-        return GenerationCallbacks(progress=self.progress, preview=self.preview, should_stop=self.should_stop)
+        return GenerationCallbacks(progress=self.progress, preview=self.preview, should_stop=self.should_stop,
+                                   free_memory=free_comfy_memory)
 
     def should_stop(self) -> bool:
         """Engine hook before every step: raise if the user pressed Cancel."""

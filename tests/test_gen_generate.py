@@ -260,6 +260,29 @@ def test_out_of_memory_step_switches_to_checkpointing(vqgan, clip, precision, mo
         never.run()
 
 
+
+@pytest.mark.parametrize("persists", [False, True])
+def test_out_of_memory_asks_the_host_to_free_memory_first(vqgan, clip, persists, monkeypatch):
+    """callbacks.free_memory (ComfyUI unloading its models) is asked once and the step retried as it was;
+    only if memory is still short does the decoder start recomputing."""
+    ref = run_generation(vqgan, clip, _cfg(steps=4, checkpoint_decoder=persists))
+    freed, failed = [], []
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=4), GenerationCallbacks(free_memory=lambda: freed.append(1)))
+    real = GenerationLoop._loss
+
+    def tight(self, z, packs, factor):
+        if self.step_index == 2 and not self._recomputing and (persists or not freed):
+            failed.append(self.step_index)
+            torch.rand(64, generator=self.gen)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, z, packs, factor)
+
+    monkeypatch.setattr(loop, "_forward", tight.__get__(loop))
+    r = loop.run()
+    assert freed == [1] and failed == [2] * (1 + persists) and loop._recomputing == persists
+    assert torch.equal(r.latent, ref.latent) and r.losses == ref.losses
+
+
 def test_region_image_prompts_are_fitted_to_the_region(vqgan, clip, monkeypatch):
     import vqgan_core.generate as gen
 

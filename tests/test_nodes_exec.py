@@ -432,6 +432,28 @@ def test_optimize_image_losses_widget(pack, vqgan, guide, monkeypatch):
     assert seen == [None, None, True]  # off: only after running out of memory; on: always
 
 
+
+def test_out_of_memory_unloads_comfy_models_and_retries(pack, vqgan, guide, monkeypatch):
+    from vqgan_core.generate import GenerationLoop
+
+    lat = _start(pack, vqgan)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {"latent": lat, "vqgan": vqgan, "clip_guide": guide, "targets": tt, **OPT}
+    (a,) = run(pack.optimize.VQGANCLIPOptimize, **kw)
+    real, failed = GenerationLoop._loss, []
+
+    def tight(self, z, packs, factor):  # short of memory at step 1 until ComfyUI has unloaded its models
+        if self.step_index == 1 and not pack.mm.UNLOADS:
+            failed.append(1)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, z, packs, factor)
+
+    pack.mm.UNLOADS.clear()
+    monkeypatch.setattr(GenerationLoop, "_loss", tight)
+    (b,) = run(pack.optimize.VQGANCLIPOptimize, **kw)
+    assert failed == [1] and pack.mm.UNLOADS == [1] and torch.equal(a.z, b.z)
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

@@ -20,12 +20,16 @@ class GenerationCallbacks:
     preview(step, images) / save(step, images): every ``preview_every`` / ``save_every`` steps with
     ``[B,3,H,W]`` CPU images in [0,1] (the image the step was computed on; step 0 = the start).
     should_stop(): checked before every step; True ends the run early (result.interrupted).
+    free_memory(): called once, the first time a step runs out of GPU memory: the host (ComfyUI)
+    unloads the models it holds, and the step is retried as it was before decoder checkpointing is
+    considered.
     """
 
     progress: Callable[[int, int, float | None], None] | None = None
     preview: Callable[[int, torch.Tensor], None] | None = None
     save: Callable[[int, torch.Tensor], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    free_memory: Callable[[], None] | None = None
 
 
 @dataclass

@@ -189,7 +189,7 @@ class GenerationLoop:
         self._dec: torch.nn.Module | None = None
         self._clip_models: list[torch.nn.Module | None] = [None] * len(self.clip.guides)
         blocks, recompute = self.config.compile == "blocks", bool(self.config.checkpoint_decoder)
-        self._recomputing = False
+        self._recomputing = self._host_freed = False
         if self.precision in ("bf16", "fp16") or blocks or recompute:  # private frozen copies: no casts per step
             self._make_private_decoder()
             if recompute:
@@ -222,19 +222,26 @@ class GenerationLoop:
         log.info("decoder checkpointing: %d blocks recomputed in backward", recompute_blocks(self._dec))
         self._recomputing = True
 
-    def _switch_to_recompute(self) -> None:
-        """``checkpoint_decoder=None`` after a step ran out of memory: recompute from now on (same result)."""
-        log.warning("out of GPU memory at step %d: recomputing the decoder's activations in backward from now on "
-                    "(same image, about one more decoder pass per step; checkpoint_decoder=True starts that way, "
-                    "False fails instead)", self.step_index)
+    def _make_room(self) -> None:
+        """After a step ran out of memory: first the host frees what it holds (``callbacks.free_memory``, once),
+        then, with ``checkpoint_decoder=None``, the decoder recomputes its activations from now on."""
         self.opt.zero_grad(set_to_none=True)
         had_graph, self._graphed = self._graphed is not None, None  # frees the failed capture's memory pool
-        if self._dec is None:  # fp32 on the caller's model: recompute a private copy, never the shared model
-            self._make_private_decoder()
-            self._convert_vqgan = False
-        self._recompute_decoder()
-        if self.config.compile == "full":  # retrace with the wrapped blocks
-            self._forward = torch.compile(self._loss)
+        if self.cb.free_memory is not None and not self._host_freed:
+            log.warning("out of GPU memory at step %d: asking the host to unload its models, then retrying",
+                        self.step_index)
+            self._host_freed = True
+            self.cb.free_memory()
+        else:
+            log.warning("out of GPU memory at step %d: recomputing the decoder's activations in backward from now "
+                        "on (same image, about one more decoder pass per step; checkpoint_decoder=True starts "
+                        "that way, False fails instead)", self.step_index)
+            if self._dec is None:  # fp32 on the caller's model: recompute a private copy, never the shared model
+                self._make_private_decoder()
+                self._convert_vqgan = False
+            self._recompute_decoder()
+            if self.config.compile == "full":  # retrace with the wrapped blocks
+                self._forward = torch.compile(self._loss)
         if had_graph:
             self._graphed = GraphedLossBackward(self._graph_body, self.z, [self.gen])
         if self.device.type == "cuda":
@@ -340,18 +347,21 @@ class GenerationLoop:
         loss.backward()
         return loss.detach(), img.detach()
 
+    def _can_make_room(self) -> bool:
+        return (self.cb.free_memory is not None and not self._host_freed) or (
+            self.config.checkpoint_decoder is None and not self._recomputing)
+
     def _loss_and_grad_fitting(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_loss_and_grad`; with ``checkpoint_decoder=None``, an out-of-memory step is retried with
-        decoder checkpointing, from the same random state (so the image is the one a checkpointed run gives)."""
-        if self.config.checkpoint_decoder is not None or self._recomputing:
-            return self._loss_and_grad(i, factor)
-        state = self.gen.get_state()
-        try:
-            return self._loss_and_grad(i, factor)
-        except torch.OutOfMemoryError:
-            pass  # retry outside the handler: its traceback holds the failed step's activations
-        self._switch_to_recompute()
-        self.gen.set_state(state)
+        """:meth:`_loss_and_grad`, retried after :meth:`_make_room` when it runs out of memory, from the same
+        random state (so the image is the one a run that had the room from the start gives)."""
+        while self._can_make_room():
+            state = self.gen.get_state()
+            try:
+                return self._loss_and_grad(i, factor)
+            except torch.OutOfMemoryError:
+                pass  # retry outside the handler: its traceback holds the failed step's activations
+            self._make_room()
+            self.gen.set_state(state)
         return self._loss_and_grad(i, factor)
 
     @property
