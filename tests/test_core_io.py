@@ -85,6 +85,27 @@ def test_download_error_is_actionable(http_dir, tmp_path):
     assert not list(tmp_path.glob("*missing*")), "no partial file is left behind"
 
 
+def test_dead_links_are_named_not_parsed(taming_fixtures, http_dir, tmp_path):
+    """A dead heibox link answers with an HTML page: refused at download, and named when already saved."""
+    from vqgan_core.checkpoint import CheckpointError
+    from vqgan_core.config import ConfigError, VQGANConfig
+
+    root, base = http_dir
+    page = "<!DOCTYPE html>\n<html><body>Link does not exist :(</body></html>\n"
+    (root / "gone.html").write_text(page)
+    with pytest.raises(DownloadError, match="answered with a web page.*probably dead"):
+        download(f"{base}/gone.html", tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*gone*"))
+    (tmp_path / "last.ckpt").write_text(page)
+    (tmp_path / "model.yaml").write_text(page)
+    with pytest.raises(CheckpointError, match=r"last\.ckpt is a web page \(HTML\), not a checkpoint.*mirror"):
+        load_vqgan(tmp_path / "last.ckpt", config=taming_fixtures / "tiny_f4" / "model.yaml")
+    with pytest.raises(ConfigError, match=r"model\.yaml is a web page \(HTML\), not a taming model\.yaml"):
+        VQGANConfig.from_taming_yaml(tmp_path / "model.yaml")
+    with pytest.raises(CheckpointError, match=r"model\.yaml is a web page"):  # named through the loader too
+        load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt", config=tmp_path / "model.yaml")
+
+
 @pytest.mark.parametrize(("dtype", "channels_last", "tol"), [
     (torch.float32, True, 1e-4),
     (torch.bfloat16, False, 0.08),

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .config import ConfigError, VQGANConfig
+from .download import DEAD_LINK_HINT, is_web_page
 from .io_utils import atomic_save_file
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def _check_readable(path: Path) -> None:
         raise CheckpointError(f"{path} is a folder, expected a .ckpt/.pt or .safetensors file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): the download or copy did not complete")
+    if is_web_page(path):
+        raise CheckpointError(f"{path} is a web page (HTML), not a checkpoint: {DEAD_LINK_HINT}")
 
 
 def safe_torch_load(path: str | os.PathLike) -> Any:

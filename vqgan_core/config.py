@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from .download import DEAD_LINK_HINT, is_web_page
+
 QUANTIZERS = ("vq", "gumbel")
 
 # taming `model.target` values we can build, and what they mean for us.
@@ -125,6 +127,8 @@ class VQGANConfig:
         else:
             path = Path(source)
             try:
+                if is_web_page(path):
+                    raise ConfigError(f"{path} is a web page (HTML), not a taming model.yaml: {DEAD_LINK_HINT}")
                 doc = yaml.safe_load(path.read_text(encoding="utf-8"))
             except FileNotFoundError:
                 raise ConfigError(f"config file not found: {path}") from None

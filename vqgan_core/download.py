@@ -37,6 +37,17 @@ def _filename_for(url: str) -> str:
     return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
 
 
+DEAD_LINK_HINT = ("the link it came from is probably dead or needs a login (heibox and other hosts answer with "
+                  "an error page); download it again from a working mirror")
+
+
+def is_web_page(path: str | os.PathLike) -> bool:
+    """True for an HTML page saved under a model's name: what a dead download link leaves behind."""
+    with open(path, "rb") as fh:
+        head = fh.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
 def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | None = None, timeout: float = 60.0) -> Path:
     """Fetch ``url`` once into the cache and return the local path (re-used on later calls)."""
     dest = Path(dest_dir) if dest_dir else cache_dir()
@@ -48,6 +59,8 @@ def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | 
     def _fetch(tmp: str) -> None:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:  # noqa: S310 - http(s) only
+                if resp.headers.get_content_type() == "text/html":  # never a model, config or image
+                    raise DownloadError(f"{url} answered with a web page (HTML), not the file: {DEAD_LINK_HINT}")
                 shutil.copyfileobj(resp, out, length=1 << 20)
         except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
             raise DownloadError(
