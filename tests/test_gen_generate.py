@@ -283,6 +283,40 @@ def test_out_of_memory_asks_the_host_to_free_memory_first(vqgan, clip, persists,
     assert torch.equal(r.latent, ref.latent) and r.losses == ref.losses
 
 
+
+def test_out_of_memory_inside_a_graph_capture_keeps_the_graph(vqgan, clip, monkeypatch):
+    """Ending a capture that ran out of memory raises a RuntimeError of its own: it is still an out-of-memory
+    step (switch to checkpointing, capture again), not an op that cannot be captured (give up on graphs)."""
+    import vqgan_core.generate as gen
+
+    class FakeGraph:  # GraphedLossBackward's interface, eager, on CPU
+        fail = True
+
+        def __init__(self, fn, z, generators):
+            self.fn, self.z, self.captures = fn, z, 0
+
+        def scalar(self, name, value):
+            return value
+
+        def __call__(self, key, packs, factor):
+            if FakeGraph.fail:
+                FakeGraph.fail = False
+                try:
+                    raise torch.OutOfMemoryError("CUDA out of memory")
+                except torch.OutOfMemoryError:
+                    raise RuntimeError("operation not permitted when stream is capturing") from None
+            self.z.grad = None
+            loss, img = self.fn(packs, factor)
+            loss.backward()
+            return loss.detach(), img.detach()
+
+    monkeypatch.setattr(gen, "GraphedLossBackward", FakeGraph)
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=2))
+    loop._graphed = FakeGraph(loop._graph_body, loop.z, [loop.gen])
+    loop.run()
+    assert isinstance(loop._graphed, FakeGraph) and loop._recomputing
+
+
 def test_region_image_prompts_are_fitted_to_the_region(vqgan, clip, monkeypatch):
     import vqgan_core.generate as gen
 

@@ -339,6 +339,8 @@ class GenerationLoop:
             except torch.OutOfMemoryError:
                 raise  # not a capture problem: the eager step would need the same memory
             except RuntimeError as e:  # an op that cannot be captured: keep the run alive, eagerly
+                if isinstance(e.__context__, torch.OutOfMemoryError):  # ending the failed capture raised anew
+                    raise e.__context__ from None
                 log.warning("CUDA graph capture failed (%s); continuing without CUDA graphs", str(e).splitlines()[0])
                 self._graphed = None
                 torch.cuda.synchronize(self.device)
