@@ -336,19 +336,37 @@ def test_cli_animate_rejects_save_every_and_keeps_frames_on_ctrl_c(anim_args, tm
 
     import vqgan_core.generate as gen
 
-    real_step, calls = gen.GenerationLoop.step, []
+    real_step, calls, fired = gen.GenerationLoop.step, [], []
 
     def step(self):
         calls.append(1)
-        if len(calls) == 4:  # Ctrl-C during the last step of frame 1 (2 steps for frame 0, then 2 per frame)
+        if len(calls) == 4 and not fired:  # Ctrl-C during the last step of frame 1 (2 steps for frame 0, then 2
+            fired.append(1)  # per frame), once
             signal.raise_signal(signal.SIGINT)
         return real_step(self)
 
     monkeypatch.setattr(gen.GenerationLoop, "step", step)
-    out = tmp_path / "partial.gif"
+    out, frames_dir = tmp_path / "partial.png", tmp_path / "frames"
     assert main([*anim_args, "red", "--steps", "2", "--frames", "5", "--steps-per-frame", "2", "--seed", "1",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--frames-dir", str(frames_dir)]) == 0
     assert "interrupted after 2 of 5" in capsys.readouterr().out and len(calls) == 4  # that step still finished
     with Image.open(out) as im:
         assert im.n_frames == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    # reproducing it makes the 2 frames it holds, of the same planned 5-frame animation; a frame file makes
+    # the frames up to it; --stop-after-frames sets the count
+    again = tmp_path / "again.png"
+    for src, frames, steps in ((out, 2, 4), (frames_dir / "frame_00000.png", 1, 2)):
+        calls.clear()
+        assert main(["animate", "--from-png", str(src), "--out", str(again), "--no-progress"]) == 0
+        assert f"{frames} of 5" in capsys.readouterr().out and len(calls) == steps
+        with Image.open(out) as a, Image.open(again) as b:
+            assert b.n_frames == frames
+            for f in range(frames):
+                a.seek(f)
+                b.seek(f)
+                assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+    calls.clear()
+    assert main(["animate", "--from-png", str(out), "--stop-after-frames", "3", "--out", str(again),
+                 "--no-progress"]) == 0
+    assert len(calls) == 6 and "3 of 5" in capsys.readouterr().out

@@ -149,12 +149,14 @@ def run_animation(
     on_frame: Callable[[int, torch.Tensor], None] | None = None,
     keep_frames: bool = True,
     source: torch.Tensor | None = None,
+    stop_after: int | None = None,
     **loop_kwargs: Any,
 ) -> AnimationResult:
     """Run a zoom animation; ``on_frame(index, images [B,3,H,W])`` streams each frame as it is done.
 
     ``source``: frames to restyle (``[F,3,H,W]`` or ``[F,B,3,H,W]``, float in [0,1] or uint8, any size);
     the animation then has ``min(frames, F)`` frames and frame 0 starts from the first source frame.
+    ``stop_after``: end after that many frames of the planned animation (the same frames as the full run).
     ``loop_kwargs`` go to :class:`GenerationLoop` (``init_latent``, ``init_image``, ``image_prompts``).
     Progress callbacks count the steps of the whole animation. An interrupt ends it after the last
     complete frame (``result.interrupted``).
@@ -177,7 +179,7 @@ def run_animation(
     smoothed: torch.Tensor | None = None  # the EWMA of the frames' latents (with ``smooth``)
     res = loop.run(max_steps=config.steps)
     done = 0
-    for f in range(a.frames):
+    for f in range(a.frames if stop_after is None else min(a.frames, stop_after)):
         if f > 0:
             start = frame_transform(res.images, a)
             if src is not None:

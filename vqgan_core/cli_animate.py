@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--anim-padding", choices=["reflection", "border", "zeros"], help="fills revealed borders")
     g.add_argument("--fps", type=float, help="playback frames per second (default 12)")
     g.add_argument("--frames-dir", help="also write every frame as a PNG into this folder")
+    g.add_argument("--stop-after-frames", type=int, metavar="N",
+                   help="end after N frames of the planned animation. Default with --from-png: the frames that "
+                        "file holds (an interrupted animation, or a --frames-dir frame)")
     g = p.add_argument_group("restyling a video")
     g.add_argument("--source", help="frames to restyle: a folder of images (sorted by name), an animated "
                                     "GIF/WebP/PNG, or a video (.mp4, .mov, .webm...: needs ffmpeg); --frames then "
@@ -76,6 +79,24 @@ def resolve_animation(args: argparse.Namespace):  # noqa: ANN201
     return AnimationConfig.from_dict(d)
 
 
+def stop_frame(args: argparse.Namespace, anim) -> int | None:  # noqa: ANN001
+    """Frames to make: ``--stop-after-frames``, else those of a ``--from-png`` file that ended early."""
+    if args.stop_after_frames is not None:
+        if args.stop_after_frames < 1:
+            raise ValueError(f"--stop-after-frames must be at least 1, got {args.stop_after_frames}")
+        return args.stop_after_frames
+    if args.from_png and args.frames is None:
+        from vqgan_core.image_io import read_png_metadata
+
+        meta = read_png_metadata(args.from_png)
+        done = meta.get("frames", meta["frame"] + 1 if isinstance(meta.get("frame"), int) else None)
+        if isinstance(done, int) and 0 < done < anim.frames:
+            log.info("%s holds %d of %d frames: making those (--stop-after-frames %d makes all)", args.from_png,
+                     done, anim.frames, anim.frames)
+            return done
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``animate``; returns the exit code."""
     from vqgan_core.animate import run_animation
@@ -97,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
     if anim.source is not None:
         source = load_frames(anim.source, max_frames=anim.frames, size=(cfg.height, cfg.width))
         anim = dataclasses.replace(anim, frames=source.shape[0])
+    stop = stop_frame(args, anim)
     device, vqgan, clip = cli_generate.load_models(cfg, args.device)
-    total = cfg.steps + (anim.frames - 1) * anim.steps_per_frame
+    total = cfg.steps + (min(anim.frames, stop or anim.frames) - 1) * anim.steps_per_frame
     bar, progress = cli_generate.progress_bar(total, args.no_progress)
     pil_frames: list[list] = [[] for _ in range(cfg.batch_size)]
 
@@ -116,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             callbacks = GenerationCallbacks(progress=progress, should_stop=should_stop)
             result = run_animation(vqgan, clip, cfg, anim, callbacks, on_frame=on_frame, keep_frames=False,
-                                   source=source)
+                                   source=source, stop_after=stop)
         finally:
             bar.close()
     if result.frames_done == 0:
@@ -126,5 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 "frames": result.frames_done}
         save_animation(out, pil_frames[b], anim.fps, cli_generate.prompt_of(cfg, b), meta)
         note = f", interrupted after {result.frames_done} of {anim.frames}" if result.interrupted else ""
+        if not note and result.frames_done < anim.frames:
+            note = f", {result.frames_done} of {anim.frames}"
         print(f"wrote {out} ({result.frames_done} frames, seed {result.config.seed}{note})")
     return 0
