@@ -64,6 +64,13 @@ def test_batch_outputs(base_args, tmp_path):
         (["a cat", "--optimizer", "diffgrad", "--steps", "1"], "valid names"),
         (["a cat", "--augments", "Af,Zz", "--steps", "1"], "valid names"),
         (["a cat", "--out", "x.jpg"], ".png"),
+        (["a cat", "--size", "0", "32"], "image width must be positive"),
+        (["a cat", "--region", "/nope/sky.png", "blue"], "mask not found: /nope/sky.png"),
+        (["a cat", "--edit-mask", "/nope/m.png"], "mask not found: /nope/m.png"),
+        (["a cat", "--save-every", "-3"], "save_every must be >= 0"),
+        (["a cat", "--change-prompts-every", "-1"], "change_prompts_every must be >= 0"),
+        (["a cat", "--lr", "-1"], "lr and cut_pow must be positive"),
+        (["a cat", "--cut-pow", "0"], "lr and cut_pow must be positive"),
     ],
 )
 def test_errors_are_one_line(base_args, tmp_path, capsys, extra, needle):

@@ -53,7 +53,9 @@ class VQGAN(nn.Module):
         """Latent grid ``(h, w)`` for an image size, or a ValueError naming the nearest valid sizes."""
         f = self.downsample_factor
         for name, v in (("height", height), ("width", width)):
-            if v <= 0 or v % f:
+            if v <= 0:
+                raise ValueError(f"image {name} must be positive (a multiple of {f}), got {v}")
+            if v % f:
                 lo, hi = max(f, v // f * f), (v // f + 1) * f
                 raise ValueError(
                     f"image {name} {v} is not a multiple of the downsampling factor {f}; use {lo} or {hi} "

@@ -12,6 +12,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,8 @@ def load_mask(path: str) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"mask not found: {path}")
     with Image.open(path) as im:
         if "A" in im.getbands():
             alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
