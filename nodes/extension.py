@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 NODES: list[type[io.ComfyNode]] = [
     loaders.LoadVQGAN,
+    loaders.SeamlessVQGAN,
     loaders.LoadCLIPGuide,
     loaders.CombineCLIPGuides,
     latent.VQGANEncode,

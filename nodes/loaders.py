@@ -96,6 +96,32 @@ class LoadVQGAN(io.ComfyNode):
         return io.NodeOutput(_cached(("vqgan", path, mtime, str(device)), build))
 
 
+class SeamlessVQGAN(io.ComfyNode):
+    """The VQGAN with circular padding: everything made with it tiles without seams."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: VQGAN in, seamless VQGAN out."""
+        return io.Schema(
+            node_id="VQGAN_Seamless",
+            display_name="VQGAN Seamless (Tileable)",
+            category=CATEGORY,
+            description="Makes every image this VQGAN decodes tileable (no seams when repeated side by side): "
+            "its convolutions wrap around the edges. Use it for Optimize / Generate and for VQGAN Decode; "
+            "Optimize and Generate also judge the image across its edges. Shares the weights (no extra memory).",
+            inputs=[VQGANModel.Input("vqgan")],
+            outputs=[VQGANModel.Output(display_name="vqgan")],
+        )
+
+    @classmethod
+    def execute(cls, vqgan) -> io.NodeOutput:  # noqa: ANN001
+        """Wrap the convolutions' padding (a weight-sharing twin; the input model is unchanged)."""
+        from vqgan_core.seamless import seamless_copy
+
+        with ca.outside_inference_mode():
+            return io.NodeOutput(seamless_copy(vqgan))
+
+
 def clip_model_choices() -> list[str]:
     """'demo', open_clip folders found in models/clip_guide ('local:<folder>'), then open_clip names."""
     import open_clip

@@ -4,7 +4,8 @@
   with and without CUDA graphs; the graph is really captured and replayed;
 * the random streams are seeded: the same seed gives the same initial latent and the same cutouts;
 * the demo models actually learn on the GPU (the loss falls) in every precision mode;
-* compiled blocks and the zoom animation run inside the captured graph.
+* compiled blocks, the zoom animation and seamless runs (random rolls) run inside the captured graph;
+* a real out-of-memory step (memory capped) switches to decoder checkpointing and finishes the run.
 
 Run with ``python -m pytest -m gpu tests/test_gen_cuda.py``.
 """
@@ -32,11 +33,12 @@ def _cfg(**kw) -> GenerationConfig:
 
 
 @pytest.mark.parametrize("graph", [True, False])
-@pytest.mark.parametrize("precision", ["bf16", "fp32", "classic"])
-def test_no_host_sync_in_step(models, precision, graph):
+@pytest.mark.parametrize(("precision", "seamless"), [("bf16", False), ("fp32", False), ("classic", False),
+                                                     ("bf16", True)])
+def test_no_host_sync_in_step(models, precision, graph, seamless):
     vqgan, clip = models
     loop = GenerationLoop(vqgan, clip, _cfg(precision=precision, augments=["Af", "Pe", "Ji", "Er", "Sh"],
-                                            cutout_method="mixed", cuda_graph=graph))
+                                            cutout_method="mixed", cuda_graph=graph, seamless=seamless))
     for m in (vqgan, clip.model):
         m.requires_grad_(False)
     for _ in range(4):  # lazy initialisations (optimiser state, constants), graph warm-up and capture

@@ -454,6 +454,23 @@ def test_out_of_memory_unloads_comfy_models_and_retries(pack, vqgan, guide, monk
     assert failed == [1] and pack.mm.UNLOADS == [1] and torch.equal(a.z, b.z)
 
 
+
+def test_seamless_vqgan_node_makes_tileable_runs_and_decodes(pack, vqgan, guide):
+    from vqgan_core.seamless import is_seamless
+
+    (twin,) = run(pack.loaders.SeamlessVQGAN, vqgan=vqgan)
+    assert is_seamless(twin) and not is_seamless(vqgan) and twin.codebook is vqgan.codebook
+    lat = _start(pack, twin)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=twin, clip_guide=guide, targets=tt, **OPT)
+    assert out.model is twin  # VQGAN Decode follows the latent's model: the circular decoder
+    (img,) = run(pack.latent.VQGANDecode, latent=out)
+    rolled = pack.types.Latent(z=torch.roll(out.z, (1, 2), (2, 3)), model=twin)
+    (img_r,) = run(pack.latent.VQGANDecode, latent=rolled)
+    f = vqgan.downsample_factor
+    assert torch.allclose(img_r, torch.roll(img, (f, 2 * f), (1, 2)), atol=1e-5)  # IMAGE is [B,H,W,C]: no seams
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

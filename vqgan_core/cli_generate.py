@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 _FIELDS: dict[str, str | None] = {
     "image_prompts": None, "noise_prompts": None, "batch_prompts": None, "change_prompts_every": None,
     "region_prompts": None,
-    "steps": None, "seed": None, "batch": "batch_size", "init": None, "init_image": None, "init_weight": None,
+    "steps": None, "seed": None, "batch": "batch_size", "seamless": None, "init": None, "init_image": None, "init_weight": None,
     "init_weight_decay": None, "image_losses": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
     "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "optimizer": None, "lr": None,
     "lr_schedule": None, "precision": None, "channels_last": None, "compile": None, "cuda_graph": None,
@@ -61,6 +61,8 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g = p.add_argument_group("image and run")
     g.add_argument("--size", type=int, nargs=2, metavar=("W", "H"))
     g.add_argument("--steps", type=int)
+    g.add_argument("--seamless", action=argparse.BooleanOptionalAction, default=None,
+                   help="a tileable image (no seams when repeated side by side): the VQGAN pads circularly")
     g.add_argument("--seed", type=int, help="default: random (stored in the PNG)")
     g.add_argument("--out", default=None, help=out_help)
     g.add_argument("--batch", type=int, help="images optimised together in one batched step (seeds seed+i)")

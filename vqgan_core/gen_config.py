@@ -38,6 +38,7 @@ class GenerationConfig:
     steps: int = 300
     seed: int | None = None  # None: drawn at random and recorded in the result/PNG
     batch_size: int = 1  # items b use seeds seed+b
+    seamless: bool = False  # tileable image: circular padding in the VQGAN, views rolled (vqgan_core.seamless)
     # initialisation
     init: str = "random"  # random | image | pixels | gradient | perlin
     init_image: str | None = None  # file or URL for init="image"

@@ -39,6 +39,7 @@ from vqgan_core.prompts import parse_story
 from vqgan_core.recompute import recompute_blocks
 from vqgan_core.regions import RegionPrompt, RegionView, load_mask, region_banks
 from vqgan_core.schedules import make_lr_schedule
+from vqgan_core.seamless import is_seamless, random_roll, seamless_copy
 from vqgan_core.targets import TargetBank
 
 __all__ = ["GenerationCallbacks", "GenerationLoop", "GenerationResult", "resolve_precision", "run_generation"]
@@ -94,6 +95,10 @@ class GenerationLoop:
             self._z_keep = self.z.detach().clone()
 
     def _setup(self, vqgan, clip, config, callbacks, init_latent, init_image, image_prompts, regions) -> None:
+        if config.seamless and not is_seamless(vqgan):
+            vqgan = seamless_copy(vqgan)  # shares the weights: the caller's model keeps its padding
+        elif is_seamless(vqgan) and not config.seamless:  # a seamless model (ComfyUI node): roll the views too
+            config = config.replace(seamless=True)
         self.vqgan, self.clip = vqgan, ClipEnsemble.of(clip)
         if config.seed is None:
             config = config.replace(seed=random.SystemRandom().randrange(2**31))  # noqa: S311 - not crypto
@@ -312,7 +317,10 @@ class GenerationLoop:
         img = self.render(z)
         per_item = torch.zeros(B, device=z.device)
         for (view, _), bank_packs in zip(self._banks, packs, strict=True):
-            seen = img if view is None else view(img)
+            if view is not None:
+                seen = view(img)
+            else:  # a tileable image is judged across its edges too
+                seen = random_roll(img, self.gen) if c.seamless else img
             for (guide, gw), tg, model in zip(self.clip.guides, bank_packs, self._clip_models, strict=True):
                 cuts = self.cutouts(seen, guide.image_size, self.gen)
                 with self._autocast():

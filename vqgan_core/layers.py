@@ -115,14 +115,16 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Stride-2 conv after an asymmetric (right/bottom) zero pad, exactly as taming does."""
+    """Stride-2 conv after an asymmetric (right/bottom) zero pad, exactly as taming does (a wrapping pad when
+    the conv's ``padding_mode`` is ``circular``: see ``vqgan_core.seamless``)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
+        mode = "circular" if self.conv.padding_mode == "circular" else "constant"
+        return self.conv(F.pad(x, (0, 1, 0, 1), mode=mode))
 
 
 class Upsample(nn.Module):

@@ -88,6 +88,13 @@ WORKFLOWS: dict[str, list[Node]] = {
                      "seed": 2, "cutouts": 16, "lr": 0.1, "preview_every": 10}},
         _save(4, (3, 0), "vqclip/generate"),
     ],
+    "seamless_texture": [
+        *_models(), {"id": 3, "type": "VQGAN_Seamless", "links": {"vqgan": (1, 0)}},
+        {"id": 4, "type": "VQGAN_CLIPGenerate", "links": {"vqgan": (3, 0), "clip_guide": (2, 0)},
+         "widgets": {"prompt": "a yellow circle on a purple background", "width": 64, "height": 64, "steps": 60,
+                     "seed": 4, "cutouts": 16, "lr": 0.1, "preview_every": 10}},
+        _save(5, (4, 0), "vqclip/seamless"),
+    ],
     "image_prompt_and_text": [
         *_models(), _load_image(3, CIRCLE),
         {"id": 4, "type": "VQClip_ImagePrompt", "links": {"image": (3, 0)}, "widgets": {"weight": 1.0, "stop": -1.0}},
