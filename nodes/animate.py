@@ -150,11 +150,11 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
                 io.Float.Input("blend", default=0.3, min=0.0, max=1.0, step=0.01, round=0.001,
                                tooltip="Share of the previous output mixed into each input frame: more gives a "
                                "steadier style and less flicker, less follows the video more closely."),
+                *rest,
+                *frame_tail_inputs(0.1, "Pull back towards each encoded start frame (keeps the video's layout)."),
                 io.Float.Input("smooth", default=0.0, min=0.0, max=0.99, step=0.01, round=0.001,
                                tooltip="Frames shown average the latents over time (EWMA): the share of the last "
                                "shown latent. Less flicker; the optimisation itself is unchanged. 0 = off."),
-                *rest,
-                *frame_tail_inputs(0.1, "Pull back towards each encoded start frame (keeps the video's layout)."),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -166,9 +166,9 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames, vqgan, clip_guide, targets: Targets, first_steps: int, steps_per_frame: int,  # noqa: ANN001
-                blend: float, smooth: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
+                blend: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
                 seed: int, init_weight: float, tv_weight: float, preview_every: int,
-                image_losses: str = "", low_memory: bool = False) -> io.NodeOutput:
+                image_losses: str = "", low_memory: bool = False, smooth: float = 0.0) -> io.NodeOutput:
         """Run the restyling; one output frame per input frame."""
         from vqgan_core.animate import AnimationConfig, run_animation
 

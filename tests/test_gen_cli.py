@@ -69,8 +69,8 @@ def test_batch_outputs(base_args, tmp_path):
         (["a cat", "--edit-mask", "/nope/m.png"], "mask not found: /nope/m.png"),
         (["a cat", "--save-every", "-3"], "save_every must be >= 0"),
         (["a cat", "--change-prompts-every", "-1"], "change_prompts_every must be >= 0"),
-        (["a cat", "--lr", "-1"], "lr and cut_pow must be positive"),
-        (["a cat", "--cut-pow", "0"], "lr and cut_pow must be positive"),
+        (["a cat", "--lr", "-1"], "lr must be positive and cut_pow at least 0"),
+        (["a cat", "--cut-pow", "-0.5"], "lr must be positive and cut_pow at least 0"),
     ],
 )
 def test_errors_are_one_line(base_args, tmp_path, capsys, extra, needle):
@@ -182,3 +182,6 @@ def test_boolean_flags_override_stored_settings_and_threads_work(base_args, tmp_
     assert main(["generate", "--from-png", str(out), "--no-checkpoint-decoder", "--out", str(again), "--no-progress",
                  "--device", "cpu"]) == 0
     assert read_png_metadata(again)["config"]["checkpoint_decoder"] is False
+    third = tmp_path / "e.png"  # a stored False (the old default) allows the automatic switch when reproducing
+    assert main(["generate", "--from-png", str(again), "--out", str(third), "--no-progress", "--device", "cpu"]) == 0
+    assert read_png_metadata(third)["config"]["checkpoint_decoder"] is None

@@ -161,6 +161,8 @@ def run_animation(
     Progress callbacks count the steps of the whole animation. An interrupt ends it after the last
     complete frame (``result.interrupted``).
     """
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be at least 1 frame, got {stop_after}")
     a, run_config = animation, config
     src = None
     if source is not None:

@@ -153,6 +153,8 @@ def resolve_config(args: argparse.Namespace):
     stored: dict[str, Any] = {}
     if args.from_png:
         stored = dict(read_png_metadata(args.from_png).get("config", {}))
+        if stored.get("checkpoint_decoder") is False:  # the old default (before the automatic switch); the
+            stored["checkpoint_decoder"] = None  # image is the same either way, so running out of memory need not fail
     vqgan = args.vqgan or stored.get("vqgan") or "demo"
     clip = args.clip or stored.get("clip") or ["demo"]
     if vqgan == "demo" and clip == ["demo"] and not stored:

@@ -84,7 +84,10 @@ class GraphedLossBackward:
         for g in self.generators:
             graph.register_generator_state(g)
         self.z.grad = None  # the captured backward allocates the gradient: a static tensor
-        with torch.cuda.graph(graph):
+        capture = torch.cuda.Stream(self.z.device)
+        # Our own stream context around torch's: when ending a failed capture raises, torch.cuda.graph does
+        # not switch the stream back, this one does (the caller then retries eagerly or captures again).
+        with torch.cuda.stream(capture), torch.cuda.graph(graph, stream=capture):
             loss, img = self.fn(*args)
             loss.backward()
         self._graph, self._key = (graph, loss.detach(), img.detach(), self.z.grad), key

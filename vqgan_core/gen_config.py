@@ -90,8 +90,8 @@ class GenerationConfig:
         for name in ("change_prompts_every", "save_every", "preview_every", "log_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}")
-        if not (self.lr > 0 and self.cut_pow > 0):
-            raise ValueError(f"lr and cut_pow must be positive, got lr={self.lr}, cut_pow={self.cut_pow}")
+        if not (self.lr > 0 and self.cut_pow >= 0):
+            raise ValueError(f"lr must be positive and cut_pow at least 0, got lr={self.lr}, cut_pow={self.cut_pow}")
         if self.batch_prompts is not None and len(self.batch_prompts) != self.batch_size:
             raise ValueError(f"batch_prompts has {len(self.batch_prompts)} entries but batch_size is {self.batch_size}")
         for r in self.region_prompts or []:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import logging
 import random
 
@@ -227,9 +228,10 @@ class GenerationLoop:
         log.info("decoder checkpointing: %d blocks recomputed in backward", recompute_blocks(self._dec))
         self._recomputing = True
 
-    def _make_room(self) -> None:
+    def _make_room(self, rng_state: torch.Tensor) -> None:
         """After a step ran out of memory: first the host frees what it holds (``callbacks.free_memory``, once),
-        then, with ``checkpoint_decoder=None``, the decoder recomputes its activations from now on."""
+        then, with ``checkpoint_decoder=None``, the decoder recomputes its activations from now on. The
+        step is then retried from ``rng_state``."""
         self.opt.zero_grad(set_to_none=True)
         had_graph, self._graphed = self._graphed is not None, None  # frees the failed capture's memory pool
         if self.cb.free_memory is not None and not self._host_freed:
@@ -247,8 +249,12 @@ class GenerationLoop:
             self._recompute_decoder()
             if self.config.compile == "full":  # retrace with the wrapped blocks
                 self._forward = torch.compile(self._loss)
-        if had_graph:
+        gc.collect()  # the failed step's tensors may sit in reference cycles (exception <-> traceback frames)
+        if had_graph:  # the capture may have failed midway: its generator is not to be trusted
+            self._fresh_generator(rng_state)
             self._graphed = GraphedLossBackward(self._graph_body, self.z, [self.gen])
+        else:
+            self.gen.set_state(rng_state)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -338,8 +344,12 @@ class GenerationLoop:
     def _graph_body(self, packs: list, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._forward(self.z, packs, factor)
 
-    def _loss_and_grad(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and image of the current latent; ``z.grad`` holds the gradient afterwards."""
+    def _loss_and_grad(self, i: int, factor: float, rng_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and image of the current latent; ``z.grad`` holds the gradient afterwards.
+
+        ``rng_state``: the run generator's state before this step (a failed capture leaves the generator
+        in capture mode: the step goes on with a fresh one in that state).
+        """
         key, packs = self._packs_at(i)
         if self._graphed is not None:
             try:
@@ -351,11 +361,17 @@ class GenerationLoop:
                     raise e.__context__ from None
                 log.warning("CUDA graph capture failed (%s); continuing without CUDA graphs", str(e).splitlines()[0])
                 self._graphed = None
+                self._fresh_generator(rng_state)
                 torch.cuda.synchronize(self.device)
         self.opt.zero_grad(set_to_none=True)
         loss, img = self._forward(self.z, packs, factor)
         loss.backward()
         return loss.detach(), img.detach()
+
+    def _fresh_generator(self, state: torch.Tensor) -> None:
+        """Replace the run generator (perhaps left in capture mode) by a new one in ``state``."""
+        self.gen = torch.Generator(self.device)
+        self.gen.set_state(state)
 
     def _can_make_room(self) -> bool:
         return (self.cb.free_memory is not None and not self._host_freed) or (
@@ -364,15 +380,15 @@ class GenerationLoop:
     def _loss_and_grad_fitting(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`_loss_and_grad`, retried after :meth:`_make_room` when it runs out of memory, from the same
         random state (so the image is the one a run that had the room from the start gives)."""
-        while self._can_make_room():
+        while True:
             state = self.gen.get_state()
             try:
-                return self._loss_and_grad(i, factor)
+                return self._loss_and_grad(i, factor, state)
             except torch.OutOfMemoryError:
-                pass  # retry outside the handler: its traceback holds the failed step's activations
-            self._make_room()
-            self.gen.set_state(state)
-        return self._loss_and_grad(i, factor)
+                if not self._can_make_room():
+                    raise
+            # retry outside the handler: its traceback holds the failed step's activations
+            self._make_room(state)
 
     @property
     def graphed(self) -> bool:

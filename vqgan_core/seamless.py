@@ -31,15 +31,17 @@ def is_seamless(model: nn.Module) -> bool:
 def seamless_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` sharing its parameters and buffers whose convolutions pad circularly.
 
-    The original is left unchanged. Stride-2 ``Downsample`` convs (taming pads them right/bottom by
-    hand) wrap their pad too.
+    The original keeps its padding. Stride-2 ``Downsample`` convs (taming pads them right/bottom by
+    hand) wrap their pad too. The weights are shared objects: ``.to()`` / ``.half()`` on either model
+    converts the other's parameters as well (move or convert the original, then make the twin).
     """
     shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     twin = copy.deepcopy(model, memo=shared)
     for m in twin.modules():
         if isinstance(m, Downsample):
             m.conv.padding_mode = "circular"  # read by Downsample.forward for its hand-made pad
-        elif isinstance(m, nn.Conv2d) and any(p > 0 for p in m.padding):
+        elif isinstance(m, nn.Conv2d) and (m.padding == "same" or (
+                not isinstance(m.padding, str) and any(p > 0 for p in m.padding))):
             m.padding_mode = "circular"
     return twin
 
