@@ -14,8 +14,8 @@ from .optimize import (
     CATEGORY,
     check_inputs,
     check_text_widgets,
-    checkpoint_decoder,
     common_inputs,
+    engine_settings,
     image_losses_input,
     image_prompts,
     latent_settings,
@@ -112,10 +112,9 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
         check_inputs(latent, vqgan, targets)
         anim = AnimationConfig(frames=frames, steps_per_frame=steps_per_frame, zoom=zoom, shift_x=shift_x,
                                shift_y=shift_y, rotate=rotate, padding=padding)
-        settings = latent_settings(latent, vqgan, {
-            "steps": 0, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
-            "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
-            "image_losses": image_losses, "checkpoint_decoder": checkpoint_decoder(low_memory)})
+        settings = latent_settings(latent, vqgan, engine_settings(
+            0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
+            tv_weight=tv_weight, image_losses=image_losses))
         config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress((frames - 1) * steps_per_frame)
         callbacks = progress.callbacks()
@@ -181,10 +180,10 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
             raise ValueError(f"The frames ({src.shape[-1]}x{src.shape[-2]}) are smaller than this VQGAN's factor {f}.")
         n = src.shape[0]
         anim = AnimationConfig(frames=n, steps_per_frame=steps_per_frame, zoom=1.0, blend=blend, smooth=smooth)
-        config = make_config({
-            "steps": first_steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
-            "augments": augmentations, "seed": seed, "init_weight": init_weight, "tv_weight": tv_weight,
-            "image_losses": image_losses, "checkpoint_decoder": checkpoint_decoder(low_memory), "width": w, "height": h}, prompts=prompt_string(targets), preview_every=preview_every)
+        settings = engine_settings(first_steps, optimizer, lr, cutouts, cutout_method, augmentations, seed,
+                                   low_memory, init_weight=init_weight, tv_weight=tv_weight,
+                                   image_losses=image_losses, width=w, height=h)
+        config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
         progress = ca.Progress(first_steps + (n - 1) * steps_per_frame)
         callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,

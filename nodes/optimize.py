@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from typing import Any
 
 import torch
 from comfy_api.latest import io
@@ -86,6 +87,13 @@ def low_memory_input() -> io.Boolean.Input:
 def checkpoint_decoder(low_memory: bool) -> bool | None:
     """The widget as the engine's setting: on = always; off = only after running out of memory (None)."""
     return True if low_memory else None
+
+
+def engine_settings(steps: int, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
+                    seed: int, low_memory: bool, **extra: Any) -> dict[str, Any]:
+    """The optimiser widgets every engine node has, under the engine's setting names (plus ``extra``)."""
+    return {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
+            "augments": augmentations, "seed": seed, "checkpoint_decoder": checkpoint_decoder(low_memory), **extra}
 
 
 def prompt_string(targets: Targets) -> str:
@@ -257,10 +265,8 @@ class VQGANCLIPOptimize(io.ComfyNode):
                 tv_weight: float, continue_run: bool, preview_every: int, image_losses: str = "",
                 low_memory: bool = False, mask: torch.Tensor | None = None) -> io.NodeOutput:
         """Run ``steps`` steps."""
-        settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
-                    "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
-                    "init_weight": init_weight, "tv_weight": tv_weight, "image_losses": image_losses,
-                    "checkpoint_decoder": checkpoint_decoder(low_memory)}
+        settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
+                                   init_weight=init_weight, tv_weight=tv_weight, image_losses=image_losses)
         out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
         return io.NodeOutput(out)
 
@@ -312,14 +318,11 @@ class VQGANCLIPGenerate(io.ComfyNode):
         from .prompts import parse_text_targets
 
         targets = parse_text_targets(prompt, 1.0)
-        settings = {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts,
-                    "cutout_method": cutout_method, "augments": augmentations, "seed": seed,
-                    "width": width, "height": height, "init": "random",
-                    "checkpoint_decoder": checkpoint_decoder(low_memory)}
         f = vqgan.downsample_factor
-        settings["width"], settings["height"] = (width // f) * f, (height // f) * f
-        if settings["width"] == 0 or settings["height"] == 0:
+        if width < f or height < f:
             raise ValueError(f"Width and height must be at least {f} pixels for this VQGAN (got {width}x{height}).")
+        settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
+                                   width=(width // f) * f, height=(height // f) * f, init="random")
         result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every)
         latent = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan, state=state)
         return io.NodeOutput(ca.bchw_to_image(result.images), latent)
