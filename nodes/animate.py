@@ -21,8 +21,8 @@ from .optimize import (
     latent_settings,
     low_memory_input,
     make_config,
-    prompt_string,
     region_prompts,
+    target_settings,
 )
 from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
 
@@ -115,7 +115,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
         settings = latent_settings(latent, vqgan, engine_settings(
             0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
             tv_weight=tv_weight, image_losses=image_losses))
-        config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
+        config = make_config(settings, **target_settings(targets), preview_every=preview_every)
         progress = ca.Progress((frames - 1) * steps_per_frame)
         callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, init_latent=latent.z.to(ca.compute_device()),
@@ -183,7 +183,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
         settings = engine_settings(first_steps, optimizer, lr, cutouts, cutout_method, augmentations, seed,
                                    low_memory, init_weight=init_weight, tv_weight=tv_weight,
                                    image_losses=image_losses, width=w, height=h)
-        config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
+        config = make_config(settings, **target_settings(targets), preview_every=preview_every)
         progress = ca.Progress(first_steps + (n - 1) * steps_per_frame)
         callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,

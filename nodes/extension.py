@@ -39,6 +39,7 @@ NODES: list[type[io.ComfyNode]] = [
     codebook.CodebookEdit,
     prompts.CLIPTextPrompt,
     prompts.CLIPImagePrompt,
+    prompts.CLIPNoisePrompt,
     prompts.CombineTargets,
     prompts.RegionTargets,
     score.CLIPScore,

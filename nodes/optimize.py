@@ -101,6 +101,16 @@ def prompt_string(targets: Targets) -> str:
     return "|".join(f"{t.text}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "text" and t.region is None)
 
 
+def noise_string(targets: Targets) -> str:
+    """Noise targets in the engine's ``seed:weight:stop|...`` grammar."""
+    return "|".join(f"{t.seed}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "noise")
+
+
+def target_settings(targets: Targets) -> dict[str, str]:
+    """The whole-image text and noise targets as GenerationConfig settings."""
+    return {"prompts": prompt_string(targets), "noise_prompts": noise_string(targets)}
+
+
 def image_prompts(targets: Targets) -> list[tuple[torch.Tensor, float, float]]:
     """Whole-image image targets as the engine's ``(image01 [1,3,H,W], weight, stop)`` tuples."""
     return [(t.image, t.weight, t.stop) for t in targets.items if t.kind == "image" and t.region is None]
@@ -141,7 +151,7 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
     from vqgan_core.generate import GenerationLoop
 
     callbacks = ca.Progress(settings["steps"]).callbacks()
-    config = make_config(settings, prompts=prompt_string(targets), preview_every=preview_every)
+    config = make_config(settings, **target_settings(targets), preview_every=preview_every)
     loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
                           regions=region_prompts(targets), edit_mask=first_mask(edit_mask))
     opt_state = state.get("optimizer_state")

@@ -1,4 +1,4 @@
-"""Target nodes: CLIP Text Prompt, CLIP Image Prompt, Combine Targets, Region Targets.
+"""Target nodes: CLIP Text / Image / Noise Prompt, Combine Targets, Region Targets.
 
 Targets stay un-embedded (text and images) until an Optimize/Score node embeds them with its guide,
 so one prompt node can feed several guides and ensembles.
@@ -103,6 +103,33 @@ class CLIPImagePrompt(io.ComfyNode):
         return io.NodeOutput(Targets(items))
 
 
+class CLIPNoisePrompt(io.ComfyNode):
+    """Seed -> a random CLIP direction as a target (the classic noise prompts, ``-nps`` / ``-npw``)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: seed, weight, stop."""
+        return io.Schema(
+            node_id="VQClip_NoisePrompt",
+            display_name="CLIP Noise Prompt",
+            category=CATEGORY,
+            description="A random direction in CLIP space drawn from the seed: a small weight adds variety "
+            "(the classic noise prompts), a negative one pushes away from it. Applies to the whole image.",
+            inputs=[
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, step=1,
+                             tooltip="The same seed gives the same direction for a given CLIP model."),
+                io.Float.Input("weight", default=0.3, **WEIGHT),
+                io.Float.Input("stop", **STOP),
+            ],
+            outputs=[ClipTargets.Output(display_name="targets")],
+        )
+
+    @classmethod
+    def execute(cls, seed: int, weight: float, stop: float) -> io.NodeOutput:
+        """One noise target (drawn when a guide embeds the targets)."""
+        return io.NodeOutput(Targets((Target("noise", seed=int(seed), weight=weight, stop=stop_value(stop)),)))
+
+
 class CombineTargets(io.ComfyNode):
     """Concatenate target sets (text + image, positive + negative...)."""
 
@@ -156,5 +183,8 @@ class RegionTargets(io.ComfyNode):
             raise ValueError(f"Expected a MASK of shape [H, W] or [B, H, W], got {tuple(mask.shape)}.")
         if not (m > 0.5).any():
             raise ValueError("The mask is empty (no value above 0.5): paint the region the targets should apply to.")
+        if any(t.kind == "noise" for t in targets.items):
+            raise ValueError("Noise prompts apply to the whole image: combine them with the regional targets after "
+                             "Region Targets, not before.")
         m = m.to(ca.output_device())
         return io.NodeOutput(Targets(tuple(dataclasses.replace(t, region=m) for t in targets.items)))

@@ -67,12 +67,14 @@ class Target:
 
     Text prompts stay text until the optimiser embeds them with its guide, so one CLIP Text
     Prompt node can feed several guides. ``text`` uses the engine's prompt grammar
-    (``a:1|b:-0.5:0.1``); ``image`` is [B,3,H,W] in [0,1].
+    (``a:1|b:-0.5:0.1``); ``image`` is [B,3,H,W] in [0,1]; ``seed`` draws a noise prompt (a random
+    CLIP direction, the classic ``-nps``).
     """
 
-    kind: str  # "text" | "image"
+    kind: str  # "text" | "image" | "noise"
     text: str = ""
     image: torch.Tensor | None = None
+    seed: int = 0
     weight: float = 1.0
     stop: float = float("-inf")
     region: torch.Tensor | None = None  # [H, W] mask (> 0.5 = the region) for a regional target; None = whole image
@@ -92,7 +94,10 @@ class Targets:
         """One line per target, for previews and errors."""
         lines = []
         for t in self.items:
-            what = t.text if t.kind == "text" else f"image {tuple(t.image.shape)}"
+            if t.kind == "image":
+                what = f"image {tuple(t.image.shape)}"
+            else:
+                what = f"seed {t.seed}" if t.kind == "noise" else t.text
             where = "" if t.region is None else f", region mask {tuple(t.region.shape)}"
             lines.append(f"{t.kind}: {what} (weight {t.weight:g}, stop {t.stop:g}{where})")
         return "\n".join(lines)

@@ -471,6 +471,30 @@ def test_seamless_vqgan_node_makes_tileable_runs_and_decodes(pack, vqgan, guide)
     assert torch.allclose(img_r, torch.roll(img, (f, 2 * f), (1, 2)), atol=1e-5)  # IMAGE is [B,H,W,C]: no seams
 
 
+
+def test_noise_prompt_node_reaches_the_engine(pack, vqgan, guide, monkeypatch):
+    from vqgan_core.generate import GenerationLoop
+
+    configs, prepare = [], GenerationLoop._prepare_models
+    monkeypatch.setattr(GenerationLoop, "_prepare_models", lambda self: configs.append(self.config) or prepare(self))
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    (noise,) = run(pack.prompts.CLIPNoisePrompt, seed=7, weight=0.5, stop=-1.0)
+    assert noise.items[0].kind == "noise" and "seed 7" in noise.describe()
+    (both,) = run(pack.prompts.CombineTargets, targets_1=tt, targets_2=noise)
+    lat = _start(pack, vqgan)
+    kw = {"latent": lat, "vqgan": vqgan, "clip_guide": guide, **OPT}
+    (a,) = run(pack.optimize.VQGANCLIPOptimize, targets=tt, **kw)
+    (b,) = run(pack.optimize.VQGANCLIPOptimize, targets=both, **kw)
+    assert configs[-1].noise_prompts == "7:0.5:-inf" and configs[0].noise_prompts == ""
+    assert not torch.equal(a.z, b.z)  # the random direction pulled too
+    imgs = image(2, 16, 16)
+    only_text = pack.score.CLIPScore.execute(clip_guide=guide, targets=tt, images=imgs).args[3]
+    with_noise = pack.score.CLIPScore.execute(clip_guide=guide, targets=both, images=imgs).args[3]
+    assert only_text == with_noise  # a random direction says nothing about quality: not scored
+    with pytest.raises(ValueError, match="Noise prompts apply to the whole image"):
+        run(pack.prompts.RegionTargets, targets=both, mask=torch.ones(1, 8, 8))
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0
