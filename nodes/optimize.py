@@ -30,6 +30,16 @@ def optimizer_choices() -> list[str]:
     return optimizer_names()
 
 
+def lr_schedule_input() -> io.Combo.Input:
+    """The learning-rate schedule widget (the engine's registry)."""
+    from vqgan_core.schedules import LR_SCHEDULES
+
+    return io.Combo.Input("lr_schedule", options=LR_SCHEDULES.names(), default="constant",
+                          tooltip="Learning rate over this node's steps: constant (classic), cosine (decays to "
+                          "0.1x: finer detail at the end), step (x0.1 after 75%, pixray), plateau (halves when "
+                          "the loss stalls).")
+
+
 def cutout_choices() -> list[str]:
     """Cutout methods of the engine's registry."""
     from vqgan_core.cutouts import cutout_names
@@ -257,6 +267,7 @@ class VQGANCLIPOptimize(io.ComfyNode):
                              tooltip="Show a preview every N steps (0 = none; decoding costs time)."),
                 image_losses_input(),  # new widgets go last: workflows saved before keep their widget order
                 low_memory_input(),
+                lr_schedule_input(),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Inpainting: only the masked area (> 0.5) changes; the rest keeps the "
                               "input latent. Each latent cell is 16x16 pixels for f16 models (8x8 for f8)."),
@@ -273,10 +284,12 @@ class VQGANCLIPOptimize(io.ComfyNode):
     def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, steps: int, optimizer: str,  # noqa: ANN001
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
                 tv_weight: float, continue_run: bool, preview_every: int, image_losses: str = "",
-                low_memory: bool = False, mask: torch.Tensor | None = None) -> io.NodeOutput:
+                low_memory: bool = False, mask: torch.Tensor | None = None,
+                lr_schedule: str = "constant") -> io.NodeOutput:
         """Run ``steps`` steps."""
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
-                                   init_weight=init_weight, tv_weight=tv_weight, image_losses=image_losses)
+                                   init_weight=init_weight, tv_weight=tv_weight, image_losses=image_losses,
+                                   lr_schedule=lr_schedule)
         out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
         return io.NodeOutput(out)
 
@@ -302,6 +315,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
                 *common_inputs(steps=100),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1),
                 low_memory_input(),
+                lr_schedule_input(),
             ],
             outputs=[io.Image.Output(display_name="image"), VQLatent.Output(display_name="latent")],
         )
@@ -323,7 +337,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
     @classmethod
     def execute(cls, vqgan, clip_guide, prompt: str, width: int, height: int, steps: int,  # noqa: ANN001
                 optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int,
-                preview_every: int, low_memory: bool = False) -> io.NodeOutput:
+                preview_every: int, low_memory: bool = False, lr_schedule: str = "constant") -> io.NodeOutput:
         """The engine's own run (same seed and settings give the same image as the CLI)."""
         from .prompts import parse_text_targets
 
@@ -332,7 +346,8 @@ class VQGANCLIPGenerate(io.ComfyNode):
         if width < f or height < f:
             raise ValueError(f"Width and height must be at least {f} pixels for this VQGAN (got {width}x{height}).")
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
-                                   width=(width // f) * f, height=(height // f) * f, init="random")
+                                   width=(width // f) * f, height=(height // f) * f, init="random",
+                                   lr_schedule=lr_schedule)
         result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every)
         latent = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan, state=state)
         return io.NodeOutput(ca.bchw_to_image(result.images), latent)

@@ -495,6 +495,32 @@ def test_noise_prompt_node_reaches_the_engine(pack, vqgan, guide, monkeypatch):
         run(pack.prompts.RegionTargets, targets=both, mask=torch.ones(1, 8, 8))
 
 
+
+def test_lr_schedule_widget(pack, vqgan, guide, monkeypatch):
+    from vqgan_core.generate import GenerationLoop
+
+    lrs, step = [], GenerationLoop.step
+
+    def spy(self):  # the learning rate of each run's last step
+        out = step(self)
+        if self.step_index == self.config.steps:
+            lrs.append(self.opt.param_groups[0]["lr"])
+        return out
+
+    monkeypatch.setattr(GenerationLoop, "step", spy)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {"latent": _start(pack, vqgan), "vqgan": vqgan, "clip_guide": guide, "targets": tt, **OPT}
+    (a,) = run(pack.optimize.VQGANCLIPOptimize, **kw)
+    (b,) = run(pack.optimize.VQGANCLIPOptimize, **kw, lr_schedule="cosine")
+    assert lrs[0] == pytest.approx(0.1) and lrs[1] == pytest.approx(0.01)  # cosine ends at 0.1x
+    assert not torch.equal(a.z, b.z)
+    gen = {"vqgan": vqgan, "clip_guide": guide, "prompt": "a red circle", "width": 16, "height": 16, "steps": 2,
+           "optimizer": "adam", "lr": 0.1, "cutouts": 2, "cutout_method": "latest", "augmentations": "none",
+           "seed": 0, "preview_every": 0}
+    run(pack.optimize.VQGANCLIPGenerate, **gen, lr_schedule="step")
+    assert lrs[-1] == pytest.approx(0.01)  # pixray's drop after 75 %
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

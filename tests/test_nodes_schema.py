@@ -119,9 +119,10 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 # appended to its node's list here (and in the schema), never inserted: saved workflows keep their values.
 RELEASED_WIDGETS = {
     "VQGAN_CLIPOptimize": ["steps", "optimizer", "lr", "cutouts", "cutout_method", "augmentations", "seed",
-                           "init_weight", "tv_weight", "continue_run", "preview_every", "image_losses", "low_memory"],
+                           "init_weight", "tv_weight", "continue_run", "preview_every", "image_losses", "low_memory",
+                           "lr_schedule"],
     "VQGAN_CLIPGenerate": ["prompt", "width", "height", "steps", "optimizer", "lr", "cutouts", "cutout_method",
-                           "augmentations", "seed", "preview_every", "low_memory"],
+                           "augmentations", "seed", "preview_every", "low_memory", "lr_schedule"],
     "VQGAN_CLIPZoomAnimation": ["frames", "zoom", "shift_x", "shift_y", "rotate", "padding", "steps_per_frame",
                                 "optimizer", "lr", "cutouts", "cutout_method", "augmentations", "seed", "init_weight",
                                 "tv_weight", "image_losses", "preview_every", "low_memory"],
