@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from . import comfy_adapters as ca
 from .optimize import (
     CATEGORY,
+    change_prompts_input,
     check_inputs,
     check_text_widgets,
     common_inputs,
@@ -91,6 +92,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
                 per_frame,
                 *rest,
                 *frame_tail_inputs(0.0, "Pull back towards each re-encoded frame (steadier motion)."),
+                change_prompts_input(),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -105,7 +107,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
                 shift_x: float, shift_y: float, rotate: float, padding: str, steps_per_frame: int, optimizer: str,
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
                 tv_weight: float, preview_every: int, image_losses: str = "",
-                low_memory: bool = False) -> io.NodeOutput:
+                low_memory: bool = False, change_prompts_every: int = 0) -> io.NodeOutput:
         """Run the animation; frames come out frame-major (all batch items of frame 0, then frame 1...)."""
         from vqgan_core.animate import AnimationConfig, run_animation
 
@@ -115,7 +117,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
         settings = latent_settings(latent, vqgan, engine_settings(
             0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
             tv_weight=tv_weight, image_losses=image_losses))
-        config = make_config(settings, **target_settings(targets), preview_every=preview_every)
+        config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
         progress = ca.Progress((frames - 1) * steps_per_frame)
         callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, init_latent=latent.z.to(ca.compute_device()),
@@ -154,6 +156,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
                 io.Float.Input("smooth", default=0.0, min=0.0, max=0.99, step=0.01, round=0.001,
                                tooltip="Frames shown average the latents over time (EWMA): the share of the last "
                                "shown latent. Less flicker; the optimisation itself is unchanged. 0 = off."),
+                change_prompts_input(),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -167,7 +170,8 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
     def execute(cls, frames, vqgan, clip_guide, targets: Targets, first_steps: int, steps_per_frame: int,  # noqa: ANN001
                 blend: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
                 seed: int, init_weight: float, tv_weight: float, preview_every: int,
-                image_losses: str = "", low_memory: bool = False, smooth: float = 0.0) -> io.NodeOutput:
+                image_losses: str = "", low_memory: bool = False, smooth: float = 0.0,
+                change_prompts_every: int = 0) -> io.NodeOutput:
         """Run the restyling; one output frame per input frame."""
         from vqgan_core.animate import AnimationConfig, run_animation
 
@@ -183,7 +187,7 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
         settings = engine_settings(first_steps, optimizer, lr, cutouts, cutout_method, augmentations, seed,
                                    low_memory, init_weight=init_weight, tv_weight=tv_weight,
                                    image_losses=image_losses, width=w, height=h)
-        config = make_config(settings, **target_settings(targets), preview_every=preview_every)
+        config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
         progress = ca.Progress(first_steps + (n - 1) * steps_per_frame)
         callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,

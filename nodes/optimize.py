@@ -107,8 +107,24 @@ def engine_settings(steps: int, optimizer: str, lr: float, cutouts: int, cutout_
 
 
 def prompt_string(targets: Targets) -> str:
-    """Whole-image text targets in the engine's grammar (explicit weight and stop: colons in text survive)."""
-    return "|".join(f"{t.text}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "text" and t.region is None)
+    """Whole-image text targets in the engine's grammar (explicit weight and stop: colons in text survive);
+    story phrase sets joined by ``^``, targets without a phase in every set."""
+    texts = [t for t in targets.items if t.kind == "text" and t.region is None]
+    sets = 1 + max((t.phase for t in texts if t.phase is not None), default=0)
+    return "^".join("|".join(f"{t.text}:{t.weight!r}:{t.stop!r}" for t in texts if t.phase in (None, k))
+                    for k in range(sets))
+
+
+def story_sets(targets: Targets) -> int:
+    """How many story phrase sets the targets have (1 without '^')."""
+    return 1 + max((t.phase for t in targets.items if t.phase is not None), default=0)
+
+
+def change_prompts_input() -> io.Int.Input:
+    """Story mode: steps per phrase set."""
+    return io.Int.Input("change_prompts_every", default=0, min=0, max=100000, step=1,
+                        tooltip="Story mode: with '^' in a CLIP Text Prompt, switch to the next phrase set every N "
+                        "steps (cycling; the classic -cpe). 0 = no story.")
 
 
 def noise_string(targets: Targets) -> str:
@@ -116,9 +132,13 @@ def noise_string(targets: Targets) -> str:
     return "|".join(f"{t.seed}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "noise")
 
 
-def target_settings(targets: Targets) -> dict[str, str]:
-    """The whole-image text and noise targets as GenerationConfig settings."""
-    return {"prompts": prompt_string(targets), "noise_prompts": noise_string(targets)}
+def target_settings(targets: Targets, change_prompts_every: int = 0) -> dict[str, Any]:
+    """The whole-image text and noise targets (and the story pace) as GenerationConfig settings."""
+    if story_sets(targets) > 1 and change_prompts_every <= 0:
+        raise ValueError(f"The prompt has {story_sets(targets)} story phrase sets ('^'): set change_prompts_every "
+                         "to the steps each set lasts.")
+    return {"prompts": prompt_string(targets), "noise_prompts": noise_string(targets),
+            "change_prompts_every": change_prompts_every}
 
 
 def image_prompts(targets: Targets) -> list[tuple[torch.Tensor, float, float]]:
@@ -161,7 +181,8 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
     from vqgan_core.generate import GenerationLoop
 
     callbacks = ca.Progress(settings["steps"]).callbacks()
-    config = make_config(settings, **target_settings(targets), preview_every=preview_every)
+    config = make_config(settings, **target_settings(targets, settings.get("change_prompts_every", 0)),
+                         preview_every=preview_every)
     loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
                           regions=region_prompts(targets), edit_mask=first_mask(edit_mask))
     opt_state = state.get("optimizer_state")
@@ -268,6 +289,7 @@ class VQGANCLIPOptimize(io.ComfyNode):
                 image_losses_input(),  # new widgets go last: workflows saved before keep their widget order
                 low_memory_input(),
                 lr_schedule_input(),
+                change_prompts_input(),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Inpainting: only the masked area (> 0.5) changes; the rest keeps the "
                               "input latent. Each latent cell is 16x16 pixels for f16 models (8x8 for f8)."),
@@ -285,11 +307,11 @@ class VQGANCLIPOptimize(io.ComfyNode):
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
                 tv_weight: float, continue_run: bool, preview_every: int, image_losses: str = "",
                 low_memory: bool = False, mask: torch.Tensor | None = None,
-                lr_schedule: str = "constant") -> io.NodeOutput:
+                lr_schedule: str = "constant", change_prompts_every: int = 0) -> io.NodeOutput:
         """Run ``steps`` steps."""
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
                                    init_weight=init_weight, tv_weight=tv_weight, image_losses=image_losses,
-                                   lr_schedule=lr_schedule)
+                                   lr_schedule=lr_schedule, change_prompts_every=change_prompts_every)
         out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
         return io.NodeOutput(out)
 
@@ -316,6 +338,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1),
                 low_memory_input(),
                 lr_schedule_input(),
+                change_prompts_input(),
             ],
             outputs=[io.Image.Output(display_name="image"), VQLatent.Output(display_name="latent")],
         )
@@ -337,7 +360,8 @@ class VQGANCLIPGenerate(io.ComfyNode):
     @classmethod
     def execute(cls, vqgan, clip_guide, prompt: str, width: int, height: int, steps: int,  # noqa: ANN001
                 optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int,
-                preview_every: int, low_memory: bool = False, lr_schedule: str = "constant") -> io.NodeOutput:
+                preview_every: int, low_memory: bool = False, lr_schedule: str = "constant",
+                change_prompts_every: int = 0) -> io.NodeOutput:
         """The engine's own run (same seed and settings give the same image as the CLI)."""
         from .prompts import parse_text_targets
 
@@ -347,7 +371,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
             raise ValueError(f"Width and height must be at least {f} pixels for this VQGAN (got {width}x{height}).")
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
                                    width=(width // f) * f, height=(height // f) * f, init="random",
-                                   lr_schedule=lr_schedule)
+                                   lr_schedule=lr_schedule, change_prompts_every=change_prompts_every)
         result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every)
         latent = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan, state=state)
         return io.NodeOutput(ca.bchw_to_image(result.images), latent)

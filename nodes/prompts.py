@@ -21,17 +21,28 @@ STOP = {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.01, "round": 0.001,
 
 
 def parse_text_targets(text: str, weight: float) -> Targets:
-    """Parse the engine's grammar ``text[:weight[:stop]]|...`` into targets (weights times ``weight``)."""
+    """Parse the engine's grammar ``text[:weight[:stop]]|...`` into targets (weights times ``weight``).
+
+    ``^`` separates story phrase sets (the classic story mode): their targets carry the set's index as
+    ``phase``; a prompt without ``^`` applies in every set.
+    """
     from vqgan_core.prompts import PromptSyntaxError, parse_prompt_set
 
     if not text.strip():
         raise ValueError("The prompt is empty: type what the image should show, e.g. 'a red circle'.")
-    try:
-        ps = parse_prompt_set(texts=text)
-    except PromptSyntaxError as e:
-        raise ValueError(f"Prompt not understood: {e}. Write 'text', 'text:weight' or 'text:weight:stop', "
-                         "several separated by '|'.") from None
-    return Targets(tuple(Target("text", text=p.text, weight=p.weight * weight, stop=p.stop) for p in ps.texts))
+    parts = text.split("^")
+    items = []
+    for k, part in enumerate(parts):
+        if not part.strip():
+            raise ValueError(f"Phrase set {k + 1} of the story (between '^') is empty.")
+        try:
+            ps = parse_prompt_set(texts=part)
+        except PromptSyntaxError as e:
+            raise ValueError(f"Prompt not understood: {e}. Write 'text', 'text:weight' or 'text:weight:stop', "
+                             "several separated by '|' (and '^' between story phrase sets).") from None
+        phase = k if len(parts) > 1 else None
+        items += [Target("text", text=p.text, weight=p.weight * weight, stop=p.stop, phase=phase) for p in ps.texts]
+    return Targets(tuple(items))
 
 
 def stop_value(stop: float) -> float:
@@ -50,7 +61,8 @@ class CLIPTextPrompt(io.ComfyNode):
             display_name="CLIP Text Prompt",
             category=CATEGORY,
             description="Text targets. Several prompts are separated by '|', each 'text[:weight[:stop]]'; a "
-            "negative weight pushes the image away. 'weight' multiplies all of them.",
+            "negative weight pushes the image away. 'weight' multiplies all of them. '^' separates story phrase "
+            "sets: the engine nodes switch to the next set every 'change_prompts_every' steps.",
             inputs=[
                 io.String.Input("text", multiline=True, default="a red circle on a blue background"),
                 io.Float.Input("weight", default=1.0, **WEIGHT),

@@ -75,6 +75,7 @@ class Target:
     text: str = ""
     image: torch.Tensor | None = None
     seed: int = 0
+    phase: int | None = None  # story mode: the '^'-separated phrase set of its text prompt; None = every set
     weight: float = 1.0
     stop: float = float("-inf")
     region: torch.Tensor | None = None  # [H, W] mask (> 0.5 = the region) for a regional target; None = whole image
@@ -99,5 +100,6 @@ class Targets:
             else:
                 what = f"seed {t.seed}" if t.kind == "noise" else t.text
             where = "" if t.region is None else f", region mask {tuple(t.region.shape)}"
+            where += "" if t.phase is None else f", phrase set {t.phase + 1}"
             lines.append(f"{t.kind}: {what} (weight {t.weight:g}, stop {t.stop:g}{where})")
         return "\n".join(lines)

@@ -521,6 +521,35 @@ def test_lr_schedule_widget(pack, vqgan, guide, monkeypatch):
     assert lrs[-1] == pytest.approx(0.01)  # pixray's drop after 75 %
 
 
+
+def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
+    from vqgan_core.generate import GenerationLoop
+
+    configs, prepare = [], GenerationLoop._prepare_models
+    monkeypatch.setattr(GenerationLoop, "_prepare_models", lambda self: configs.append(self.config) or prepare(self))
+    (story,) = run(pack.prompts.CLIPTextPrompt, text="a red circle ^ a blue square|a cyan square:0.5", weight=1.0)
+    assert [t.phase for t in story.items] == [0, 1, 1] and "phrase set 2" in story.describe()
+    (style,) = run(pack.prompts.CLIPTextPrompt, text="blurry", weight=-0.5)  # no '^': in every phrase set
+    (both,) = run(pack.prompts.CombineTargets, targets_1=story, targets_2=style)
+    assert pack.optimize.prompt_string(both) == ("a red circle:1.0:-inf|blurry:-0.5:-inf^a blue square:1.0:-inf|"
+                                                 "a cyan square:0.5:-inf|blurry:-0.5:-inf")
+    kw = {"latent": _start(pack, vqgan), "vqgan": vqgan, "clip_guide": guide, **OPT}
+    with pytest.raises(ValueError, match="2 story phrase sets.*change_prompts_every"):
+        run(pack.optimize.VQGANCLIPOptimize, targets=both, **kw)
+    (first,) = run(pack.optimize.VQGANCLIPOptimize, targets=story, **kw, change_prompts_every=100)
+    (switching,) = run(pack.optimize.VQGANCLIPOptimize, targets=story, **kw, change_prompts_every=1)
+    assert configs[-1].change_prompts_every == 1 and "^" in configs[-1].prompts
+    assert not torch.equal(first.z, switching.z)  # the second set took over after step 1
+    anim = {"frames": 2, "zoom": 1.0, "shift_x": 0.0, "shift_y": 0.0, "rotate": 0.0, "padding": "border",
+            "steps_per_frame": 1}
+    opt = {k: v for k, v in OPT.items() if k not in ("steps", "continue_run")}
+    run(pack.animate.VQGANCLIPZoomAnimation, latent=kw["latent"], vqgan=vqgan, clip_guide=guide, targets=both,
+        **anim, **opt, change_prompts_every=1)
+    assert configs[-1].change_prompts_every == 1 and configs[-1].prompts.count("^") == 1
+    with pytest.raises(ValueError, match="Phrase set 2 of the story"):
+        pack.prompts.parse_text_targets("a red circle ^ ", 1.0)
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

@@ -120,15 +120,16 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 RELEASED_WIDGETS = {
     "VQGAN_CLIPOptimize": ["steps", "optimizer", "lr", "cutouts", "cutout_method", "augmentations", "seed",
                            "init_weight", "tv_weight", "continue_run", "preview_every", "image_losses", "low_memory",
-                           "lr_schedule"],
+                           "lr_schedule", "change_prompts_every"],
     "VQGAN_CLIPGenerate": ["prompt", "width", "height", "steps", "optimizer", "lr", "cutouts", "cutout_method",
-                           "augmentations", "seed", "preview_every", "low_memory", "lr_schedule"],
+                           "augmentations", "seed", "preview_every", "low_memory", "lr_schedule",
+                           "change_prompts_every"],
     "VQGAN_CLIPZoomAnimation": ["frames", "zoom", "shift_x", "shift_y", "rotate", "padding", "steps_per_frame",
                                 "optimizer", "lr", "cutouts", "cutout_method", "augmentations", "seed", "init_weight",
-                                "tv_weight", "image_losses", "preview_every", "low_memory"],
+                                "tv_weight", "image_losses", "preview_every", "low_memory", "change_prompts_every"],
     "VQGAN_CLIPRestyleFrames": ["first_steps", "steps_per_frame", "blend", "optimizer", "lr", "cutouts",
                                 "cutout_method", "augmentations", "seed", "init_weight", "tv_weight", "image_losses",
-                                "preview_every", "low_memory", "smooth"],
+                                "preview_every", "low_memory", "smooth", "change_prompts_every"],
 }
 
 
