@@ -344,13 +344,14 @@ class VQGANCLIPGenerate(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, prompt: str = "", augmentations: str = "Af,Pe,Ji,Er") -> bool | str:
-        """Check the prompt grammar and augmentation codes before the run."""
+    def validate_inputs(cls, prompt: str = "", augmentations: str = "Af,Pe,Ji,Er",
+                        change_prompts_every: int = 0) -> bool | str:
+        """Check the prompt grammar, the story pace and the augmentation codes before the run."""
         from .prompts import parse_text_targets
 
         if prompt is not None:
             try:
-                parse_text_targets(prompt, 1.0)
+                target_settings(parse_text_targets(prompt, 1.0), change_prompts_every or 0)
             except ValueError as e:
                 return str(e)
         if augmentations is not None:

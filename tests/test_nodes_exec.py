@@ -548,6 +548,9 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     assert configs[-1].change_prompts_every == 1 and configs[-1].prompts.count("^") == 1
     with pytest.raises(ValueError, match="Phrase set 2 of the story"):
         pack.prompts.parse_text_targets("a red circle ^ ", 1.0)
+    gen = pack.optimize.VQGANCLIPGenerate
+    assert "change_prompts_every" in gen.validate_inputs(prompt="a ^ b", change_prompts_every=0)
+    assert gen.validate_inputs(prompt="a ^ b", change_prompts_every=10) is True
 
 
 def test_clip_score_ranks_batch(pack, guide):
