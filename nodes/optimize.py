@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 from typing import Any
 
 import torch
@@ -106,18 +107,24 @@ def engine_settings(steps: int, optimizer: str, lr: float, cutouts: int, cutout_
             "augments": augmentations, "seed": seed, "checkpoint_decoder": checkpoint_decoder(low_memory), **extra}
 
 
-def prompt_string(targets: Targets) -> str:
-    """Whole-image text targets in the engine's grammar (explicit weight and stop: colons in text survive);
-    story phrase sets joined by ``^``, targets without a phase in every set."""
+def prompt_string(targets: Targets, sets: int | None = None) -> str:
+    """Whole-image text targets in the engine's grammar (explicit weight and stop: colons in text survive).
+
+    Story phrase sets are joined by ``^``: ``sets`` of them (default :func:`story_sets`), where set k holds
+    each story prompt's set ``k mod its own count`` and every prompt without ``^``.
+    """
     texts = [t for t in targets.items if t.kind == "text" and t.region is None]
-    sets = 1 + max((t.phase for t in texts if t.phase is not None), default=0)
-    return "^".join("|".join(f"{t.text}:{t.weight!r}:{t.stop!r}" for t in texts if t.phase in (None, k))
-                    for k in range(sets))
+    if not texts:
+        return ""
+    sets = sets or story_sets(targets)
+    return "^".join("|".join(f"{t.text}:{t.weight!r}:{t.stop!r}" for t in texts
+                             if t.phase is None or t.phase == k % t.phases) for k in range(sets))
 
 
 def story_sets(targets: Targets) -> int:
-    """How many story phrase sets the targets have (1 without '^')."""
-    return 1 + max((t.phase for t in targets.items if t.phase is not None), default=0)
+    """Phrase sets of the combined story: the least common multiple of the stories' lengths (1 without '^'),
+    so each story cycles on its own, the same for whole-image and regional targets."""
+    return math.lcm(1, *(t.phases for t in targets.items if t.phase is not None))
 
 
 def change_prompts_input() -> io.Int.Input:
@@ -155,9 +162,10 @@ def region_prompts(targets: Targets) -> list:
         if t.region is not None:
             groups.setdefault(id(t.region), []).append(t)
     out = []
+    sets = story_sets(targets)  # one pace for all: regions cycle with the whole-image story
     for items in groups.values():
         sub = Targets(tuple(dataclasses.replace(t, region=None) for t in items))
-        out.append(RegionPrompt(items[0].region, prompt_string(sub), image_prompts(sub)))
+        out.append(RegionPrompt(items[0].region, prompt_string(sub, sets), image_prompts(sub)))
     return out
 
 
@@ -351,7 +359,9 @@ class VQGANCLIPGenerate(io.ComfyNode):
 
         if prompt is not None:
             try:
-                target_settings(parse_text_targets(prompt, 1.0), change_prompts_every or 0)
+                targets = parse_text_targets(prompt, 1.0)
+                if change_prompts_every is not None:  # None: a linked input, known only at run time
+                    target_settings(targets, change_prompts_every)
             except ValueError as e:
                 return str(e)
         if augmentations is not None:

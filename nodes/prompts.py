@@ -41,7 +41,8 @@ def parse_text_targets(text: str, weight: float) -> Targets:
             raise ValueError(f"Prompt not understood: {e}. Write 'text', 'text:weight' or 'text:weight:stop', "
                              "several separated by '|' (and '^' between story phrase sets).") from None
         phase = k if len(parts) > 1 else None
-        items += [Target("text", text=p.text, weight=p.weight * weight, stop=p.stop, phase=phase) for p in ps.texts]
+        items += [Target("text", text=p.text, weight=p.weight * weight, stop=p.stop, phase=phase,
+                         phases=len(parts)) for p in ps.texts]
     return Targets(tuple(items))
 
 

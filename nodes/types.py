@@ -76,6 +76,7 @@ class Target:
     image: torch.Tensor | None = None
     seed: int = 0
     phase: int | None = None  # story mode: the '^'-separated phrase set of its text prompt; None = every set
+    phases: int = 1  # how many phrase sets its text prompt has (each prompt's story cycles on its own)
     weight: float = 1.0
     stop: float = float("-inf")
     region: torch.Tensor | None = None  # [H, W] mask (> 0.5 = the region) for a regional target; None = whole image

@@ -37,5 +37,9 @@ def test_lr_schedules():
     for v in [-1.0, -0.9995, -0.9995, -0.9995]:  # slightly worse each time: a plateau, not progress
         neg.observe(v)
     assert neg.factor(0) == 0.5
+    falling = make_lr_schedule("plateau", 100, patience=2)  # steady progress never lowers the rate
+    for k in range(30):
+        falling.observe(100.0 - 3 * k)
+    assert falling.factor(0) == 1.0
     with pytest.raises(ValueError, match="valid names"):
         make_lr_schedule("warmup", 10)

@@ -548,6 +548,22 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     assert configs[-1].change_prompts_every == 1 and configs[-1].prompts.count("^") == 1
     with pytest.raises(ValueError, match="Phrase set 2 of the story"):
         pack.prompts.parse_text_targets("a red circle ^ ", 1.0)
+    # stories of different lengths each cycle on their own, whole-image and regional alike (lcm(2, 3) sets)
+    (three,) = run(pack.prompts.CLIPTextPrompt, text="x ^ y ^ z", weight=1.0)
+    (region,) = run(pack.prompts.RegionTargets, targets=three, mask=torch.ones(1, 8, 8))
+    (two,) = run(pack.prompts.CLIPTextPrompt, text="a ^ b", weight=1.0)
+    (mixed,) = run(pack.prompts.CombineTargets, targets_1=two, targets_2=region)
+    sets = [s.split(":")[0] for s in pack.optimize.prompt_string(mixed).split("^")]
+    assert sets == ["a", "b", "a", "b", "a", "b"]
+    assert pack.optimize.prompt_string(region) == ""  # no whole-image text: no empty phrase sets either
+    lat2 = _start(pack, vqgan)
+    run(pack.optimize.VQGANCLIPOptimize, latent=lat2, vqgan=vqgan, clip_guide=guide, targets=region,
+        **{**OPT, "steps": 2}, change_prompts_every=1)  # a regional story alone runs
+    (regional,) = pack.optimize.region_prompts(mixed)
+    assert [s.split(":")[0] for s in regional.prompts.split("^")] == ["x", "y", "z", "x", "y", "z"]
+    (whole_three,) = run(pack.prompts.CombineTargets, targets_1=two, targets_2=three)
+    assert [s.replace(":1.0:-inf", "") for s in pack.optimize.prompt_string(whole_three).split("^")] == [
+        "a|x", "b|y", "a|z", "b|x", "a|y", "b|z"]
     gen = pack.optimize.VQGANCLIPGenerate
     assert "change_prompts_every" in gen.validate_inputs(prompt="a ^ b", change_prompts_every=0)
     assert gen.validate_inputs(prompt="a ^ b", change_prompts_every=10) is True

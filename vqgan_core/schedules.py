@@ -83,7 +83,8 @@ class PlateauLR(LRSchedule):
         return self._f
 
     def observe(self, loss: float) -> None:  # noqa: D102
-        if loss < self._best - self.threshold * abs(self._best):  # relative, also right for negative losses
+        # relative, also right for negative losses; the first reading is the best so far (inf - inf is nan)
+        if self._best == math.inf or loss < self._best - self.threshold * abs(self._best):
             self._best, self._bad = loss, 0
             return
         self._bad += 1
