@@ -287,7 +287,7 @@ def test_out_of_memory_asks_the_host_to_free_memory_first(vqgan, clip, persists,
 def test_out_of_memory_inside_a_graph_capture_keeps_the_graph(vqgan, clip, monkeypatch):
     """Ending a capture that ran out of memory raises a RuntimeError of its own: it is still an out-of-memory
     step (switch to checkpointing, capture again), not an op that cannot be captured (give up on graphs)."""
-    import vqgan_core.generate as gen
+    import vqgan_core.gen_memory as gen_memory
 
     class FakeGraph:  # GraphedLossBackward's interface, eager, on CPU
         fail = True
@@ -310,7 +310,7 @@ def test_out_of_memory_inside_a_graph_capture_keeps_the_graph(vqgan, clip, monke
             loss.backward()
             return loss.detach(), img.detach()
 
-    monkeypatch.setattr(gen, "GraphedLossBackward", FakeGraph)
+    monkeypatch.setattr(gen_memory, "GraphedLossBackward", FakeGraph)
     loop = GenerationLoop(vqgan, clip, _cfg(steps=2))
     loop._graphed = FakeGraph(loop._graph_body, loop.z, [loop.gen])
     loop.run()

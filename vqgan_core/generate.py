@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import logging
 import random
 
@@ -28,6 +27,7 @@ from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
 from vqgan_core.edit_mask import keep_cells
 from vqgan_core.gen_config import GenerationConfig
+from vqgan_core.gen_memory import MemoryRecovery
 from vqgan_core.gen_runtime import resolve_precision, run_context
 from vqgan_core.gen_types import GenerationCallbacks, GenerationResult
 from vqgan_core.image_io import load_image01
@@ -37,7 +37,6 @@ from vqgan_core.init import init_latent as make_init_latent
 from vqgan_core.losses import clamp_with_grad, init_weight_factor, prompt_loss, tv_loss
 from vqgan_core.optimizers import make_optimizer
 from vqgan_core.prompts import parse_story
-from vqgan_core.recompute import recompute_blocks
 from vqgan_core.regions import RegionPrompt, RegionView, load_mask, region_banks
 from vqgan_core.schedules import make_lr_schedule
 from vqgan_core.seamless import is_seamless, random_roll, seamless_copy
@@ -53,7 +52,7 @@ def _stream_seed(seed: int, stream: int) -> int:
     return (seed * 7919 + stream) % 2**64
 
 
-class GenerationLoop:
+class GenerationLoop(MemoryRecovery):
     """One VQGAN+CLIP run; call :meth:`step` yourself or :meth:`run` to completion.
 
     Args:
@@ -213,51 +212,6 @@ class GenerationLoop:
             n = sum(compile_blocks(m) for m in [self._dec, *self._clip_models])
             log.info("torch.compile: %d blocks (compiled on first use)", n)
 
-    @property
-    def _low_dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-
-    def _make_private_decoder(self) -> None:
-        """A frozen copy of post_quant_conv + decoder in the run's dtype and memory format."""
-        dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
-        self._dec = copy.deepcopy(dec).to(dtype=self._low_dtype).eval().requires_grad_(False)
-        if self._channels_last:
-            self._dec.to(memory_format=torch.channels_last)
-
-    def _recompute_decoder(self) -> None:
-        log.info("decoder checkpointing: %d blocks recomputed in backward", recompute_blocks(self._dec))
-        self._recomputing = True
-
-    def _make_room(self, rng_state: torch.Tensor) -> None:
-        """After a step ran out of memory: first the host frees what it holds (``callbacks.free_memory``, once),
-        then, with ``checkpoint_decoder=None``, the decoder recomputes its activations from now on. The
-        step is then retried from ``rng_state``."""
-        self.opt.zero_grad(set_to_none=True)
-        had_graph, self._graphed = self._graphed is not None, None  # frees the failed capture's memory pool
-        if self.cb.free_memory is not None and not self._host_freed:
-            log.warning("out of GPU memory at step %d: asking the host to unload its models, then retrying",
-                        self.step_index)
-            self._host_freed = True
-            self.cb.free_memory()
-        else:
-            log.warning("out of GPU memory at step %d: recomputing the decoder's activations in backward from now "
-                        "on (same image, about one more decoder pass per step; checkpoint_decoder=True starts "
-                        "that way, False fails instead)", self.step_index)
-            if self._dec is None:  # fp32 on the caller's model: recompute a private copy, never the shared model
-                self._make_private_decoder()
-                self._convert_vqgan = False
-            self._recompute_decoder()
-            if self.config.compile == "full":  # retrace with the wrapped blocks
-                self._forward = torch.compile(self._loss)
-        gc.collect()  # the failed step's tensors may sit in reference cycles (exception <-> traceback frames)
-        if had_graph:  # the capture may have failed midway: its generator is not to be trusted
-            self._fresh_generator(rng_state)
-            self._graphed = GraphedLossBackward(self._graph_body, self.z, [self.gen])
-        else:
-            self.gen.set_state(rng_state)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision in ("bf16", "fp16"):
             dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -367,28 +321,6 @@ class GenerationLoop:
         loss, img = self._forward(self.z, packs, factor)
         loss.backward()
         return loss.detach(), img.detach()
-
-    def _fresh_generator(self, state: torch.Tensor) -> None:
-        """Replace the run generator (perhaps left in capture mode) by a new one in ``state``."""
-        self.gen = torch.Generator(self.device)
-        self.gen.set_state(state)
-
-    def _can_make_room(self) -> bool:
-        return (self.cb.free_memory is not None and not self._host_freed) or (
-            self.config.checkpoint_decoder is None and not self._recomputing)
-
-    def _loss_and_grad_fitting(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_loss_and_grad`, retried after :meth:`_make_room` when it runs out of memory, from the same
-        random state (so the image is the one a run that had the room from the start gives)."""
-        while True:
-            state = self.gen.get_state()
-            try:
-                return self._loss_and_grad(i, factor, state)
-            except torch.OutOfMemoryError:
-                if not self._can_make_room():
-                    raise
-            # retry outside the handler: its traceback holds the failed step's activations
-            self._make_room(state)
 
     @property
     def graphed(self) -> bool:
