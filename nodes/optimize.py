@@ -192,7 +192,8 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
     config = make_config(settings, **target_settings(targets, settings.get("change_prompts_every", 0)),
                          preview_every=preview_every)
     loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
-                          regions=region_prompts(targets), edit_mask=first_mask(edit_mask))
+                          regions=region_prompts(targets), edit_mask=first_mask(edit_mask),
+                          story_offset=state.get("steps", 0))  # a continued run goes on with its story
     opt_state = state.get("optimizer_state")
     if opt_state is not None and state.get("optimizer") == settings["optimizer"] \
             and tuple(state.get("shape", ())) == tuple(loop.z.shape):

@@ -564,6 +564,19 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     (whole_three,) = run(pack.prompts.CombineTargets, targets_1=two, targets_2=three)
     assert [s.replace(":1.0:-inf", "") for s in pack.optimize.prompt_string(whole_three).split("^")] == [
         "a|x", "b|y", "a|z", "b|x", "a|y", "b|z"]
+    from vqgan_core.targets import TargetBank  # a continued run goes on with its story (2 steps per set here)
+
+    keys, real_key = [], TargetBank.key
+    monkeypatch.setattr(TargetBank, "key", lambda self, step: keys.append(real_key(self, step)) or keys[-1])
+    two_steps = {**kw, "steps": 2, "change_prompts_every": 2}
+    (part1,) = run(pack.optimize.VQGANCLIPOptimize, targets=story, **two_steps)
+    assert set(keys) == {(0,)}
+    keys.clear()
+    run(pack.optimize.VQGANCLIPOptimize, targets=story, **{**two_steps, "latent": part1})
+    assert set(keys) == {(1,)}  # the second phrase set, where the first node stopped
+    keys.clear()
+    run(pack.optimize.VQGANCLIPOptimize, targets=story, **{**two_steps, "latent": part1, "continue_run": False})
+    assert set(keys) == {(0,)}  # a fresh run starts its story again
     gen = pack.optimize.VQGANCLIPGenerate
     assert "change_prompts_every" in gen.validate_inputs(prompt="a ^ b", change_prompts_every=0)
     assert gen.validate_inputs(prompt="a ^ b", change_prompts_every=10) is True

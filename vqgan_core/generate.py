@@ -66,6 +66,8 @@ class GenerationLoop(MemoryRecovery):
         regions: prompts for parts of the image (:class:`~vqgan_core.regions.RegionPrompt`), besides
             ``config.region_prompts`` (mask files).
         edit_mask: inpainting: ``[H, W]`` pixel mask, 1 where the image may change (else ``config.edit_mask``).
+        story_offset: steps already run before this loop (a continued run): story phrase sets go on from
+            there instead of restarting.
     """
 
     def __init__(
@@ -79,7 +81,9 @@ class GenerationLoop(MemoryRecovery):
         image_prompts: list[tuple[torch.Tensor, float, float]] | None = None,
         regions: list[RegionPrompt] | None = None,
         edit_mask: torch.Tensor | None = None,
+        story_offset: int = 0,
     ) -> None:
+        self._story_offset = int(story_offset)
         with torch.inference_mode(False):  # ComfyUI calls nodes under inference_mode
             self._setup(vqgan, clip, config, callbacks, init_latent, init_image, image_prompts, regions or [])
             self._setup_edit_mask(edit_mask)
@@ -164,7 +168,8 @@ class GenerationLoop(MemoryRecovery):
                                     c.change_prompts_every, self._encode_image_prompt)
 
     def _packs_at(self, step: int) -> tuple[tuple, list]:
-        """(cache key, packed targets of every bank) at ``step``."""
+        """(cache key, packed targets of every bank) at ``step`` (of the story: after ``story_offset``)."""
+        step += self._story_offset
         return tuple(b.key(step) for _, b in self._banks), [b.at(step) for _, b in self._banks]
 
     def _use_graph(self) -> bool:
