@@ -34,6 +34,7 @@ NODES: list[type[io.ComfyNode]] = [
     latent.VQGANDecode,
     latent.RandomVQLatent,
     latent.ResizeVQLatent,
+    latent.InterpolateVQLatents,
     codebook.CodebookLookup,
     codebook.CodesToLatent,
     codebook.CodebookEdit,

@@ -159,3 +159,40 @@ class ResizeVQLatent(io.ComfyNode):
         from vqgan_core.latent_ops import resize_latent
 
         return io.NodeOutput(Latent(z=resize_latent(latent.z, scale, mode), model=latent.model))
+
+
+class InterpolateVQLatents(io.ComfyNode):
+    """Two latents -> the frames between them (a morph animation)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        """Schema: two latents, frames, mode -> latent batch."""
+        from vqgan_core.latent_ops import INTERPOLATIONS
+
+        return io.Schema(
+            node_id="VQGAN_InterpolateLatents",
+            display_name="Interpolate VQ Latents",
+            category=CATEGORY,
+            description="The latents between A and B (both included) as one batch, frame after frame: decode "
+            "it and save it with Save Animated WEBP for a morph. Both latents must come from the same VQGAN and "
+            "have the same size and batch.",
+            inputs=[
+                VQLatent.Input("latent_a"),
+                VQLatent.Input("latent_b"),
+                io.Int.Input("frames", default=16, min=2, max=1000, step=1),
+                io.Combo.Input("mode", options=list(INTERPOLATIONS), default="slerp",
+                               tooltip="slerp keeps the in-between latents as typical as the ends."),
+            ],
+            outputs=[VQLatent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, latent_a: Latent, latent_b: Latent, frames: int, mode: str) -> io.NodeOutput:
+        """Interpolate on the output device; the optimiser state is not carried."""
+        from vqgan_core.latent_ops import interpolate_latents
+
+        if latent_a.model is not latent_b.model and tuple(latent_a.model.codebook.shape) != tuple(
+                latent_b.model.codebook.shape):
+            raise ValueError("The two latents were made with different VQGANs: connect the same Load VQGAN to both.")
+        z = interpolate_latents(latent_a.z, latent_b.z.to(latent_a.z.device), frames, mode)
+        return io.NodeOutput(Latent(z=z, model=latent_a.model))

@@ -41,7 +41,8 @@ OUR_NODES = {"VQGAN_Load", "VQClip_LoadGuide", "VQClip_CombineGuides", "VQGAN_En
              "VQGAN_RandomLatent", "VQGAN_ResizeLatent", "VQGAN_CodebookLookup", "VQGAN_CodesToLatent",
              "VQGAN_CodebookEdit", "VQClip_TextPrompt", "VQClip_ImagePrompt", "VQClip_CombineTargets",
              "VQClip_Score", "VQGAN_CLIPOptimize", "VQGAN_CLIPGenerate", "VQGAN_CLIPZoomAnimation",
-             "VQGAN_CLIPRestyleFrames", "VQClip_RegionTargets", "VQGAN_Seamless", "VQClip_NoisePrompt"}
+             "VQGAN_CLIPRestyleFrames", "VQClip_RegionTargets", "VQGAN_Seamless", "VQClip_NoisePrompt",
+             "VQGAN_InterpolateLatents"}
 TAMING = Path(os.environ.get("TAMING_FIXTURES", REPO.parent / "shared" / "fixtures" / "taming"))
 BOOT_TIMEOUT = 240
 RUN_TIMEOUT = 420
@@ -229,8 +230,9 @@ def test_workflow_runs(server, path):
             if prompt[nid]["class_type"] == "SaveAnimatedWEBP":
                 from PIL import Image
 
-                zoom = [n for n in prompt.values() if n["class_type"] == "VQGAN_CLIPZoomAnimation"]
-                expected = zoom[0]["inputs"]["frames"] if zoom else 8  # restyle: the 8-frame example input
+                counted = [n for n in prompt.values()
+                           if n["class_type"] in ("VQGAN_CLIPZoomAnimation", "VQGAN_InterpolateLatents")]
+                expected = counted[0]["inputs"]["frames"] if counted else 8  # restyle: the 8-frame example input
                 with Image.open(path) as anim:
                     assert anim.n_frames == expected
     scores = [nid for nid, n in prompt.items() if n["class_type"] == "VQClip_Score"]

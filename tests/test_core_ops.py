@@ -123,3 +123,26 @@ def test_resize_latent_modes():
     assert resize_latent(z.double(), 1.0).dtype == torch.float32
     with pytest.raises(ValueError, match="nearest, bilinear"):
         resize_latent(z, 2.0, "bicubic")
+
+
+def test_interpolate_latents_ends_midpoint_and_slerp_norm():
+    from vqgan_core.latent_ops import interpolate_latents
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 4, 3, 3, generator=g), torch.randn(2, 4, 3, 3, generator=g)
+    lin = interpolate_latents(a, b, 5, "linear").view(5, 2, 4, 3, 3)
+    assert torch.equal(lin[0], a) and torch.equal(lin[-1], b)  # frame-major, both ends exact
+    assert torch.allclose(lin[2], (a + b) / 2, atol=1e-6)
+    b = b / b.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * a.flatten(1).norm(dim=1).view(-1, 1, 1, 1)  # equal norms
+    sl = interpolate_latents(a, b, 7, "slerp").view(7, 2, -1)
+    assert torch.allclose(sl.norm(dim=2), a.flatten(1).norm(dim=1).expand(7, 2), rtol=1e-4)  # on the sphere
+    mid = interpolate_latents(a, b, 3, "linear").view(3, 2, -1)[1]
+    assert mid.norm(dim=1).lt(0.9 * a.flatten(1).norm(dim=1)).all()  # the straight line dips inside the sphere
+    same = interpolate_latents(a, a.clone(), 3, "slerp")  # parallel ends: no division by sin(0)
+    assert torch.isfinite(same).all() and torch.allclose(same.view(3, 2, 4, 3, 3)[1], a)
+    with pytest.raises(ValueError, match="differ in shape"):
+        interpolate_latents(a, b[:1], 3)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        interpolate_latents(a, b, 1)
+    with pytest.raises(ValueError, match="valid: linear, slerp"):
+        interpolate_latents(a, b, 3, "cubic")

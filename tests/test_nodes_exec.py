@@ -582,6 +582,18 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     assert gen.validate_inputs(prompt="a ^ b", change_prompts_every=10) is True
 
 
+
+def test_interpolate_latents_node_makes_a_morph_batch(pack, vqgan):
+    a, b = _start(pack, vqgan, batch=2, seed=1), _start(pack, vqgan, batch=2, seed=2)
+    (mid,) = run(pack.latent.InterpolateVQLatents, latent_a=a, latent_b=b, frames=4, mode="slerp")
+    assert mid.z.shape == (8, *a.z.shape[1:]) and mid.model is vqgan
+    assert torch.equal(mid.z[:2], a.z) and torch.equal(mid.z[-2:], b.z)  # frame-major: A first, B last
+    (frames,) = run(pack.latent.VQGANDecode, latent=mid)
+    assert frames.shape[0] == 8
+    with pytest.raises(ValueError, match="differ in shape"):
+        run(pack.latent.InterpolateVQLatents, latent_a=a, latent_b=_start(pack, vqgan), frames=4, mode="linear")
+
+
 def test_clip_score_ranks_batch(pack, guide):
     imgs = image(3, 16, 16)
     imgs[1] = 0.0

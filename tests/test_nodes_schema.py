@@ -127,6 +127,7 @@ RELEASED_WIDGETS = {
     "VQGAN_Decode": [],
     "VQGAN_RandomLatent": ["width", "height", "seed", "init", "batch_size"],
     "VQGAN_ResizeLatent": ["scale", "mode"],
+    "VQGAN_InterpolateLatents": ["frames", "mode"],
     "VQGAN_CodebookLookup": [],
     "VQGAN_CodesToLatent": [],
     "VQGAN_CodebookEdit": ["codes", "pattern", "x", "y", "width", "height", "seed"],
@@ -165,7 +166,8 @@ def test_new_widgets_come_last_so_saved_workflows_keep_their_values(pack):
 def test_workflows_exist():
     names = {p.stem for p in WORKFLOWS}
     assert {"text_to_image", "image_prompt_and_text", "init_image_variation", "story", "codebook_edit",
-            "seed_batch_ranked", "beginner_generate", "zoom_animation", "restyle_video", "regional_prompts", "inpaint"} <= names
+            "seed_batch_ranked", "beginner_generate", "zoom_animation", "restyle_video", "regional_prompts", "inpaint",
+            "seamless_texture", "morph"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

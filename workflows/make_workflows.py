@@ -147,6 +147,17 @@ WORKFLOWS: dict[str, list[Node]] = {
          "widgets": {"filename_prefix": "vqclip/zoom", "fps": 8.0, "lossless": True, "quality": 80,
                      "method": "default"}},
     ],
+    "morph": [
+        *_models(), _text(3, "a red circle on a blue background"), _text(4, "a yellow square on a green background"),
+        _random(5, seed=5), _opt(6, (5, 0), (3, 0), steps=60, seed=5),
+        _random(7, seed=5), _opt(8, (7, 0), (4, 0), steps=60, seed=5),
+        {"id": 9, "type": "VQGAN_InterpolateLatents", "links": {"latent_a": (6, 0), "latent_b": (8, 0)},
+         "widgets": {"frames": 12, "mode": "slerp"}},
+        _decode(10, (9, 0)),
+        {"id": 11, "type": "SaveAnimatedWEBP", "links": {"images": (10, 0)},
+         "widgets": {"filename_prefix": "vqclip/morph", "fps": 8.0, "lossless": True, "quality": 80,
+                     "method": "default"}},
+    ],
     "restyle_video": [
         *_models(), _load_image(3, MOVING), _text(4, "a yellow circle on a purple background"),
         {"id": 5, "type": "VQGAN_CLIPRestyleFrames",
