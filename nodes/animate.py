@@ -12,9 +12,9 @@ from comfy_api.latest import io
 from . import comfy_adapters as ca
 from .optimize import (
     CATEGORY,
+    TextWidgetNode,
     change_prompts_input,
     check_inputs,
-    check_text_widgets,
     common_inputs,
     engine_settings,
     image_losses_input,
@@ -67,7 +67,7 @@ def frames_output(result, vqgan) -> io.NodeOutput:  # noqa: ANN001
     return io.NodeOutput(ca.bchw_to_image(result.frames.flatten(0, 1)), out)
 
 
-class VQGANCLIPZoomAnimation(io.ComfyNode):
+class VQGANCLIPZoomAnimation(TextWidgetNode):
     """Zoom / shift / rotate the image, re-encode, optimise a few steps: once per frame."""
 
     @classmethod
@@ -98,11 +98,6 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er", image_losses: str = "") -> bool | str:
-        """The augmentation codes and image-loss names need a custom check."""
-        return check_text_widgets(augmentations, image_losses)
-
-    @classmethod
     def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, frames: int, zoom: float,  # noqa: ANN001
                 shift_x: float, shift_y: float, rotate: float, padding: str, steps_per_frame: int, optimizer: str,
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
@@ -125,7 +120,7 @@ class VQGANCLIPZoomAnimation(io.ComfyNode):
         return frames_output(result, vqgan)
 
 
-class VQGANCLIPRestyleFrames(io.ComfyNode):
+class VQGANCLIPRestyleFrames(TextWidgetNode):
     """Restyle a sequence of frames (a video) towards the targets, one frame after another."""
 
     @classmethod
@@ -160,11 +155,6 @@ class VQGANCLIPRestyleFrames(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
-
-    @classmethod
-    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er", image_losses: str = "") -> bool | str:
-        """The augmentation codes and image-loss names need a custom check."""
-        return check_text_widgets(augmentations, image_losses)
 
     @classmethod
     def execute(cls, frames, vqgan, clip_guide, targets: Targets, first_steps: int, steps_per_frame: int,  # noqa: ANN001

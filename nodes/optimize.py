@@ -57,6 +57,16 @@ def check_text_widgets(augmentations: str | None, image_losses: str | None = Non
     return True
 
 
+class TextWidgetNode(io.ComfyNode):
+    """Base of the engine nodes with the ``augmentations`` and ``image_losses`` text widgets: checks them
+    before the run (ComfyUI shows the message on the node)."""
+
+    @classmethod
+    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er", image_losses: str = "") -> bool | str:
+        """The augmentation codes and image-loss names need a custom check."""
+        return check_text_widgets(augmentations, image_losses)
+
+
 def check_augments(augmentations: str) -> str | None:
     """None when the augmentation codes are valid, else a message listing the valid codes."""
     from vqgan_core.augment import augment_names, parse_augments
@@ -95,16 +105,14 @@ def low_memory_input() -> io.Boolean.Input:
                             "by itself when a step runs out of GPU memory.")
 
 
-def checkpoint_decoder(low_memory: bool) -> bool | None:
-    """The widget as the engine's setting: on = always; off = only after running out of memory (None)."""
-    return True if low_memory else None
-
-
 def engine_settings(steps: int, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
                     seed: int, low_memory: bool, **extra: Any) -> dict[str, Any]:
-    """The optimiser widgets every engine node has, under the engine's setting names (plus ``extra``)."""
+    """The optimiser widgets every engine node has, under the engine's setting names (plus ``extra``).
+
+    ``low_memory`` on = always recompute the decoder; off = only after running out of memory (None).
+    """
     return {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
-            "augments": augmentations, "seed": seed, "checkpoint_decoder": checkpoint_decoder(low_memory), **extra}
+            "augments": augmentations, "seed": seed, "checkpoint_decoder": True if low_memory else None, **extra}
 
 
 def prompt_string(targets: Targets, sets: int | None = None) -> str:
@@ -267,7 +275,7 @@ def common_inputs(steps: int = 50) -> list:
     ]
 
 
-class VQGANCLIPOptimize(io.ComfyNode):
+class VQGANCLIPOptimize(TextWidgetNode):
     """Optimise a VQ latent towards CLIP targets; chain several to continue a run."""
 
     @classmethod
@@ -305,11 +313,6 @@ class VQGANCLIPOptimize(io.ComfyNode):
             ],
             outputs=[VQLatent.Output(display_name="latent")],
         )
-
-    @classmethod
-    def validate_inputs(cls, augmentations: str = "Af,Pe,Ji,Er", image_losses: str = "") -> bool | str:
-        """The augmentation codes and image-loss names need a custom check."""
-        return check_text_widgets(augmentations, image_losses)
 
     @classmethod
     def execute(cls, latent: Latent, vqgan, clip_guide, targets: Targets, steps: int, optimizer: str,  # noqa: ANN001

@@ -61,11 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def resolve_animation(args: argparse.Namespace):  # noqa: ANN201
     """AnimationConfig from defaults, ``--from-png`` settings, then explicit flags."""
     from vqgan_core.animate import AnimationConfig
-    from vqgan_core.image_io import read_png_metadata
 
-    d: dict[str, Any] = {}
-    if args.from_png:
-        d.update(read_png_metadata(args.from_png).get("animation", {}))
+    d: dict[str, Any] = dict(cli_generate.from_png_metadata(args).get("animation", {}))
     for dest, name in _ANIM_FLAGS.items():
         if getattr(args, dest) is not None:
             d[name] = getattr(args, dest)
@@ -86,9 +83,7 @@ def stop_frame(args: argparse.Namespace, anim) -> int | None:  # noqa: ANN001
             raise ValueError(f"--stop-after-frames must be at least 1, got {args.stop_after_frames}")
         return args.stop_after_frames
     if args.from_png and args.frames is None:
-        from vqgan_core.image_io import read_png_metadata
-
-        meta = read_png_metadata(args.from_png)
+        meta = cli_generate.from_png_metadata(args)
         done = meta.get("frames", meta["frame"] + 1 if isinstance(meta.get("frame"), int) else None)
         if isinstance(done, int) and 0 < done < anim.frames:
             log.info("%s holds %d of %d frames: making those (--stop-after-frames %d makes all)", args.from_png,

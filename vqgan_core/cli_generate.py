@@ -144,17 +144,25 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def from_png_metadata(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--from-png`` file's stored metadata ({} without the flag), read once per command."""
+    if not args.from_png:
+        return {}
+    if getattr(args, "_from_png_metadata", None) is None:
+        from vqgan_core.image_io import read_png_metadata
+
+        args._from_png_metadata = read_png_metadata(args.from_png)
+    return args._from_png_metadata
+
+
 def resolve_config(args: argparse.Namespace):
     """Merge defaults, demo preset, ``--from-png`` settings and explicit flags into a GenerationConfig."""
     from vqgan_core.gen_config import GenerationConfig
-    from vqgan_core.image_io import read_png_metadata
 
     settings: dict[str, Any] = {}
-    stored: dict[str, Any] = {}
-    if args.from_png:
-        stored = dict(read_png_metadata(args.from_png).get("config", {}))
-        if stored.get("checkpoint_decoder") is False:  # the old default (before the automatic switch); the
-            stored["checkpoint_decoder"] = None  # image is the same either way, so running out of memory need not fail
+    stored = dict(from_png_metadata(args).get("config", {}))
+    if stored.get("checkpoint_decoder") is False:  # the old default (before the automatic switch); the image
+        stored["checkpoint_decoder"] = None  # is the same either way, so running out of memory need not fail
     vqgan = args.vqgan or stored.get("vqgan") or "demo"
     clip = args.clip or stored.get("clip") or ["demo"]
     if vqgan == "demo" and clip == ["demo"] and not stored:
@@ -176,9 +184,7 @@ def stop_step(args: argparse.Namespace, cfg) -> int | None:  # noqa: ANN001
             raise ValueError(f"--stop-at {args.stop_at} is outside the run's 0..{cfg.steps} steps")
         return args.stop_at
     if args.from_png and args.steps is None:
-        from vqgan_core.image_io import read_png_metadata
-
-        step = read_png_metadata(args.from_png).get("step")
+        step = from_png_metadata(args).get("step")
         if isinstance(step, int) and 0 <= step < cfg.steps:
             log.info("%s is the image at step %d of %d: reproducing it (--stop-at %d runs all steps)", args.from_png,
                      step, cfg.steps, cfg.steps)

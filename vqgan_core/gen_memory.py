@@ -94,11 +94,12 @@ class MemoryRecovery:
         """:meth:`_loss_and_grad`, retried after :meth:`_make_room` when it runs out of memory, from the same
         random state (so the image is the one a run that had the room from the start gives)."""
         while True:
-            state = self.gen.get_state()
+            # the state is only needed to retry, or to replace a generator a failed capture left behind
+            state = self.gen.get_state() if self._graphed is not None or self._can_make_room() else None
             try:
                 return self._loss_and_grad(i, factor, state)
             except torch.OutOfMemoryError:
-                if not self._can_make_room():
+                if state is None or not self._can_make_room():
                     raise
             # retry outside the handler: its traceback holds the failed step's activations
             self._make_room(state)

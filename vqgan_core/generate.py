@@ -303,11 +303,12 @@ class GenerationLoop(MemoryRecovery):
     def _graph_body(self, packs: list, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._forward(self.z, packs, factor)
 
-    def _loss_and_grad(self, i: int, factor: float, rng_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss_and_grad(self, i: int, factor: float,
+                       rng_state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and image of the current latent; ``z.grad`` holds the gradient afterwards.
 
-        ``rng_state``: the run generator's state before this step (a failed capture leaves the generator
-        in capture mode: the step goes on with a fresh one in that state).
+        ``rng_state``: the run generator's state before this step, taken while a graph is in use (a failed
+        capture leaves the generator in capture mode: the step goes on with a fresh one in that state).
         """
         key, packs = self._packs_at(i)
         if self._graphed is not None:

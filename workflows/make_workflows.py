@@ -64,6 +64,11 @@ def _save(nid: int, images: tuple[int, int], prefix: str) -> Node:
     return {"id": nid, "type": "SaveImage", "links": {"images": images}, "widgets": {"filename_prefix": prefix}}
 
 
+def _save_webp(nid: int, images: tuple[int, int], prefix: str) -> Node:
+    return {"id": nid, "type": "SaveAnimatedWEBP", "links": {"images": images},
+            "widgets": {"filename_prefix": prefix, "fps": 8.0, "lossless": True, "quality": 80, "method": "default"}}
+
+
 def _load_image(nid: int, name: str) -> Node:
     return {"id": nid, "type": "LoadImage", "widgets": {"image": name}}
 
@@ -143,9 +148,7 @@ WORKFLOWS: dict[str, list[Node]] = {
         {"id": 6, "type": "VQGAN_CLIPZoomAnimation",
          "links": {"latent": (5, 0), "vqgan": (1, 0), "clip_guide": (2, 0), "targets": (3, 0)},
          "widgets": {"frames": 12, "zoom": 1.05, "rotate": 3.0, "steps_per_frame": 5, "seed": 8, **FAST}},
-        {"id": 7, "type": "SaveAnimatedWEBP", "links": {"images": (6, 0)},
-         "widgets": {"filename_prefix": "vqclip/zoom", "fps": 8.0, "lossless": True, "quality": 80,
-                     "method": "default"}},
+        _save_webp(7, (6, 0), "vqclip/zoom"),
     ],
     "morph": [
         *_models(), _text(3, "a red circle on a blue background"), _text(4, "a yellow square on a green background"),
@@ -154,18 +157,14 @@ WORKFLOWS: dict[str, list[Node]] = {
         {"id": 9, "type": "VQGAN_InterpolateLatents", "links": {"latent_a": (6, 0), "latent_b": (8, 0)},
          "widgets": {"frames": 12, "mode": "slerp"}},
         _decode(10, (9, 0)),
-        {"id": 11, "type": "SaveAnimatedWEBP", "links": {"images": (10, 0)},
-         "widgets": {"filename_prefix": "vqclip/morph", "fps": 8.0, "lossless": True, "quality": 80,
-                     "method": "default"}},
+        _save_webp(11, (10, 0), "vqclip/morph"),
     ],
     "restyle_video": [
         *_models(), _load_image(3, MOVING), _text(4, "a yellow circle on a purple background"),
         {"id": 5, "type": "VQGAN_CLIPRestyleFrames",
          "links": {"frames": (3, 0), "vqgan": (1, 0), "clip_guide": (2, 0), "targets": (4, 0)},
          "widgets": {"first_steps": 40, "steps_per_frame": 10, "blend": 0.3, "seed": 1, "init_weight": 0.0, **FAST}},
-        {"id": 6, "type": "SaveAnimatedWEBP", "links": {"images": (5, 0)},
-         "widgets": {"filename_prefix": "vqclip/restyle", "fps": 8.0, "lossless": True, "quality": 80,
-                     "method": "default"}},
+        _save_webp(6, (5, 0), "vqclip/restyle"),
     ],
     "regional_prompts": _at([
         *_models(), _text(3, "a yellow circle on a green background"),
