@@ -10,6 +10,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import comfy_adapters as ca
+from . import memory
 from .optimize import (
     CATEGORY,
     TextWidgetNode,
@@ -113,7 +114,8 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
             0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
             tv_weight=tv_weight, image_losses=image_losses))
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
-        progress = ca.Progress((frames - 1) * steps_per_frame)
+        memory.use(vqgan, clip_guide, memory_required=memory.run_memory(vqgan, clip_guide, config))
+        progress = ca.Progress((frames - 1) * steps_per_frame, models=(vqgan, clip_guide))
         callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, init_latent=latent.z.to(ca.compute_device()),
                                image_prompts=image_prompts(targets), regions=region_prompts(targets))
@@ -178,7 +180,8 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                                    low_memory, init_weight=init_weight, tv_weight=tv_weight,
                                    image_losses=image_losses, width=w, height=h)
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
-        progress = ca.Progress(first_steps + (n - 1) * steps_per_frame)
+        memory.use(vqgan, clip_guide, memory_required=memory.run_memory(vqgan, clip_guide, config))
+        progress = ca.Progress(first_steps + (n - 1) * steps_per_frame, models=(vqgan, clip_guide))
         callbacks = progress.callbacks()
         result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,
                                image_prompts=image_prompts(targets), regions=region_prompts(targets))

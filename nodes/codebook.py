@@ -6,6 +6,7 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_adapters as ca
+from . import memory
 from .types import Codes, Latent, VQCodes, VQLatent
 
 CATEGORY = "vqgan_clip/codebook"
@@ -61,7 +62,7 @@ class CodebookLookup(io.ComfyNode):
 
         model = latent.model
         with torch.no_grad():
-            _, idx = model.quantize_latent(latent.z.to(ca.compute_device()))
+            _, idx = model.quantize_latent(latent.z.to(memory.use(model)))
         idx = idx.to(ca.output_device()).long()
         text = "\n".join(" ".join(str(int(c)) for c in row) for row in idx[0])
         return io.NodeOutput(Codes(indices=idx, model=model), ca.bchw_to_image(code_colors(idx)), text)
@@ -86,7 +87,7 @@ class CodesToLatent(io.ComfyNode):
     def execute(cls, codes: Codes) -> io.NodeOutput:
         """Look the codes up in the codebook."""
         with torch.no_grad():
-            z = codes.model.indices_to_latent(codes.indices.to(ca.compute_device()))
+            z = codes.model.indices_to_latent(codes.indices.to(memory.use(codes.model)))
         return io.NodeOutput(Latent(z=z.to(ca.output_device()), model=codes.model))
 
 

@@ -133,14 +133,6 @@ def output_device() -> torch.device:
     return mm.intermediate_device()
 
 
-def free_comfy_memory() -> None:
-    """Unload the models ComfyUI holds (what ComfyUI itself does after an out-of-memory error)."""
-    import comfy.model_management as mm
-
-    mm.unload_all_models()
-    mm.soft_empty_cache()
-
-
 def check_interrupt() -> None:
     """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel."""
     import comfy.model_management as mm
@@ -189,10 +181,14 @@ class Progress:
     with the next progress update as a ``("JPEG", PIL image, max size)`` tuple (what KSampler sends).
     """
 
-    def __init__(self, total: int, preview_size: int | None = None) -> None:
-        """Create the ComfyUI bar for ``total`` steps (preview size: ComfyUI's ``--preview-size``)."""
+    def __init__(self, total: int, preview_size: int | None = None, models: tuple = ()) -> None:
+        """Create the ComfyUI bar for ``total`` steps (preview size: ComfyUI's ``--preview-size``).
+
+        ``models``: what the run uses (VQGAN, guides); they stay loaded when memory is freed for the run.
+        """
         import comfy.utils
 
+        self.models = models
         self.total = max(int(total), 1)
         self.preview_size = preview_size or _preview_size()
         self.bar = comfy.utils.ProgressBar(self.total)
@@ -200,11 +196,13 @@ class Progress:
 
     def callbacks(self):  # noqa: ANN201
         """The engine's ``GenerationCallbacks`` wired to this bar (progress, previews, Cancel) and to ComfyUI's
-        memory management (out of GPU memory: unload ComfyUI's models and retry)."""
+        memory management (out of GPU memory: unload ComfyUI's other models and retry)."""
         from vqgan_core.generate import GenerationCallbacks
 
+        from .memory import free_others
+
         return GenerationCallbacks(progress=self.progress, preview=self.preview, should_stop=self.should_stop,
-                                   free_memory=free_comfy_memory)
+                                   free_memory=lambda: free_others(*self.models))
 
     def should_stop(self) -> bool:
         """Engine hook before every step: raise if the user pressed Cancel."""

@@ -10,6 +10,7 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_adapters as ca
+from . import memory
 from .types import Latent, VQGANModel, VQLatent
 
 CATEGORY = "vqgan_clip/latent"
@@ -19,7 +20,7 @@ MAX_SIZE = 4096
 def decode_latent(latent: Latent, model=None) -> torch.Tensor:  # noqa: ANN001
     """Quantise and decode a latent to [B,3,H,W] in [0,1] on the compute device."""
     model = latent.model if model is None else model
-    device = ca.compute_device()
+    device = memory.use(model)
     z = latent.z.to(device)
     z_q, _ = model.quantize_latent(z)
     return ((model.decode(z_q) + 1) / 2).clamp(0, 1)
@@ -46,7 +47,7 @@ class VQGANEncode(io.ComfyNode):
         """Encode to the pre-quantisation latent (its nearest codes are the image's codes)."""
         from vqgan_core.latent_ops import crop_to_multiple
 
-        device = ca.compute_device()
+        device = memory.use(vqgan)
         x = crop_to_multiple(ca.image_to_bchw(image, device), vqgan.downsample_factor)
         with torch.no_grad():
             z = vqgan.encode_to_prequant(x * 2 - 1)
@@ -127,7 +128,8 @@ class RandomVQLatent(io.ComfyNode):
         if init == "image" and init_image is None:
             raise ValueError("init is 'image' but no init_image is connected: connect an image or pick another init.")
         gens = [torch.Generator().manual_seed((int(seed) + i) % 2**64) for i in range(batch_size)]  # as the engine
-        image = ca.image_to_bchw(init_image, ca.compute_device()) if init_image is not None else None
+        device = memory.use(vqgan)
+        image = ca.image_to_bchw(init_image, device) if init_image is not None else None
         with torch.no_grad():
             z = init_latent(vqgan, init, batch_size, h, w, gens, image=image if init == "image" else None)
         return io.NodeOutput(Latent(z=z.to(ca.output_device()), model=vqgan))

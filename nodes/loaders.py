@@ -16,6 +16,7 @@ from typing import Any
 from comfy_api.latest import io
 
 from . import comfy_adapters as ca
+from . import memory
 from .types import ClipGuide, VQGANModel
 
 log = logging.getLogger(__name__)
@@ -80,18 +81,18 @@ class LoadVQGAN(io.ComfyNode):
 
     @classmethod
     def execute(cls, vqgan_name: str) -> io.NodeOutput:
-        """Load (or reuse) the model on the compute device."""
+        """Load (or reuse) the model where ComfyUI keeps idle models; nodes move it to the GPU when they run."""
         from vqgan_core import load_vqgan
 
         path = resolve_vqgan(vqgan_name)
-        device = ca.compute_device()
+        device = memory.offload_device()
         mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
 
         def build():  # noqa: ANN202
             with ca.outside_inference_mode():
                 model = load_vqgan(path, device=str(device))
                 model.eval().requires_grad_(False)
-            return model
+            return memory.manage(model)
 
         return io.NodeOutput(_cached(("vqgan", path, mtime, str(device)), build))
 
@@ -160,7 +161,7 @@ class LoadCLIPGuide(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip_name: str, pretrained: str) -> io.NodeOutput:
-        """Resolve names to paths and load (cached) on the compute device."""
+        """Resolve names to paths and load (cached) where ComfyUI keeps idle models."""
         from vqgan_core.clip_guide import load_clip
 
         name = clip_name
@@ -172,11 +173,14 @@ class LoadCLIPGuide(io.ComfyNode):
         elif pretrained == "none" and clip_name != ca.DEMO_NAME and not clip_name.startswith("local:"):
             log.warning("CLIP %s with pretrained 'none' has random weights: it will not guide anything useful",
                         clip_name)
-        device = ca.compute_device()
+        device = memory.offload_device()
 
         def build():  # noqa: ANN202
             with ca.outside_inference_mode():
-                return load_clip(name, weights, device=device)
+                guide = load_clip(name, weights, device=device)
+            # ComfyUI moving the weights off the GPU also drops the guide's low-precision copies there
+            memory.manage(guide.model, on_detach=memory.drop_cache_on_detach(guide, "_lowp"))
+            return guide
 
         return io.NodeOutput(_cached(("clip", name, weights, str(device)), build))
 

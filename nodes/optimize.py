@@ -16,6 +16,7 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_adapters as ca
+from . import memory
 from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
 
 log = logging.getLogger(__name__)
@@ -196,9 +197,10 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
     """
     from vqgan_core.generate import GenerationLoop
 
-    callbacks = ca.Progress(settings["steps"]).callbacks()
     config = make_config(settings, **target_settings(targets, settings.get("change_prompts_every", 0)),
                          preview_every=preview_every)
+    memory.use(model, guide, memory_required=memory.run_memory(model, guide, config))
+    callbacks = ca.Progress(settings["steps"], models=(model, guide)).callbacks()
     loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
                           regions=region_prompts(targets), edit_mask=first_mask(edit_mask),
                           story_offset=state.get("steps", 0))  # a continued run goes on with its story

@@ -6,6 +6,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from . import comfy_adapters as ca
+from . import memory
 from .types import ClipGuide, ClipTargets, Targets
 
 CATEGORY = "vqgan_clip/score"
@@ -40,7 +41,7 @@ class CLIPScore(io.ComfyNode):
     @classmethod
     def execute(cls, clip_guide, targets: Targets, images: torch.Tensor) -> io.NodeOutput:  # noqa: ANN001
         """Score, sort descending, and show the scores on the node."""
-        x = ca.image_to_bchw(images, ca.compute_device())
+        x = ca.image_to_bchw(images, memory.use(clip_guide))
         with torch.no_grad():
             scores = clip_scores(clip_guide, targets, x)
         order = torch.argsort(scores, descending=True)

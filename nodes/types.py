@@ -13,7 +13,7 @@ import torch
 from comfy_api.latest import io
 
 VQGANModel = io.Custom("VQGAN_MODEL")
-"""A loaded ``vqgan_core.VQGAN`` (weights on the compute device, built outside inference mode)."""
+"""A loaded ``vqgan_core.VQGAN`` (built outside inference mode; in ComfyUI's memory manager: nodes call ``memory.use``)."""
 
 ClipGuide = io.Custom("VQCLIP_GUIDE")
 """One CLIP model or an ensemble of several (``vqgan_core.clip_guide``)."""

@@ -639,3 +639,69 @@ def test_taming_ckpt_with_yaml_gumbel_through_the_nodes(pack, guide, taming_fixt
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=m, clip_guide=guide, targets=tt, **OPT)
     assert out.z.shape == lat.z.shape
+
+
+# -- ComfyUI memory management (tests/test_comfyui_memory.py checks the same against the real thing) --------
+def test_loaders_register_models_and_runs_load_them_through_comfyui(pack, tmp_path):
+    from vqgan_core import save_vqgan
+
+    folder = Path(pack.folder_paths.get_folder_paths("vqgan")[-1])
+    folder.mkdir(parents=True, exist_ok=True)
+    save_vqgan(harness.tiny_vqgan(), folder / "managed.safetensors")
+    (vq,) = run(pack.loaders.LoadVQGAN, vqgan_name="managed.safetensors")
+    p = pack.memory.patcher_of(vq)
+    assert p is not None and p.model is vq and p.offload_device == torch.device("cpu")
+    guide = harness.tiny_guide()
+    pack.memory.manage(guide.model, on_detach=pack.memory.drop_cache_on_detach(guide, "_lowp"))
+    pack.mm.LOADS.clear()
+    lat = _start(pack, vq)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vq, clip_guide=guide, targets=tt, **OPT)
+    loads = [([r() for r in refs], full) for refs, _mem, full in pack.mm.LOADS]
+    assert ([p, pack.memory.patcher_of(guide.model)], True) in loads  # both models, loaded whole
+    guide.lowp_model(torch.bfloat16)
+    pack.memory.patcher_of(guide.model).detach()  # ComfyUI unloads the guide
+    assert "_lowp" not in guide.__dict__  # its low-precision copies go with it
+
+
+def test_copies_of_a_managed_model_share_its_patcher(pack, vqgan):
+    import copy
+
+    from vqgan_core.seamless import seamless_copy
+
+    m = pack.memory.manage(copy.deepcopy(vqgan))
+    p = pack.memory.patcher_of(m)
+    assert pack.memory.manage(m) is m and pack.memory.patcher_of(m) is p  # registered once
+    assert pack.memory.patcher_of(seamless_copy(m)) is p and pack.memory.patcher_of(copy.deepcopy(m)) is p
+    ens = harness.tiny_guide()
+    assert list(pack.memory.modules_of(None, m, pack.loaders.CombineCLIPGuides.execute(
+        guide_1=ens, weight_1=1.0, guide_2=harness.tiny_guide(), weight_2=1.0).args[0]))[0] is m
+
+
+def test_weights_moved_under_inference_mode_are_made_normal_before_use(pack, vqgan):
+    """ComfyUI moves models inside inference mode; autograd refuses such weights, so use() replaces them."""
+    import copy
+
+    m = copy.deepcopy(vqgan)
+    with torch.inference_mode():
+        m._apply(lambda t: t.clone())
+    assert all(t.is_inference() for t in m.parameters())
+    assert pack.memory.use(m) == torch.device("cpu")
+    assert not any(t.is_inference() for t in [*m.parameters(), *m.buffers()])
+    z = torch.randn(1, 8, 4, 4, requires_grad=True)
+    m.decode(m.quantize_latent(z)[0] + 0 * z).sum().backward()  # usable by autograd again
+    assert z.grad is not None
+
+
+def test_runs_ask_comfyui_for_their_activation_memory_on_a_gpu(pack, vqgan, guide, monkeypatch):
+    from vqgan_core.gen_config import GenerationConfig
+    from vqgan_core.memory_estimate import step_memory_bytes
+
+    cfg = GenerationConfig(width=32, height=32, cutn=4, batch_size=2, precision="fp32")
+    assert pack.memory.run_memory(vqgan, guide, cfg) == 0  # CPU: ComfyUI budgets no memory there
+    monkeypatch.setattr(pack.mm, "get_torch_device", lambda: torch.device("cuda"))
+    need = pack.memory.run_memory(vqgan, guide, cfg)
+    assert need == step_memory_bytes(vqgan, guide, 32, 32, batch=2, cutn=4) > 0
+    cfg.precision = "bf16"  # half the activations, plus the run's bf16 copies of the weights
+    weights = sum(p.numel() * 2 for m in (guide.model, vqgan.decoder) for p in m.parameters())
+    assert pack.memory.run_memory(vqgan, guide, cfg) == need // 2 + weights

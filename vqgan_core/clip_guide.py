@@ -111,12 +111,17 @@ class ClipGuide:
         return self.model.encode_text(tokens).float()
 
     def lowp_model(self, dtype: torch.dtype) -> torch.nn.Module:
-        """A cached copy of the weights in ``dtype`` (bf16/fp16 runs skip per-step weight casts)."""
+        """A cached copy of the weights in ``dtype`` (bf16/fp16 runs skip per-step weight casts).
+
+        Keyed by the weights' device too: after the host moved the model (ComfyUI offloads it), the next
+        run copies again instead of using a copy on the old device.
+        """
         cache = self.__dict__.setdefault("_lowp", {})
-        if dtype not in cache:
+        key = (dtype, self.device)
+        if key not in cache:
             cache.clear()
-            cache[dtype] = copy.deepcopy(self.model).to(dtype=dtype).eval().requires_grad_(False)
-        return cache[dtype]
+            cache[key] = copy.deepcopy(self.model).to(dtype=dtype).eval().requires_grad_(False)
+        return cache[key]
 
     def encode_image(self, x01: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
         """Images in [0,1] -> ``[N, D]`` float32 embeddings; differentiable w.r.t. the input.
@@ -129,7 +134,7 @@ class ClipGuide:
         model = self.model if model is None else model
         if x01.shape[-2:] != (self.image_size, self.image_size):
             x01 = F.interpolate(x01, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
-        x = (x01 - self.mean.to(x01.dtype)) / self.std.to(x01.dtype)
+        x = (x01 - self.mean.to(x01.device, x01.dtype)) / self.std.to(x01.device, x01.dtype)
         if not torch.is_autocast_enabled(x.device.type):
             x = x.to(next(model.parameters()).dtype)
         return model.encode_image(x).float()

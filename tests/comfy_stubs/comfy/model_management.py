@@ -1,5 +1,7 @@
 """Stub of comfy.model_management: CPU devices and an interrupt flag tests can set."""
 
+import weakref
+
 import torch
 
 INTERRUPT = {"flag": False, "after_checks": None, "checks": 0}
@@ -15,6 +17,18 @@ def get_torch_device():
 
 def intermediate_device():
     return torch.device("cpu")
+
+
+def unet_offload_device():
+    return torch.device("cpu")
+
+
+LOADS = []  # one entry per load_models_gpu call: (weak refs of the patchers, memory_required, force_full_load)
+
+
+def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                    force_full_load=False):
+    LOADS.append(([weakref.ref(m) for m in models], memory_required, force_full_load))
 
 
 UNLOADS = []

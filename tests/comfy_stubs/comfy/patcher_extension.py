@@ -1,0 +1,5 @@
+"""Stub of comfy.patcher_extension: the callback names."""
+
+
+class CallbacksMP:
+    ON_DETACH = "on_detach_after"
