@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vqgan_core.cli import main
@@ -185,3 +186,15 @@ def test_boolean_flags_override_stored_settings_and_threads_work(base_args, tmp_
     third = tmp_path / "e.png"  # a stored False (the old default) allows the automatic switch when reproducing
     assert main(["generate", "--from-png", str(again), "--out", str(third), "--no-progress", "--device", "cpu"]) == 0
     assert read_png_metadata(third)["config"]["checkpoint_decoder"] is None
+
+
+def test_default_device_prefers_cuda_then_apple_mps_then_cpu(monkeypatch):
+    from vqgan_core.gen_runtime import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert default_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert default_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_device() == torch.device("cuda")

@@ -57,7 +57,7 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
                    help="open_clip model, e.g. ViT-B-32:openai, ViT-B-32:/w/clip.safetensors, ViT-B-32:none, a "
                         "folder, or 'demo'; repeat for an ensemble (default: demo)")
     g.add_argument("--clip-weights", type=float, nargs="+", help="ensemble weights, one per --clip")
-    g.add_argument("--device", help="cuda, cuda:1, cpu, mps (default: cuda if available)")
+    g.add_argument("--device", help="cuda, cuda:1, cpu, mps (default: cuda if available, else mps on Apple silicon, else cpu)")
     g = p.add_argument_group("image and run")
     g.add_argument("--size", type=int, nargs=2, metavar=("W", "H"))
     g.add_argument("--steps", type=int)
@@ -200,11 +200,12 @@ def check_prompts(cfg) -> None:  # noqa: ANN001
 
 
 def load_models(cfg, device_name: str | None) -> tuple:  # noqa: ANN001
-    """``(device, vqgan, clip ensemble)`` for a resolved config (default device: CUDA if available)."""
+    """``(device, vqgan, clip ensemble)`` for a resolved config (default device: CUDA, else MPS, else CPU)."""
     from vqgan_core import load_vqgan
     from vqgan_core.clip_guide import load_clip_ensemble
+    from vqgan_core.gen_runtime import default_device
 
-    device = torch.device(device_name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device_name) if device_name else default_device()
     vqgan = load_vqgan(cfg.vqgan, device=device)
     return device, vqgan, load_clip_ensemble(cfg.clip, cfg.clip_weights, device=device)
 

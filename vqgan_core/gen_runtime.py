@@ -7,7 +7,17 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["resolve_precision", "run_context"]
+__all__ = ["default_device", "resolve_precision", "run_context"]
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else Apple's MPS (Apple-silicon Macs), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
