@@ -106,12 +106,13 @@ def use(*models: Any, memory_required: int = 0) -> torch.device:
     import comfy.model_management as mm
 
     patchers = patchers_of(*models)
+    device = mm.get_torch_device()
     with torch.inference_mode(False):
         if patchers:
             mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
         for mod in modules_of(*models):
-            _normal_tensors(mod)
-    return mm.get_torch_device()
+            _make_ready(mod, device)
+    return device
 
 
 def run_memory(vqgan: Any, clip: Any, config: Any) -> int:
@@ -134,12 +135,21 @@ def run_memory(vqgan: Any, clip: Any, config: Any) -> int:
     return need
 
 
-def _normal_tensors(module: torch.nn.Module) -> None:
-    """Replace inference tensors (weights moved by ComfyUI under inference mode) by normal copies."""
-    if any(t.is_inference() for t in _tensors(module)):
+def _make_ready(module: torch.nn.Module, device: torch.device) -> None:
+    """Every weight on ``device`` and a normal tensor.
+
+    Inference tensors: weights ComfyUI moved under inference mode. Elsewhere: an unmanaged model, or the
+    buffers of a copy sharing a managed model's weights (moving a module swaps parameter data in place,
+    which the copy sees, but replaces its buffers, which the copy does not).
+    """
+    def stale(t: torch.Tensor) -> bool:
+        return t.is_inference() or t.device.type != device.type or (
+            device.index is not None and t.device.index != device.index)
+
+    if any(stale(t) for t in _tensors(module)):
         with torch.no_grad():
-            module._apply(lambda t: t.clone() if t.is_inference() else t)
-        log.debug("restored normal tensors in %s", type(module).__name__)
+            module._apply(lambda t: (t.clone() if t.is_inference() else t).to(device) if stale(t) else t)
+        log.debug("moved / restored the tensors of %s", type(module).__name__)
 
 
 def _tensors(module: torch.nn.Module) -> Iterable[torch.Tensor]:

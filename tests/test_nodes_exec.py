@@ -705,3 +705,17 @@ def test_runs_ask_comfyui_for_their_activation_memory_on_a_gpu(pack, vqgan, guid
     cfg.precision = "bf16"  # half the activations, plus the run's bf16 copies of the weights
     weights = sum(p.numel() * 2 for m in (guide.model, vqgan.decoder) for p in m.parameters())
     assert pack.memory.run_memory(vqgan, guide, cfg) == need // 2 + weights
+
+
+def test_use_puts_every_tensor_of_a_model_on_the_compute_device(pack, vqgan, monkeypatch):
+    """Unmanaged models and the buffers of weight-sharing copies follow too (meta stands in for a GPU)."""
+    import copy
+
+    from vqgan_core.seamless import seamless_copy
+
+    m = copy.deepcopy(vqgan)
+    m.register_buffer("extra", torch.ones(3))  # taming's segmentation models carry a buffer
+    twin = seamless_copy(m)
+    monkeypatch.setattr(pack.mm, "get_torch_device", lambda: torch.device("meta"))
+    assert pack.memory.use(twin) == torch.device("meta")
+    assert {t.device.type for t in [*twin.parameters(), *twin.buffers()]} == {"meta"}
