@@ -24,6 +24,7 @@ from .optimize import (
     low_memory_input,
     make_config,
     region_prompts,
+    story_fade_input,
     target_settings,
 )
 from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
@@ -94,6 +95,7 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
                 *rest,
                 *frame_tail_inputs(0.0, "Pull back towards each re-encoded frame (steadier motion)."),
                 change_prompts_input(),
+                story_fade_input(),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -103,7 +105,7 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
                 shift_x: float, shift_y: float, rotate: float, padding: str, steps_per_frame: int, optimizer: str,
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
                 tv_weight: float, preview_every: int, image_losses: str = "",
-                low_memory: bool = False, change_prompts_every: int = 0) -> io.NodeOutput:
+                low_memory: bool = False, change_prompts_every: int = 0, story_fade: int = 0) -> io.NodeOutput:
         """Run the animation; frames come out frame-major (all batch items of frame 0, then frame 1...)."""
         from vqgan_core.animate import AnimationConfig, run_animation
 
@@ -112,7 +114,7 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
                                shift_y=shift_y, rotate=rotate, padding=padding)
         settings = latent_settings(latent, vqgan, engine_settings(
             0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
-            tv_weight=tv_weight, image_losses=image_losses))
+            tv_weight=tv_weight, image_losses=image_losses, story_fade=story_fade))
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
         memory.use(vqgan, clip_guide, memory_required=memory.run_memory(vqgan, clip_guide, config))
         progress = ca.Progress((frames - 1) * steps_per_frame, models=(vqgan, clip_guide))
@@ -154,6 +156,7 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                                tooltip="Frames shown average the latents over time (EWMA): the share of the last "
                                "shown latent. Less flicker; the optimisation itself is unchanged. 0 = off."),
                 change_prompts_input(),
+                story_fade_input(),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -163,7 +166,7 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                 blend: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
                 seed: int, init_weight: float, tv_weight: float, preview_every: int,
                 image_losses: str = "", low_memory: bool = False, smooth: float = 0.0,
-                change_prompts_every: int = 0) -> io.NodeOutput:
+                change_prompts_every: int = 0, story_fade: int = 0) -> io.NodeOutput:
         """Run the restyling; one output frame per input frame."""
         from vqgan_core.animate import AnimationConfig, run_animation
 
@@ -178,7 +181,7 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
         anim = AnimationConfig(frames=n, steps_per_frame=steps_per_frame, zoom=1.0, blend=blend, smooth=smooth)
         settings = engine_settings(first_steps, optimizer, lr, cutouts, cutout_method, augmentations, seed,
                                    low_memory, init_weight=init_weight, tv_weight=tv_weight,
-                                   image_losses=image_losses, width=w, height=h)
+                                   image_losses=image_losses, width=w, height=h, story_fade=story_fade)
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
         memory.use(vqgan, clip_guide, memory_required=memory.run_memory(vqgan, clip_guide, config))
         progress = ca.Progress(first_steps + (n - 1) * steps_per_frame, models=(vqgan, clip_guide))

@@ -143,6 +143,13 @@ def change_prompts_input() -> io.Int.Input:
                         "steps (cycling; the classic -cpe). 0 = no story.")
 
 
+def story_fade_input() -> io.Int.Input:
+    """Story mode: crossfade length."""
+    return io.Int.Input("story_fade", default=0, min=0, max=100000, step=1,
+                        tooltip="Story mode: blend into each new phrase set over N steps instead of switching at "
+                        "once (at most change_prompts_every). 0 = switch at once (classic).")
+
+
 def noise_string(targets: Targets) -> str:
     """Noise targets in the engine's ``seed:weight:stop|...`` grammar."""
     return "|".join(f"{t.seed}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "noise")
@@ -309,6 +316,7 @@ class VQGANCLIPOptimize(TextWidgetNode):
                 low_memory_input(),
                 lr_schedule_input(),
                 change_prompts_input(),
+                story_fade_input(),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Inpainting: only the masked area (> 0.5) changes; the rest keeps the "
                               "input latent. Each latent cell is 16x16 pixels for f16 models (8x8 for f8)."),
@@ -321,11 +329,12 @@ class VQGANCLIPOptimize(TextWidgetNode):
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
                 tv_weight: float, continue_run: bool, preview_every: int, image_losses: str = "",
                 low_memory: bool = False, mask: torch.Tensor | None = None,
-                lr_schedule: str = "constant", change_prompts_every: int = 0) -> io.NodeOutput:
+                lr_schedule: str = "constant", change_prompts_every: int = 0, story_fade: int = 0) -> io.NodeOutput:
         """Run ``steps`` steps."""
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
                                    init_weight=init_weight, tv_weight=tv_weight, image_losses=image_losses,
-                                   lr_schedule=lr_schedule, change_prompts_every=change_prompts_every)
+                                   lr_schedule=lr_schedule, change_prompts_every=change_prompts_every,
+                                   story_fade=story_fade)
         out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
         return io.NodeOutput(out)
 
@@ -353,6 +362,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
                 low_memory_input(),
                 lr_schedule_input(),
                 change_prompts_input(),
+                story_fade_input(),
             ],
             outputs=[io.Image.Output(display_name="image"), VQLatent.Output(display_name="latent")],
         )
@@ -378,7 +388,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
     def execute(cls, vqgan, clip_guide, prompt: str, width: int, height: int, steps: int,  # noqa: ANN001
                 optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int,
                 preview_every: int, low_memory: bool = False, lr_schedule: str = "constant",
-                change_prompts_every: int = 0) -> io.NodeOutput:
+                change_prompts_every: int = 0, story_fade: int = 0) -> io.NodeOutput:
         """The engine's own run (same seed and settings give the same image as the CLI)."""
         from .prompts import parse_text_targets
 
@@ -388,7 +398,8 @@ class VQGANCLIPGenerate(io.ComfyNode):
             raise ValueError(f"Width and height must be at least {f} pixels for this VQGAN (got {width}x{height}).")
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
                                    width=(width // f) * f, height=(height // f) * f, init="random",
-                                   lr_schedule=lr_schedule, change_prompts_every=change_prompts_every)
+                                   lr_schedule=lr_schedule, change_prompts_every=change_prompts_every,
+                                   story_fade=story_fade)
         result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every)
         latent = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan, state=state)
         return io.NodeOutput(ca.bchw_to_image(result.images), latent)

@@ -70,6 +70,7 @@ def test_batch_outputs(base_args, tmp_path):
         (["a cat", "--edit-mask", "/nope/m.png"], "mask not found: /nope/m.png"),
         (["a cat", "--save-every", "-3"], "save_every must be >= 0"),
         (["a cat", "--change-prompts-every", "-1"], "change_prompts_every must be >= 0"),
+        (["a ^ b", "--change-prompts-every", "2", "--story-fade", "5"], "story_fade (5) must be at most"),
         (["a cat", "--lr", "-1"], "lr must be positive and cut_pow at least 0"),
         (["a cat", "--cut-pow", "-0.5"], "lr must be positive and cut_pow at least 0"),
     ],
@@ -78,6 +79,15 @@ def test_errors_are_one_line(base_args, tmp_path, capsys, extra, needle):
     assert main([*base_args, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and needle in err
+
+
+def test_story_fade_is_recorded_and_reproduced(base_args, tmp_path):
+    out, again = tmp_path / "fade.png", tmp_path / "again.png"
+    assert main([*base_args, "red ^ blue", "-cpe", "2", "--story-fade", "2", "--steps", "4", "--seed", "1",
+                 "--out", str(out)]) == 0
+    assert read_png_metadata(out)["config"]["story_fade"] == 2
+    assert main([*base_args, "--from-png", str(out), "--out", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
 
 
 def test_region_prompts_from_the_command_line(base_args, tmp_path, monkeypatch):

@@ -91,6 +91,29 @@ def test_story_mode_switches_targets(vqgan, clip):
     assert not torch.equal(e0, e2) and torch.equal(e0, e4)
 
 
+def test_story_fade_mixes_the_two_sets_losses(vqgan, clip):
+    """During a crossfade the loss is (1 - a) * loss(previous set) + a * loss(current set), a = 1/3, 2/3."""
+    from vqgan_core.losses import prompt_loss
+
+    loop = GenerationLoop(vqgan, clip, _cfg(prompts="red ^ blue circle", change_prompts_every=6, story_fade=3))
+    emb = torch.nn.functional.normalize(torch.randn(2, 4, loop.targets.at(0)[0].embeds.shape[1]), dim=-1)
+
+    def loss(pack):
+        return prompt_loss(emb, pack.embeds, pack.weights, pack.stops)
+
+    red, blue = loss(loop.targets.at(0)[0]), loss(loop.targets.at(8)[0])
+    assert not torch.allclose(red, blue)
+    for step, a in ((6, 1 / 3), (7, 2 / 3)):
+        assert torch.allclose(loss(loop.targets.at(step)[0]), (1 - a) * red + a * blue, atol=1e-6)
+    assert loop.targets.key(6) == loop.targets.key(7)  # one pack (one CUDA graph) for the whole fade
+    assert loop.targets.at(6)[0].weights is loop.targets.at(7)[0].weights  # rewritten in place
+    story = {"prompts": "red ^ blue circle", "change_prompts_every": 2, "steps": 6}
+    faded, cut = run_generation(vqgan, clip, _cfg(**story, story_fade=2)), run_generation(vqgan, clip, _cfg(**story))
+    assert torch.isfinite(torch.tensor(faded.losses)).all() and not torch.equal(faded.latent, cut.latent)
+    with pytest.raises(ValueError, match="story_fade .* at most change_prompts_every"):
+        _cfg(change_prompts_every=2, story_fade=3)
+
+
 def test_noise_prompts_ensemble_tv_and_options(vqgan, clip):
     cfg = _cfg(prompts="", noise_prompts="5:1|6:-0.5", tv_weight=0.1, optimizer="AdamW", lr_schedule="cosine",
                cutout_method="mixed", clip_weights=[1.0, 0.5], steps=2)

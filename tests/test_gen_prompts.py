@@ -84,6 +84,16 @@ def test_story_schedule_switches_and_wraps():
         parse_story("a ^ ^ b", every=5)
 
 
+def test_story_crossfade_blends_into_each_new_set():
+    sch = parse_story("a ^ b ^ c", every=10)
+    assert [sch.blend_at(s, 4) for s in (0, 3, 9)] == [(0, 0, 1.0)] * 3  # the first set fades from nothing
+    assert [sch.blend_at(s, 4) for s in (10, 11, 12, 13, 19)] == [
+        (0, 1, 0.25), (0, 1, 0.5), (0, 1, 0.75), (1, 1, 1.0), (1, 1, 1.0)]
+    assert sch.blend_at(30, 4) == (2, 0, 0.25)  # the story wraps, and so does the fade
+    assert sch.blend_at(10, 1) == sch.blend_at(10, 0) == (1, 1, 1.0)  # no fade: switch at once (classic)
+    assert parse_story("a ^ b", every=0).blend_at(5, 4) == (0, 0, 1.0)
+
+
 def test_explicit_schedule_api():
     s = PromptSchedule([(50, parse_prompt_set("late")), (0, parse_prompt_set("early"))])
     assert s.at(49).texts[0].text == "early" and s.at(50).texts[0].text == "late" and s.at(10**6).texts[0].text == "late"

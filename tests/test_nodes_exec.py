@@ -580,6 +580,13 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     gen = pack.optimize.VQGANCLIPGenerate
     assert "change_prompts_every" in gen.validate_inputs(prompt="a ^ b", change_prompts_every=0)
     assert gen.validate_inputs(prompt="a ^ b", change_prompts_every=10) is True
+    # the crossfade widget: the previous and the current set side by side while it lasts
+    keys.clear()
+    (faded,) = run(pack.optimize.VQGANCLIPOptimize, targets=story, **{**kw, "steps": 4, "change_prompts_every": 2,
+                                                                      "story_fade": 2})
+    assert configs[-1].story_fade == 2 and ((0, 1),) in keys
+    with pytest.raises(ValueError, match="story_fade .3. must be at most change_prompts_every .2."):
+        run(pack.optimize.VQGANCLIPOptimize, targets=story, **{**kw, "change_prompts_every": 2, "story_fade": 3})
 
 
 

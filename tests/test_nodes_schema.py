@@ -139,16 +139,16 @@ RELEASED_WIDGETS = {
     "VQClip_Score": [],
     "VQGAN_CLIPOptimize": ["steps", "optimizer", "lr", "cutouts", "cutout_method", "augmentations", "seed",
                            "init_weight", "tv_weight", "continue_run", "preview_every", "image_losses", "low_memory",
-                           "lr_schedule", "change_prompts_every"],
+                           "lr_schedule", "change_prompts_every", "story_fade"],
     "VQGAN_CLIPGenerate": ["prompt", "width", "height", "steps", "optimizer", "lr", "cutouts", "cutout_method",
                            "augmentations", "seed", "preview_every", "low_memory", "lr_schedule",
-                           "change_prompts_every"],
+                           "change_prompts_every", "story_fade"],
     "VQGAN_CLIPZoomAnimation": ["frames", "zoom", "shift_x", "shift_y", "rotate", "padding", "steps_per_frame",
                                 "optimizer", "lr", "cutouts", "cutout_method", "augmentations", "seed", "init_weight",
-                                "tv_weight", "image_losses", "preview_every", "low_memory", "change_prompts_every"],
+                                "tv_weight", "image_losses", "preview_every", "low_memory", "change_prompts_every", "story_fade"],
     "VQGAN_CLIPRestyleFrames": ["first_steps", "steps_per_frame", "blend", "optimizer", "lr", "cutouts",
                                 "cutout_method", "augmentations", "seed", "init_weight", "tv_weight", "image_losses",
-                                "preview_every", "low_memory", "smooth", "change_prompts_every"],
+                                "preview_every", "low_memory", "smooth", "change_prompts_every", "story_fade"],
 }
 
 

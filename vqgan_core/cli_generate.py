@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # flag dest -> GenerationConfig field (flags whose dest equals the field name are listed with None)
 _FIELDS: dict[str, str | None] = {
-    "image_prompts": None, "noise_prompts": None, "batch_prompts": None, "change_prompts_every": None,
+    "image_prompts": None, "noise_prompts": None, "batch_prompts": None, "change_prompts_every": None, "story_fade": None,
     "region_prompts": None,
     "steps": None, "seed": None, "batch": "batch_size", "seamless": None, "init": None, "init_image": None, "init_weight": None,
     "init_weight_decay": None, "image_losses": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
@@ -74,6 +74,8 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
                    help="prompts for part of the image: a mask image (white or opaque = the region) and "
                         "prompts in the same grammar; repeat for several regions")
     g.add_argument("-cpe", "--change-prompts-every", type=int, help="story mode: next '^' phrase set every N steps")
+    g.add_argument("--story-fade", type=int, help="story mode: crossfade into each new phrase set over N steps "
+                   "(at most --change-prompts-every; default 0 = switch at once, as the classic script)")
     g = p.add_argument_group("initialisation")
     g.add_argument("--init", choices=["random", "image", "pixels", "gradient", "perlin"])
     g.add_argument("--init-image", help="image file or URL (implies --init image)")

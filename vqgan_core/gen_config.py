@@ -31,6 +31,7 @@ class GenerationConfig:
     noise_prompts: str = ""  # "seed:weight|..."
     batch_prompts: list[str] | None = None  # one prompt string per batch item (overrides `prompts`)
     change_prompts_every: int = 0  # story mode: next '^' phrase set every N steps (classic -cpe)
+    story_fade: int = 0  # story mode: crossfade into each new phrase set over N steps (0 = switch at once)
     region_prompts: list[list[str]] | None = None  # [[mask file, prompts], ...]: prompts for part of the image
     # image and run
     width: int = 256
@@ -87,9 +88,12 @@ class GenerationConfig:
             raise ValueError(f"unknown compile mode {self.compile!r}; valid: {', '.join(COMPILE_MODES)}")
         if self.steps < 0 or self.batch_size < 1 or self.cutn < 1:
             raise ValueError(f"need steps >= 0, batch_size >= 1, cutn >= 1 (got {self.steps}, {self.batch_size}, {self.cutn})")
-        for name in ("change_prompts_every", "save_every", "preview_every", "log_every"):
+        for name in ("change_prompts_every", "story_fade", "save_every", "preview_every", "log_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        if self.story_fade and self.change_prompts_every and self.story_fade > self.change_prompts_every:
+            raise ValueError(f"story_fade ({self.story_fade}) must be at most change_prompts_every "
+                             f"({self.change_prompts_every}): a crossfade ends before the next change")
         if not (self.lr > 0 and self.cut_pow >= 0):
             raise ValueError(f"lr must be positive and cut_pow at least 0, got lr={self.lr}, cut_pow={self.cut_pow}")
         if self.batch_prompts is not None and len(self.batch_prompts) != self.batch_size:

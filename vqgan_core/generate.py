@@ -162,10 +162,11 @@ class GenerationLoop(MemoryRecovery):
         self.targets = None  # the global bank (None when only regions have prompts)
         self._banks: list[tuple[RegionView | None, TargetBank]] = []
         if has_global or not regions:
-            self.targets = TargetBank(self.clip, schedules, self._encode_image_prompt, load_image01, image_prompts)
+            self.targets = TargetBank(self.clip, schedules, self._encode_image_prompt, load_image01, image_prompts,
+                                      fade=c.story_fade)
             self._banks.append((None, self.targets))
         self._banks += region_banks(regions, self.clip, (self.height, self.width), self.device, B,
-                                    c.change_prompts_every, self._encode_image_prompt)
+                                    c.change_prompts_every, self._encode_image_prompt, fade=c.story_fade)
 
     def _packs_at(self, step: int) -> tuple[tuple, list]:
         """(cache key, packed targets of every bank) at ``step`` (of the story: after ``story_offset``)."""

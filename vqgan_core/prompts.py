@@ -197,6 +197,21 @@ class PromptSchedule:
         """Prompt set active at ``step``."""
         return self.entries[self.index_at(step)][1]
 
+    def blend_at(self, step: int, fade: int) -> tuple[int, int, float]:
+        """``(previous, current, alpha)``: the story crossfades over ``fade`` steps after each change.
+
+        During the first ``fade - 1`` steps of a set, the targets are the previous set's weights times
+        ``1 - alpha`` plus the current set's times ``alpha`` (``alpha = 1/fade, 2/fade, ...``); afterwards,
+        and for ``fade <= 1``, ``(current, current, 1.0)``. The run's very first set has nothing to fade from.
+        """
+        i = self.index_at(step)
+        if fade <= 1 or self.period <= 0 or len(self.entries) < 2 or (step < self.period and i == 0):
+            return i, i, 1.0
+        into = step % self.period - self.entries[i][0]
+        if into >= fade - 1:
+            return i, i, 1.0
+        return (i - 1) % len(self.entries), i, (into + 1) / fade
+
     @classmethod
     def constant(cls, prompts: PromptSet) -> PromptSchedule:
         """One prompt set for the whole run."""

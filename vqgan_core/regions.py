@@ -86,8 +86,10 @@ def load_mask(path: str) -> torch.Tensor:
 
 
 def region_banks(regions: list[RegionPrompt], clip, size: tuple[int, int], device: torch.device, batch: int,  # noqa: ANN001
-                 change_prompts_every: int, encode_image_prompt: Callable) -> list[tuple[RegionView, TargetBank]]:
-    """``(view, TargetBank)`` per region; errors name the region. ``encode_image_prompt(guide, img, size=)``."""
+                 change_prompts_every: int, encode_image_prompt: Callable,
+                 fade: int = 0) -> list[tuple[RegionView, TargetBank]]:
+    """``(view, TargetBank)`` per region; errors name the region. ``encode_image_prompt(guide, img, size=)``;
+    ``fade``: the story crossfade (see ``TargetBank``)."""
     out = []
     for k, r in enumerate(regions, 1):
         try:
@@ -95,7 +97,7 @@ def region_banks(regions: list[RegionPrompt], clip, size: tuple[int, int], devic
             story = [parse_story(r.prompts, change_prompts_every)] * batch
             y0, y1, x0, x1 = view.box  # a region's image prompts are fitted to the region, as it is seen
             encode = functools.partial(encode_image_prompt, size=(y1 - y0, x1 - x0))
-            bank = TargetBank(clip, story, encode, load_image01, r.image_prompts)
+            bank = TargetBank(clip, story, encode, load_image01, r.image_prompts, fade=fade)
         except ValueError as e:
             raise ValueError(f"region {k} of {len(regions)}: {e}") from None
         if "^" in r.prompts and change_prompts_every <= 0:

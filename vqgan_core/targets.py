@@ -4,6 +4,10 @@ For each guide and each combination of active prompt sets (story mode may switch
 the targets are packed as ``embeds [P, D]``, ``weights [B, P]`` (0 where an item does not use a
 target) and ``stops [P]``. Packs are cached, so switching story phrases costs nothing after the
 first time; text embeddings are cached per string.
+
+A story crossfade (``fade`` steps) packs the previous and the current sets side by side and rewrites the
+pack's weights in place each step (a captured CUDA graph reads the same tensor), so the loss is the
+weighted mix of both sets' losses.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class TargetBank:
             (the loop passes its cutout pipeline, so image prompts are seen like the image is).
         load_image: reads image prompts given by path or URL.
         extra_images: ``(image01 [1,3,H,W], weight, stop)`` image prompts given as tensors (all items).
+        fade: story crossfade length in steps (:meth:`PromptSchedule.blend_at`; 0 or 1 = switch at once).
     """
 
     def __init__(
@@ -51,28 +56,54 @@ class TargetBank:
         encode_image_prompt: ImageEncoder,
         load_image: ImageLoader,
         extra_images: list[tuple[torch.Tensor, float, float]] | None = None,
+        fade: int = 0,
     ) -> None:
-        self.clip, self.schedules = clip, schedules
+        self.clip, self.schedules, self.fade = clip, schedules, fade
         self._encode_image, self._load_image = encode_image_prompt, load_image
         self.extra_images = extra_images or []
         self._text: dict[tuple[int, str], torch.Tensor] = {}
         self._image: dict[tuple[int, str], torch.Tensor] = {}
-        self._packs: dict[tuple[int, ...], list[GuideTargets]] = {}
+        self._packs: dict[tuple, list[GuideTargets]] = {}
+        self._fade_weights: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._extra_cache: dict[int, list[torch.Tensor]] = {}
         if all(s.at(0).is_empty() for s in schedules) and not self.extra_images:
             raise ValueError("no prompts given: pass text, image or noise prompts")
 
-    def key(self, step: int) -> tuple[int, ...]:
-        """Active schedule entry per batch item at ``step``."""
-        return tuple(s.index_at(step) for s in self.schedules)
+    def key(self, step: int) -> tuple:
+        """Active schedule entry per batch item at ``step`` (``(previous, current)`` pairs while crossfading)."""
+        blends = [s.blend_at(step, self.fade) for s in self.schedules]
+        if all(p == c for p, c, _ in blends):
+            return tuple(c for _, c, _ in blends)
+        return tuple((p, c) for p, c, _ in blends)
 
     def at(self, step: int) -> list[GuideTargets]:
         """Packed targets (one per guide) active at ``step``."""
         k = self.key(step)
+        fading = bool(k) and isinstance(k[0], tuple)
         if k not in self._packs:
-            sets = [s.entries[i][1] for s, i in zip(self.schedules, k, strict=True)]
-            self._packs[k] = [self._pack(gi, g, sets) for gi, (g, _) in enumerate(self.clip.guides)]
+            if fading:
+                self._packs[k] = self._fade_packs(k)
+            else:
+                sets = [s.entries[i][1] for s, i in zip(self.schedules, k, strict=True)]
+                self._packs[k] = [self._pack(gi, g, sets) for gi, (g, _) in enumerate(self.clip.guides)]
+        if fading:  # this step's mix, written into the pack's own weights tensor
+            alpha = max(a for *_, a in (s.blend_at(step, self.fade) for s in self.schedules) if a < 1.0)
+            for pack, (w_prev, w_cur) in zip(self._packs[k], self._fade_weights[k], strict=True):
+                torch.lerp(w_prev, w_cur, alpha, out=pack.weights)
         return self._packs[k]
+
+    def _fade_packs(self, k: tuple) -> list[GuideTargets]:
+        """Previous and current sets side by side; the weights of each alone are kept for the mix."""
+        prev = [s.entries[p][1] for s, (p, _) in zip(self.schedules, k, strict=True)]
+        cur = [s.entries[c][1] for s, (_, c) in zip(self.schedules, k, strict=True)]
+        packs, self._fade_weights[k] = [], []
+        for gi, (g, _) in enumerate(self.clip.guides):
+            a, b = self._pack(gi, g, prev), self._pack(gi, g, cur)
+            w_prev = torch.cat([a.weights, torch.zeros_like(b.weights)], 1)
+            w_cur = torch.cat([torch.zeros_like(a.weights), b.weights], 1)
+            self._fade_weights[k].append((w_prev, w_cur))
+            packs.append(GuideTargets(torch.cat([a.embeds, b.embeds]), w_prev.clone(), torch.cat([a.stops, b.stops])))
+        return packs
 
     def _text_embed(self, gi: int, guide: ClipGuide, text: str) -> torch.Tensor:
         if (gi, text) not in self._text:
