@@ -53,11 +53,14 @@ def census(step, n: int = 1) -> dict:
                     layout[name] += 1
             return out
 
-    with Census():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = FlopCounterMode(display=False)
+    with flops, Census():
         for _ in range(n):
             step()
     return {"ops": sum(ops.values()) / n, "bytes_written": sum(written.values()) / n,
-            "layout_copies": sum(layout.values()) / n,
+            "layout_copies": sum(layout.values()) / n, "flops": flops.get_total_flops() / n,
             "by_op": {k: {"calls": v / n, "mib_written": written[k] / n / 2**20} for k, v in ops.most_common()}}
 
 
@@ -69,6 +72,8 @@ def main() -> int:
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--augments", default=None, help="augmentation codes (default: the classic Af Pe Ji Er)")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s for the bound (H100 SXM)")
+    p.add_argument("--tbps", type=float, default=3.35, help="memory bandwidth TB/s for the bound (H100 SXM; H200 4.8)")
     p.add_argument("--json-out")
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
@@ -91,7 +96,11 @@ def main() -> int:
     r = census(loop.step)
     print(f"{args.size}² cutn {args.cutn} {args.precision} channels_last={args.channels_last}: "
           f"{r['ops']:.0f} ops/step, {r['bytes_written'] / 2**30:.2f} GiB written, "
-          f"{r['layout_copies']:.0f} layout copies")
+          f"{r['layout_copies']:.0f} layout copies, {r['flops'] / 1e12:.2f} TFLOP")
+    # a lower bound: every FLOP at peak, every written byte written once and read once, nothing overlapping
+    t_flop, t_mem = r["flops"] / (args.tflops * 1e12), 2 * r["bytes_written"] / (args.tbps * 1e12)
+    print(f"roofline bound at {args.tflops:g} TFLOP/s, {args.tbps:g} TB/s: {1e3 * t_flop:.2f} ms compute + "
+          f"{1e3 * t_mem:.2f} ms memory = {1 / (t_flop + t_mem):.0f} it/s at most")
     print(f"{'op':32s} {'calls':>7s} {'MiB written':>12s}")
     for k, v in sorted(r["by_op"].items(), key=lambda kv: -kv[1]["calls"])[: args.top]:
         print(f"{k:32s} {v['calls']:7.0f} {v['mib_written']:12.1f}")
