@@ -29,7 +29,7 @@ from .optimize import (
 )
 from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
 
-PADDINGS = ["reflection", "border", "zeros"]
+PADDINGS = ["reflection", "border", "zeros", "wrap"]
 
 
 def animation_inputs() -> list:
@@ -45,7 +45,8 @@ def animation_inputs() -> list:
         io.Float.Input("rotate", default=0.0, min=-180.0, max=180.0, step=0.5, round=0.01,
                        tooltip="Degrees per frame, counter-clockwise."),
         io.Combo.Input("padding", options=PADDINGS, default="reflection",
-                       tooltip="What fills the borders that zooming out, shifting or rotating reveals."),
+                       tooltip="What fills the borders that zooming out, shifting or rotating reveals. 'wrap' "
+                       "continues the image as a tile: use it with VQGAN Seamless."),
     ]
 
 

@@ -43,6 +43,17 @@ def test_frame_transform_motions():
     assert (out[..., 0, 0] == 0).all() and (out[..., 8, 8] > 0).all()  # zooming out reveals the zero padding
 
 
+def test_wrap_padding_continues_the_image_as_a_tile():
+    x = _img()
+    wrapped = frame_transform(x, AnimationConfig(zoom=1.0, shift_x=3, shift_y=-2, padding="wrap"))
+    assert torch.allclose(wrapped, torch.roll(x, (-2, 3), dims=(2, 3)), atol=1e-5)  # whole pixels: a pure roll
+    out = frame_transform(x, AnimationConfig(zoom=0.5, padding="wrap"))  # zooming out shows 2 x 2 tiles:
+    assert out.shape == x.shape and torch.allclose(out[..., :8], out[..., 8:], atol=1e-6)  # periodic, no fill
+    assert torch.allclose(out[..., :8, :], out[..., 8:, :], atol=1e-6)
+    rot = frame_transform(x, AnimationConfig(zoom=1.0, rotate=90, padding="wrap"))
+    assert torch.allclose(rot, torch.rot90(x, 1, dims=(2, 3)), atol=1e-5)  # inside the tile, as before
+
+
 def frame_ref(x, i, j, zoom=2.0, c=7.5):
     """Bilinear sample of ``x`` at the source point of output pixel (i, j) under a zoom about the centre."""
     si, sj = c + (i - c) / zoom, c + (j - c) / zoom
@@ -54,8 +65,8 @@ def frame_ref(x, i, j, zoom=2.0, c=7.5):
 
 
 def test_animation_config_errors():
-    with pytest.raises(ValueError, match="valid: reflection, border, zeros"):
-        AnimationConfig(padding="wrap")
+    with pytest.raises(ValueError, match="valid: reflection, border, zeros, wrap"):
+        AnimationConfig(padding="mirror")
     with pytest.raises(ValueError, match="zoom must be a positive"):
         AnimationConfig(zoom=0)
     with pytest.raises(ValueError, match="frames >= 1"):
@@ -198,6 +209,17 @@ def test_cli_animate_apng_reproduces_from_png(anim_args, tmp_path, capsys):
             a.seek(i)
             b.seek(i)
             assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+def test_cli_seamless_animation_wraps_by_default(anim_args, tmp_path):
+    out = tmp_path / "tile.png"
+    assert main([*anim_args, "red circle", "--seamless", "--steps", "1", "--seed", "2", "--frames", "2",
+                 "--steps-per-frame", "1", "--zoom", "1.0", "--shift", "4", "0", "--out", str(out)]) == 0
+    assert read_png_metadata(out)["animation"]["padding"] == "wrap"  # what leaves the tile comes back in
+    plain = tmp_path / "plain.png"
+    assert main([*anim_args, "red circle", "--seamless", "--anim-padding", "border", "--steps", "1", "--frames", "1",
+                 "--out", str(plain)]) == 0
+    assert read_png_metadata(plain)["animation"]["padding"] == "border"  # an explicit choice wins
 
 
 def test_cli_animate_bad_output_is_one_line_error(anim_args, tmp_path, capsys):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from vqgan_core.config import reject_unknown_keys
 from vqgan_core.gen_config import GenerationConfig
@@ -35,7 +36,7 @@ __all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "SourceFrames", "fr
 
 log = logging.getLogger(__name__)
 
-PADDINGS = ("reflection", "border", "zeros")
+PADDINGS = ("reflection", "border", "zeros", "wrap")
 
 
 @dataclass
@@ -48,7 +49,7 @@ class AnimationConfig:
     shift_x: float = 0.0  # pixels per frame; positive moves the content right
     shift_y: float = 0.0  # pixels per frame; positive moves the content down
     rotate: float = 0.0  # degrees per frame, counter-clockwise
-    padding: str = "reflection"  # what fills revealed borders: reflection | border | zeros
+    padding: str = "reflection"  # what fills revealed borders: reflection | border | zeros | wrap (tileable images)
     fps: float = 12.0  # playback speed of written files
     blend: float = 0.0  # with source frames: share of the previous output mixed into each source frame
     smooth: float = 0.0  # frames shown decode an EWMA of the latents: share of the last shown latent (0 = off)
@@ -101,20 +102,30 @@ class AnimationResult:
 
 
 def frame_transform(img01: torch.Tensor, anim: AnimationConfig) -> torch.Tensor:
-    """One frame's motion: ``[B,3,H,W]`` in [0,1] zoomed, rotated and shifted about the centre (bilinear)."""
+    """One frame's motion: ``[B,3,H,W]`` in [0,1] zoomed, rotated and shifted about the centre (bilinear).
+
+    ``padding="wrap"`` treats the image as a tile (seamless mode): it is warped inside a 3x3 tiling of
+    itself and the centre cut out, so whatever comes in at one edge is what left at the other.
+    """
     from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
 
     if not anim.moves:
         return img01
-    b, _, h, w = img01.shape
+    b, _, h0, w0 = img01.shape
     x = img01.float()
+    wrap = anim.padding == "wrap"
+    if wrap:
+        x = F.pad(x, (w0, w0, h0, h0), mode="circular")
+    h, w = x.shape[-2:]
     center = torch.tensor([[(w - 1) / 2, (h - 1) / 2]], device=x.device).expand(b, 2)
     angle = torch.full((b,), float(anim.rotate), device=x.device)
     scale = torch.full((b, 2), float(anim.zoom), device=x.device)
     m = get_rotation_matrix2d(center, angle, scale)
     m[:, 0, 2] += anim.shift_x
     m[:, 1, 2] += anim.shift_y
-    return warp_affine(x, m, (h, w), mode="bilinear", padding_mode=anim.padding, align_corners=True).clamp(0, 1)
+    out = warp_affine(x, m, (h, w), mode="bilinear", padding_mode="border" if wrap else anim.padding,
+                      align_corners=True).clamp(0, 1)
+    return out[..., h0:2 * h0, w0:2 * w0] if wrap else out
 
 
 class SourceFrames:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from vqgan_core import cli_generate
+from vqgan_core.animate import PADDINGS
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--zoom", type=float, help="scale per frame: >1 zooms in (default 1.02)")
     g.add_argument("--shift", type=float, nargs=2, metavar=("DX", "DY"), help="pixels per frame (right, down)")
     g.add_argument("--rotate", type=float, help="degrees per frame, counter-clockwise")
-    g.add_argument("--anim-padding", choices=["reflection", "border", "zeros"], help="fills revealed borders")
+    g.add_argument("--anim-padding", choices=list(PADDINGS),
+                   help="fills revealed borders (wrap: the image continues as a tile; the default with --seamless)")
     g.add_argument("--fps", type=float, help="playback frames per second (default 12)")
     g.add_argument("--frames-dir", help="also write every frame as a PNG into this folder")
     g.add_argument("--stop-after-frames", type=int, metavar="N",
@@ -58,8 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_animation(args: argparse.Namespace):  # noqa: ANN201
-    """AnimationConfig from defaults, ``--from-png`` settings, then explicit flags."""
+def resolve_animation(args: argparse.Namespace, seamless: bool = False):  # noqa: ANN201
+    """AnimationConfig from defaults, ``--from-png`` settings, then explicit flags (a tileable run wraps)."""
     from vqgan_core.animate import AnimationConfig
 
     d: dict[str, Any] = dict(cli_generate.from_png_metadata(args).get("animation", {}))
@@ -70,6 +72,8 @@ def resolve_animation(args: argparse.Namespace):  # noqa: ANN201
         d["shift_x"], d["shift_y"] = args.shift
     if args.source is not None:
         d["source"] = str(Path(args.source).resolve())
+    if seamless:
+        d.setdefault("padding", "wrap")  # what leaves one edge of a tile comes in at the other
     if d.get("source") is not None:
         d.setdefault("frames", 10**6)  # all source frames
         d.setdefault("zoom", 1.0)  # restyling: no motion unless asked for
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from vqgan_core.image_io import save_png, to_pil
 
     cfg = cli_generate.resolve_config(args)
-    anim = resolve_animation(args)
+    anim = resolve_animation(args, seamless=cfg.seamless)
     cli_generate.check_prompts(cfg)
     if cfg.seed is None:  # resolved now, so the frames written during the run carry it
         cfg = cfg.replace(seed=random.SystemRandom().randrange(2**31))  # noqa: S311 - not crypto
