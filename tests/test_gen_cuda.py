@@ -4,7 +4,8 @@
   with and without CUDA graphs; the graph is really captured and replayed;
 * the random streams are seeded: the same seed gives the same initial latent and the same cutouts;
 * the demo models actually learn on the GPU (the loss falls) in every precision mode;
-* compiled blocks, the zoom animation and seamless runs (random rolls) run inside the captured graph;
+* compiled blocks, the zoom animation, seamless runs (random rolls) and story crossfades (weights rewritten
+  in place) run inside the captured graph;
 * a real out-of-memory step (memory capped) switches to decoder checkpointing and finishes the run.
 
 Run with ``python -m pytest -m gpu tests/test_gen_cuda.py``.
@@ -95,6 +96,17 @@ def test_story_mode_recaptures(models):
     loop = GenerationLoop(vqgan, clip, cfg)
     r = loop.run()
     assert r.steps_done == 20 and loop._graphed.captures >= 2  # a capture per phase after the warm-up
+
+
+def test_story_fade_in_the_graph_matches_eager(models):
+    """The fade's weights are rewritten in place between replays: the graph must see each step's mix."""
+    vqgan, clip = models
+    story = {"prompts": "a red circle on a blue background ^ a green square on a white background",
+             "change_prompts_every": 6, "story_fade": 4, "steps": 18, "precision": "fp32", "log_every": 1,
+             "augments": [], "aug_noise": 0.0}  # no random draws: graph and eager compute the same steps
+    graphed = run_generation(vqgan, clip, _cfg(**story, cuda_graph=True))
+    eager = run_generation(vqgan, clip, _cfg(**story, cuda_graph=False))
+    assert torch.allclose(torch.tensor(graphed.losses), torch.tensor(eager.losses), rtol=1e-3, atol=1e-4)
 
 
 def test_compiled_blocks_inside_the_graph(models):
