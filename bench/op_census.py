@@ -34,7 +34,7 @@ def census(step, n: int = 1) -> dict:
 
     ops: Counter = Counter()
     written: Counter = Counter()
-    layout: Counter = Counter()  # copies that change the memory format (NCHW <-> channels_last)
+    layout: Counter = Counter()  # 4-d copies that change strides (memory-format conversions, permuted views)
 
     class Census(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -96,7 +96,7 @@ def main() -> int:
     r = census(loop.step)
     print(f"{args.size}² cutn {args.cutn} {args.precision} channels_last={args.channels_last}: "
           f"{r['ops']:.0f} ops/step, {r['bytes_written'] / 2**30:.2f} GiB written, "
-          f"{r['layout_copies']:.0f} layout copies, {r['flops'] / 1e12:.2f} TFLOP")
+          f"{r['layout_copies']:.0f} stride-changing 4-d copies, {r['flops'] / 1e12:.2f} TFLOP")
     # a lower bound: every FLOP at peak, every written byte written once and read once, nothing overlapping
     t_flop, t_mem = r["flops"] / (args.tflops * 1e12), 2 * r["bytes_written"] / (args.tbps * 1e12)
     print(f"roofline bound at {args.tflops:g} TFLOP/s, {args.tbps:g} TB/s: {1e3 * t_flop:.2f} ms compute + "

@@ -24,6 +24,7 @@ from .optimize import (
     low_memory_input,
     make_config,
     region_prompts,
+    run_views,
     story_fade_input,
     target_settings,
 )
@@ -117,11 +118,12 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
             0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
             tv_weight=tv_weight, image_losses=image_losses, story_fade=story_fade))
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
-        memory.use(vqgan, clip_guide, memory_required=memory.run_memory(vqgan, clip_guide, config))
-        progress = ca.Progress((frames - 1) * steps_per_frame, models=(vqgan, clip_guide))
-        callbacks = progress.callbacks()
-        result = run_animation(vqgan, clip_guide, config, anim, callbacks, init_latent=latent.z.to(ca.compute_device()),
-                               image_prompts=image_prompts(targets), regions=region_prompts(targets))
+        regions = region_prompts(targets)
+        callbacks = ca.Progress((frames - 1) * steps_per_frame, models=(vqgan, clip_guide)).callbacks()
+        with memory.running(vqgan, clip_guide, config, views=run_views(targets, regions)):
+            result = run_animation(vqgan, clip_guide, config, anim, callbacks,
+                                   init_latent=latent.z.to(ca.compute_device()), image_prompts=image_prompts(targets),
+                                   regions=regions)
         return frames_output(result, vqgan)
 
 
@@ -184,9 +186,9 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                                    low_memory, init_weight=init_weight, tv_weight=tv_weight,
                                    image_losses=image_losses, width=w, height=h, story_fade=story_fade)
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
-        memory.use(vqgan, clip_guide, memory_required=memory.run_memory(vqgan, clip_guide, config))
-        progress = ca.Progress(first_steps + (n - 1) * steps_per_frame, models=(vqgan, clip_guide))
-        callbacks = progress.callbacks()
-        result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,
-                               image_prompts=image_prompts(targets), regions=region_prompts(targets))
+        regions = region_prompts(targets)
+        callbacks = ca.Progress(first_steps + (n - 1) * steps_per_frame, models=(vqgan, clip_guide)).callbacks()
+        with memory.running(vqgan, clip_guide, config, views=run_views(targets, regions)):
+            result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,
+                                   image_prompts=image_prompts(targets), regions=regions)
         return frames_output(result, vqgan)

@@ -181,7 +181,7 @@ class Progress:
     with the next progress update as a ``("JPEG", PIL image, max size)`` tuple (what KSampler sends).
     """
 
-    def __init__(self, total: int, preview_size: int | None = None, models: tuple = ()) -> None:
+    def __init__(self, total: int, *, models: tuple, preview_size: int | None = None) -> None:
         """Create the ComfyUI bar for ``total`` steps (preview size: ComfyUI's ``--preview-size``).
 
         ``models``: what the run uses (VQGAN, guides); they stay loaded when memory is freed for the run.

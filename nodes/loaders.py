@@ -178,8 +178,7 @@ class LoadCLIPGuide(io.ComfyNode):
         def build():  # noqa: ANN202
             with ca.outside_inference_mode():
                 guide = load_clip(name, weights, device=device)
-            # ComfyUI moving the weights off the GPU also drops the guide's low-precision copies there
-            memory.manage(guide.model, on_detach=memory.drop_cache_on_detach(guide, "_lowp"))
+            memory.manage(guide.model)
             return guide
 
         return io.NodeOutput(_cached(("clip", name, weights, str(device)), build))

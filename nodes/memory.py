@@ -12,9 +12,9 @@ autograd refuses. :func:`use` loads outside inference mode and turns any such we
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -26,7 +26,12 @@ ATTR = "_comfy_patcher_ref"
 
 class _PatcherRef:
     """The attribute that ties a model to its patcher. Copies of the model (a seamless twin shares the
-    weights) keep the same patcher, so loading either moves the shared weights once."""
+    weights) keep the same patcher, so loading either moves the shared weights once.
+
+    model -> ref -> patcher -> model is a reference cycle: a model nothing else uses is freed by Python's
+    cycle collector (ComfyUI runs it when it cleans up models), not at once; until then ComfyUI may still
+    list it as loaded and unloads it like any other model when it needs the room.
+    """
 
     __slots__ = ("patcher",)
 
@@ -47,11 +52,8 @@ def offload_device() -> torch.device:
     return mm.unet_offload_device() if hasattr(mm, "unet_offload_device") else mm.get_torch_device()
 
 
-def manage(module: torch.nn.Module, on_detach: Callable[[], None] | None = None) -> torch.nn.Module:
-    """Register ``module`` with ComfyUI (a ``ModelPatcher``; once per module). Returns the module.
-
-    ``on_detach`` runs when ComfyUI moves the module off the GPU (e.g. to drop low-precision copies).
-    """
+def manage(module: torch.nn.Module) -> torch.nn.Module:
+    """Register ``module`` with ComfyUI (a ``ModelPatcher``; once per module). Returns the module."""
     if patcher_of(module) is not None:
         return module
     try:
@@ -60,10 +62,6 @@ def manage(module: torch.nn.Module, on_detach: Callable[[], None] | None = None)
     except ImportError:  # the test stubs: no memory manager
         return module
     patcher = ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=offload_device())
-    if on_detach is not None:
-        from comfy.patcher_extension import CallbacksMP
-
-        patcher.add_callback(CallbacksMP.ON_DETACH, lambda *_args: on_detach())
     setattr(module, ATTR, _PatcherRef(patcher))
     return module
 
@@ -110,29 +108,42 @@ def use(*models: Any, memory_required: int = 0) -> torch.device:
     with torch.inference_mode(False):
         if patchers:
             mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+        for p in patchers:  # --novram loads nothing whole even when asked to: load the rest, on the books
+            if hasattr(p, "partially_load") and p.loaded_size() < p.model_size():
+                p.partially_load(device, extra_memory=p.model_size())
         for mod in modules_of(*models):
             _make_ready(mod, device)
     return device
 
 
-def run_memory(vqgan: Any, clip: Any, config: Any) -> int:
-    """Bytes a generation run with ``config`` needs besides the weights (0 on the CPU: ComfyUI budgets VRAM).
+@contextlib.contextmanager
+def running(vqgan: Any, clip: Any, config: Any, views: int = 1) -> Iterator[None]:
+    """Around an engine run: load the models with room for the run (:func:`run_memory`), and free the
+    low-precision weight copies the run made when it ends (ComfyUI does not see them, so none outlive it)."""
+    use(vqgan, clip, memory_required=run_memory(vqgan, clip, config, views))
+    try:
+        yield
+    finally:
+        for g, _ in _guides(clip):
+            g.drop_copies()
 
-    Activations from ``vqgan_core.memory_estimate`` plus the run's low-precision weight copies.
-    """
+
+def _guides(clip: Any) -> list:
+    """``[(guide, weight), ...]`` of a guide or an ensemble."""
+    return list(clip.guides) if hasattr(clip, "guides") else [(clip, 1.0)]
+
+
+def run_memory(vqgan: Any, clip: Any, config: Any, views: int = 1) -> int:
+    """Bytes a generation run with ``config`` needs besides the weights (0 on the CPU: ComfyUI budgets VRAM);
+    ``views``: CLIP passes per step and guide (the whole image plus one per region)."""
     import comfy.model_management as mm
 
-    if mm.get_torch_device().type == "cpu":
+    device = mm.get_torch_device()
+    if device.type == "cpu":
         return 0
-    from vqgan_core.memory_estimate import step_memory_bytes
+    from vqgan_core.memory_estimate import run_memory_bytes
 
-    low = config.precision in ("auto", "bf16", "fp16")  # auto is bf16 on CUDA
-    need = step_memory_bytes(vqgan, clip, config.width, config.height, config.batch_size, config.cutn,
-                             low_precision=low, checkpoint_decoder=bool(config.checkpoint_decoder))
-    if low:
-        need += sum(p.numel() * 2 for m in modules_of(clip) for p in m.parameters())
-        need += sum(p.numel() * 2 for p in vqgan.decoder.parameters())
-    return need
+    return run_memory_bytes(vqgan, clip, config, device, views)
 
 
 def _make_ready(module: torch.nn.Module, device: torch.device) -> None:
@@ -169,13 +180,3 @@ def free_others(*models: Any) -> None:
     mm.soft_empty_cache()
 
 
-def drop_cache_on_detach(guide: Any, attr: str) -> Callable[[], None]:
-    """A callback that drops ``guide.<attr>`` (e.g. its low-precision copies); holds the guide weakly."""
-    ref = weakref.ref(guide)
-
-    def drop() -> None:
-        g = ref()
-        if g is not None:
-            g.__dict__.pop(attr, None)
-
-    return drop

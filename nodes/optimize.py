@@ -185,6 +185,12 @@ def region_prompts(targets: Targets) -> list:
     return out
 
 
+def run_views(targets: Targets, regions: list) -> int:
+    """CLIP passes per step and guide: the whole image (when it has targets) plus one per region."""
+    whole = any(t.region is None for t in targets.items) or not regions
+    return int(whole) + len(regions)
+
+
 def make_config(settings: dict, **extra):  # noqa: ANN003, ANN201
     """GenerationConfig from node settings (errors name the setting)."""
     from vqgan_core.gen_config import GenerationConfig
@@ -206,21 +212,22 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
 
     config = make_config(settings, **target_settings(targets, settings.get("change_prompts_every", 0)),
                          preview_every=preview_every)
-    memory.use(model, guide, memory_required=memory.run_memory(model, guide, config))
+    regions = region_prompts(targets)
     callbacks = ca.Progress(settings["steps"], models=(model, guide)).callbacks()
-    loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
-                          regions=region_prompts(targets), edit_mask=first_mask(edit_mask),
-                          story_offset=state.get("steps", 0))  # a continued run goes on with its story
-    opt_state = state.get("optimizer_state")
-    if opt_state is not None and state.get("optimizer") == settings["optimizer"] \
-            and tuple(state.get("shape", ())) == tuple(loop.z.shape):
-        with ca.outside_inference_mode():  # the copies must be normal tensors: Adam updates them in place
-            loop.opt.load_state_dict(copy.deepcopy(opt_state))
-        for g in loop.opt.param_groups:  # the new lr widget wins over the stored one
-            g["lr"] = g["initial_lr"] = settings["lr"]
-    elif opt_state is not None:
-        log.info("Not continuing the optimiser state (different optimiser or latent size): starting fresh")
-    result = loop.run()
+    with memory.running(model, guide, config, views=run_views(targets, regions)):
+        loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
+                              regions=regions, edit_mask=first_mask(edit_mask),
+                              story_offset=state.get("steps", 0))  # a continued run goes on with its story
+        opt_state = state.get("optimizer_state")
+        if opt_state is not None and state.get("optimizer") == settings["optimizer"] \
+                and tuple(state.get("shape", ())) == tuple(loop.z.shape):
+            with ca.outside_inference_mode():  # the copies must be normal tensors: Adam updates them in place
+                loop.opt.load_state_dict(copy.deepcopy(opt_state))
+            for g in loop.opt.param_groups:  # the new lr widget wins over the stored one
+                g["lr"] = g["initial_lr"] = settings["lr"]
+        elif opt_state is not None:
+            log.info("Not continuing the optimiser state (different optimiser or latent size): starting fresh")
+        result = loop.run()
     with ca.outside_inference_mode():
         opt_copy = copy.deepcopy(loop.opt.state_dict())
     new_state = {"optimizer": settings["optimizer"], "shape": tuple(result.latent.shape),

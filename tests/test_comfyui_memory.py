@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run the real-ComfyUI tests"),
 ]
 CHECKS = ["registered, not loaded until used", "loaded through ComfyUI by Generate",
-          "free_others keeps the run's models", "unloaded by ComfyUI; the guide's low-precision copies dropped",
+          "free_others keeps the run's models", "unloaded by ComfyUI; no low-precision copies left behind",
           "reloaded with normal tensors; same image", "a seamless twin loads its original"]
 
 

@@ -45,8 +45,14 @@ def test_frame_transform_motions():
 
 def test_wrap_padding_continues_the_image_as_a_tile():
     x = _img()
-    wrapped = frame_transform(x, AnimationConfig(zoom=1.0, shift_x=3, shift_y=-2, padding="wrap"))
-    assert torch.allclose(wrapped, torch.roll(x, (-2, 3), dims=(2, 3)), atol=1e-5)  # whole pixels: a pure roll
+    for dx, dy in ((3, -2), (20, 37), (-50, 0)):  # any distance, even several tiles: a pure roll
+        wrapped = frame_transform(x, AnimationConfig(zoom=1.0, shift_x=dx, shift_y=dy, padding="wrap"))
+        assert torch.allclose(wrapped, torch.roll(x, (dy, dx), dims=(2, 3)), atol=1e-4)
+    half = frame_transform(x, AnimationConfig(zoom=1.0, shift_x=0.5, padding="wrap"))  # across the seam too
+    assert torch.allclose(half[..., 0], (x[..., 0] + x[..., -1]) / 2, atol=1e-5)
+    far = frame_transform(x, AnimationConfig(zoom=0.25, padding="wrap"))  # 4 x 4 tiles: periodic, no fill
+    assert torch.allclose(far[..., :4], far[..., 4:8], atol=1e-5) and torch.allclose(far[..., :4, :], far[..., 12:, :],
+                                                                                      atol=1e-5)
     out = frame_transform(x, AnimationConfig(zoom=0.5, padding="wrap"))  # zooming out shows 2 x 2 tiles:
     assert out.shape == x.shape and torch.allclose(out[..., :8], out[..., 8:], atol=1e-6)  # periodic, no fill
     assert torch.allclose(out[..., :8, :], out[..., 8:, :], atol=1e-6)

@@ -153,3 +153,18 @@ def test_demo_clip_if_shipped():
         pytest.skip("demo CLIP not shipped yet")
     g = load_clip("demo")
     assert g.encode_text(["a red circle on a blue background"]).ndim == 2
+
+
+def test_normalisation_follows_the_input_device_once(tiny_clip_dir):
+    """A host may move only the weights (ComfyUI): mean/std are copied to the input's device once, then
+    reused (a copy every step would synchronise and break CUDA-graph capture)."""
+    from vqgan_core.clip_guide import load_clip
+
+    g = load_clip(str(tiny_clip_dir))
+    first = g._normalisation(torch.device("meta"), torch.float16)
+    assert first[0].device.type == "meta" and first[0].dtype == torch.float16
+    assert g._normalisation(torch.device("meta"), torch.float16)[0] is first[0]
+    assert g.mean.device.type == "cpu"  # the guide's own constants are left alone
+    g.lowp_model(torch.bfloat16)
+    g.drop_copies()
+    assert "_lowp" not in g.__dict__

@@ -114,6 +114,20 @@ def test_story_fade_mixes_the_two_sets_losses(vqgan, clip):
         _cfg(change_prompts_every=2, story_fade=3)
 
 
+def test_story_fade_per_item_when_stories_change_on_different_steps(clip):
+    from vqgan_core.clip_guide import ClipEnsemble
+    from vqgan_core.prompts import PromptSchedule, parse_prompt_set
+    from vqgan_core.targets import TargetBank
+
+    a, b, c, d = (parse_prompt_set(t) for t in ("red", "blue", "green", "white"))
+    schedules = [PromptSchedule([(0, a), (4, b)], period=10), PromptSchedule([(0, c), (3, d)], period=10)]
+    bank = TargetBank(ClipEnsemble.of(clip), schedules, None, None, fade=3)
+    pack = bank.at(14)[0]  # item 0 is 1 step into "blue" (1/3), item 1 is 2 steps into "white" (2/3)
+    w_prev, w_cur = bank._fade_weights[bank.key(14)][0]
+    assert torch.allclose(pack.weights[0], torch.lerp(w_prev[0], w_cur[0], 1 / 3))
+    assert torch.allclose(pack.weights[1], torch.lerp(w_prev[1], w_cur[1], 2 / 3))
+
+
 def test_noise_prompts_ensemble_tv_and_options(vqgan, clip):
     cfg = _cfg(prompts="", noise_prompts="5:1|6:-0.5", tv_weight=0.1, optimizer="AdamW", lr_schedule="cosine",
                cutout_method="mixed", clip_weights=[1.0, 0.5], steps=2)

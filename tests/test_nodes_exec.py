@@ -659,16 +659,22 @@ def test_loaders_register_models_and_runs_load_them_through_comfyui(pack, tmp_pa
     p = pack.memory.patcher_of(vq)
     assert p is not None and p.model is vq and p.offload_device == torch.device("cpu")
     guide = harness.tiny_guide()
-    pack.memory.manage(guide.model, on_detach=pack.memory.drop_cache_on_detach(guide, "_lowp"))
+    pack.memory.manage(guide.model)
     pack.mm.LOADS.clear()
     lat = _start(pack, vq)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    guide.lowp_model(torch.bfloat16)  # as a bf16 run makes
     run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vq, clip_guide=guide, targets=tt, **OPT)
     loads = [([r() for r in refs], full) for refs, _mem, full in pack.mm.LOADS]
     assert ([p, pack.memory.patcher_of(guide.model)], True) in loads  # both models, loaded whole
-    guide.lowp_model(torch.bfloat16)
-    pack.memory.patcher_of(guide.model).detach()  # ComfyUI unloads the guide
-    assert "_lowp" not in guide.__dict__  # its low-precision copies go with it
+    assert "_lowp" not in guide.__dict__  # copies ComfyUI cannot see do not outlive the run
+    assert p.partial_loads == []  # a normal load is whole already
+    pack.mm.NOVRAM["on"] = True
+    try:  # --novram loads nothing whole: the rest is loaded on ComfyUI's books
+        run(pack.latent.VQGANDecode, latent=lat)
+    finally:
+        pack.mm.NOVRAM["on"] = False
+    assert p.partial_loads == [p.model_size()] and p.loaded_size() == p.model_size()
 
 
 def test_copies_of_a_managed_model_share_its_patcher(pack, vqgan):
@@ -702,16 +708,18 @@ def test_weights_moved_under_inference_mode_are_made_normal_before_use(pack, vqg
 
 def test_runs_ask_comfyui_for_their_activation_memory_on_a_gpu(pack, vqgan, guide, monkeypatch):
     from vqgan_core.gen_config import GenerationConfig
-    from vqgan_core.memory_estimate import step_memory_bytes
+    from vqgan_core.memory_estimate import run_memory_bytes
 
     cfg = GenerationConfig(width=32, height=32, cutn=4, batch_size=2, precision="fp32")
     assert pack.memory.run_memory(vqgan, guide, cfg) == 0  # CPU: ComfyUI budgets no memory there
-    monkeypatch.setattr(pack.mm, "get_torch_device", lambda: torch.device("cuda"))
-    need = pack.memory.run_memory(vqgan, guide, cfg)
-    assert need == step_memory_bytes(vqgan, guide, 32, 32, batch=2, cutn=4) > 0
-    cfg.precision = "bf16"  # half the activations, plus the run's bf16 copies of the weights
-    weights = sum(p.numel() * 2 for m in (guide.model, vqgan.decoder) for p in m.parameters())
-    assert pack.memory.run_memory(vqgan, guide, cfg) == need // 2 + weights
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(pack.mm, "get_torch_device", lambda: cuda)
+    assert pack.memory.run_memory(vqgan, guide, cfg, views=2) == run_memory_bytes(vqgan, guide, cfg, cuda, 2) > 0
+    (whole,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    (region,) = run(pack.prompts.RegionTargets, targets=whole, mask=torch.ones(1, 8, 8))
+    (both,) = run(pack.prompts.CombineTargets, targets_1=whole, targets_2=region)
+    for targets, views in ((whole, 1), (region, 1), (both, 2)):  # each region is one more CLIP pass a step
+        assert pack.optimize.run_views(targets, pack.optimize.region_prompts(targets)) == views
 
 
 def test_use_puts_every_tensor_of_a_model_on_the_compute_device(pack, vqgan, monkeypatch):

@@ -104,28 +104,40 @@ class AnimationResult:
 def frame_transform(img01: torch.Tensor, anim: AnimationConfig) -> torch.Tensor:
     """One frame's motion: ``[B,3,H,W]`` in [0,1] zoomed, rotated and shifted about the centre (bilinear).
 
-    ``padding="wrap"`` treats the image as a tile (seamless mode): it is warped inside a 3x3 tiling of
-    itself and the centre cut out, so whatever comes in at one edge is what left at the other.
+    ``padding="wrap"`` treats the image as a tile (seamless mode): every output pixel samples the source at
+    its coordinates modulo the image size, so whatever leaves one edge comes in at the other, for any move.
     """
     from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
 
     if not anim.moves:
         return img01
-    b, _, h0, w0 = img01.shape
+    b, _, h, w = img01.shape
     x = img01.float()
-    wrap = anim.padding == "wrap"
-    if wrap:
-        x = F.pad(x, (w0, w0, h0, h0), mode="circular")
-    h, w = x.shape[-2:]
     center = torch.tensor([[(w - 1) / 2, (h - 1) / 2]], device=x.device).expand(b, 2)
     angle = torch.full((b,), float(anim.rotate), device=x.device)
     scale = torch.full((b, 2), float(anim.zoom), device=x.device)
     m = get_rotation_matrix2d(center, angle, scale)
     m[:, 0, 2] += anim.shift_x
     m[:, 1, 2] += anim.shift_y
-    out = warp_affine(x, m, (h, w), mode="bilinear", padding_mode="border" if wrap else anim.padding,
-                      align_corners=True).clamp(0, 1)
-    return out[..., h0:2 * h0, w0:2 * w0] if wrap else out
+    if anim.padding == "wrap":
+        return _warp_wrapped(x, m).clamp(0, 1)
+    return warp_affine(x, m, (h, w), mode="bilinear", padding_mode=anim.padding, align_corners=True).clamp(0, 1)
+
+
+def _warp_wrapped(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``warp_affine`` (``m``: source -> output pixels, ``[B,2,3]``) on a torus: bilinear sampling at the
+    source coordinates taken modulo the size, in the image padded by one wrapped pixel (the seam's neighbours)."""
+    from kornia.geometry.transform import invert_affine_transform
+
+    b, _, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
+                            torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
+    out_pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)
+    src = out_pts @ invert_affine_transform(m).transpose(1, 2)  # [B, h*w, 2] source (x, y) per output pixel
+    sx, sy = torch.remainder(src[..., 0], w), torch.remainder(src[..., 1], h)
+    grid = torch.stack([(sx + 1) / (w + 1) * 2 - 1, (sy + 1) / (h + 1) * 2 - 1], -1).view(b, h, w, 2)
+    return F.grid_sample(F.pad(x, (1, 1, 1, 1), mode="circular"), grid, mode="bilinear", padding_mode="border",
+                         align_corners=True)
 
 
 class SourceFrames:

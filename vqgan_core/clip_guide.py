@@ -101,6 +101,7 @@ class ClipGuide:
         """Move weights (and normalisation constants) in place; returns self."""
         self.model.to(device=device, dtype=dtype)
         self.__dict__.pop("_lowp", None)  # low-precision copies follow the weights
+        self.__dict__.pop("_norm", None)
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
@@ -123,6 +124,19 @@ class ClipGuide:
             cache[key] = copy.deepcopy(self.model).to(dtype=dtype).eval().requires_grad_(False)
         return cache[key]
 
+    def drop_copies(self) -> None:
+        """Free the cached low-precision copies (a host calls this when a run ends or it moves the weights)."""
+        self.__dict__.pop("_lowp", None)
+
+    def _normalisation(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` on ``device`` in ``dtype``, cached: a host that moves only the weights (ComfyUI)
+        leaves the constants where they were, and a copy per step would synchronise (no CUDA graph)."""
+        cache = self.__dict__.setdefault("_norm", {})
+        key = (device, dtype)
+        if key not in cache:
+            cache[key] = (self.mean.to(device, dtype), self.std.to(device, dtype))
+        return cache[key]
+
     def encode_image(self, x01: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
         """Images in [0,1] -> ``[N, D]`` float32 embeddings; differentiable w.r.t. the input.
 
@@ -134,8 +148,9 @@ class ClipGuide:
         model = self.model if model is None else model
         if x01.shape[-2:] != (self.image_size, self.image_size):
             x01 = F.interpolate(x01, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
-        x = (x01 - self.mean.to(x01.device, x01.dtype)) / self.std.to(x01.device, x01.dtype)
-        if not torch.is_autocast_enabled(x.device.type):
+        mean, std = self._normalisation(x01.device, x01.dtype)
+        x = (x01 - mean) / std
+        if x.device.type == "meta" or not torch.is_autocast_enabled(x.device.type):  # meta: memory estimates
             x = x.to(next(model.parameters()).dtype)
         return model.encode_image(x).float()
 

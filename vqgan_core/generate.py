@@ -140,6 +140,8 @@ class GenerationLoop(MemoryRecovery):
         schedules = [parse_story(p, c.change_prompts_every, c.image_prompts, c.noise_prompts) for p in prompt_strings]
         if any("^" in p for p in prompt_strings) and c.change_prompts_every <= 0:
             log.warning("prompts contain '^' phrase sets but change_prompts_every is 0: only the first set is used")
+        if c.story_fade > 1 and c.change_prompts_every <= 0:
+            log.warning("story_fade is %d but change_prompts_every is 0: there is no story to fade", c.story_fade)
         if c.clip_weights is not None:
             if len(c.clip_weights) != len(self.clip.guides):
                 raise ValueError(f"{len(c.clip_weights)} clip_weights for {len(self.clip.guides)} CLIP models")

@@ -86,10 +86,14 @@ class TargetBank:
             else:
                 sets = [s.entries[i][1] for s, i in zip(self.schedules, k, strict=True)]
                 self._packs[k] = [self._pack(gi, g, sets) for gi, (g, _) in enumerate(self.clip.guides)]
-        if fading:  # this step's mix, written into the pack's own weights tensor
-            alpha = max(a for *_, a in (s.blend_at(step, self.fade) for s in self.schedules) if a < 1.0)
+        if fading:  # this step's mix, written into the pack's own weights tensor (row b: item b)
+            alphas = [a for *_, a in (s.blend_at(step, self.fade) for s in self.schedules)]
             for pack, (w_prev, w_cur) in zip(self._packs[k], self._fade_weights[k], strict=True):
-                torch.lerp(w_prev, w_cur, alpha, out=pack.weights)
+                if len(set(alphas)) == 1:
+                    torch.lerp(w_prev, w_cur, alphas[0], out=pack.weights)
+                else:  # items whose stories change on different steps
+                    for b, a in enumerate(alphas):
+                        torch.lerp(w_prev[b], w_cur[b], a, out=pack.weights[b])
         return self._packs[k]
 
     def _fade_packs(self, k: tuple) -> list[GuideTargets]:

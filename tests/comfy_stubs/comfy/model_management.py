@@ -24,11 +24,14 @@ def unet_offload_device():
 
 
 LOADS = []  # one entry per load_models_gpu call: (weak refs of the patchers, memory_required, force_full_load)
+NOVRAM = {"on": False}  # like --novram: load_models_gpu loads nothing whole
 
 
 def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                     force_full_load=False):
     LOADS.append(([weakref.ref(m) for m in models], memory_required, force_full_load))
+    for m in models:
+        m.loaded = 0 if NOVRAM["on"] else m.model_size()
 
 
 UNLOADS = []

@@ -1,17 +1,18 @@
-"""Stub of comfy.model_patcher: a ModelPatcher that records its model, devices and callbacks."""
+"""Stub of comfy.model_patcher: a ModelPatcher that records its model, devices and how much of it is loaded."""
 
 
 class ModelPatcher:
     def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
         self.model, self.load_device, self.offload_device = model, load_device, offload_device
-        self.callbacks = {}
+        self.loaded, self.partial_loads = 0, []
 
-    def add_callback(self, call_type, callback):
-        self.callbacks.setdefault(call_type, []).append(callback)
+    def model_size(self):
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
-    def detach(self, unpatch_all=True):
-        """What ComfyUI does when it unloads the model: move it to the offload device, run ON_DETACH."""
-        self.model.to(self.offload_device)
-        for cb in self.callbacks.get("on_detach_after", []):
-            cb(self, unpatch_all)
-        return self.model
+    def loaded_size(self):
+        return self.loaded
+
+    def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
+        self.partial_loads.append(extra_memory)
+        self.loaded = min(self.model_size(), self.loaded + extra_memory)
+        return self.loaded
