@@ -67,13 +67,15 @@ def _child(args: argparse.Namespace) -> dict:
         cfg = GenerationConfig(prompts="a painting of a lighthouse", width=size, height=size, steps=10**9, seed=0,
                                cutn=cutn, precision=args.precision, compile=args.compile,
                                channels_last=args.channels_last, checkpoint_decoder=args.checkpoint_decoder,
-                               cuda_graph={"auto": None, "on": True, "off": False}[args.cuda_graph])
+                               cuda_graph={"auto": None, "on": True, "off": False}[args.cuda_graph],
+                               cudnn_benchmark=args.cudnn_benchmark)
         guide = load_clip("ViT-B-32", "none", device=device)
         loop = GenerationLoop(vqgan, guide, cfg)
         step = loop.step
         precision = loop.precision + (f" +compile {args.compile}" if args.compile != "off" else "")
         for m in (vqgan, guide.model):
-            m.requires_grad_(False)  # what GenerationLoop.run() does around the loop
+            m.requires_grad_(False)  # what GenerationLoop.run() does around the loop (run_context)
+        torch.backends.cudnn.benchmark = loop.cudnn_benchmark
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t_first = time.perf_counter()
     for k in range(args.warmup):
@@ -95,6 +97,8 @@ def _child(args: argparse.Namespace) -> dict:
         precision += " +checkpoint"
     if args.channels_last is False:
         precision += " NCHW"
+    if args.mode == "ours" and not loop.cudnn_benchmark and device.type == "cuda":
+        precision += " no-cudnn-benchmark"
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -122,6 +126,8 @@ def main() -> int:
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
                    help="ours: memory format (default: channels_last on CUDA)")
     p.add_argument("--checkpoint-decoder", action="store_true", help="ours: recompute decoder activations")
+    p.add_argument("--cudnn-benchmark", dest="cudnn_benchmark", action=argparse.BooleanOptionalAction, default=None,
+                   help="ours: cuDNN algorithm timing (default: on for CUDA)")
     p.add_argument("--compile", nargs="?", const="blocks", default="off", choices=["off", "blocks", "full"],
                    help="ours: torch.compile each block ('blocks', the default when given) or the whole step ('full')")
     p.add_argument("--cuda-graph", dest="cuda_graph", choices=["auto", "on", "off"], default="auto",
@@ -148,6 +154,7 @@ def main() -> int:
                 cmd += ["--cuda-graph", args.cuda_graph] + (["--profile"] if args.profile else [])
                 cmd += {True: ["--channels-last"], False: ["--no-channels-last"], None: []}[args.channels_last]
                 cmd += ["--checkpoint-decoder"] if args.checkpoint_decoder else []
+                cmd += {True: ["--cudnn-benchmark"], False: ["--no-cudnn-benchmark"], None: []}[args.cudnn_benchmark]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
                 line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
                 if args.profile:

@@ -365,3 +365,25 @@ def test_region_image_prompts_are_fitted_to_the_region(vqgan, clip, monkeypatch)
     GenerationLoop(vqgan, clip, _cfg(), regions=[RegionPrompt(top, "", [(torch.rand(1, 3, 20, 20), 1.0, -1.0)])],
                    image_prompts=[(torch.rand(1, 3, 9, 9), 1.0, -1.0)])
     assert sorted(sizes) == [(12, 32), (32, 32)]  # the region's box, and the whole image for the global one
+
+
+def test_cudnn_benchmark_is_on_for_cuda_runs_only_and_restored(vqgan, clip, monkeypatch):
+    import vqgan_core.generate as gen
+
+    seen = []
+    real = gen.run_context
+
+    def spy(mods, deterministic, cudnn_benchmark=False):
+        seen.append(cudnn_benchmark)
+        return real(mods, deterministic, cudnn_benchmark)
+
+    monkeypatch.setattr(gen, "run_context", spy)
+    before = torch.backends.cudnn.benchmark
+    assert GenerationLoop(vqgan, clip, _cfg()).cudnn_benchmark is False  # CPU: nothing to time
+    loop = GenerationLoop(vqgan, clip, _cfg(steps=1, cudnn_benchmark=True))
+    loop.run()
+    assert seen == [True] and torch.backends.cudnn.benchmark == before  # set for the run, restored after
+    assert GenerationLoop(vqgan, clip, _cfg(cudnn_benchmark=True, deterministic=True)).cudnn_benchmark is False
+    auto = GenerationLoop(vqgan, clip, _cfg())
+    auto.device = torch.device("cuda")  # the default's rule, without a GPU
+    assert auto.cudnn_benchmark is True

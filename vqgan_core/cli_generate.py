@@ -31,7 +31,7 @@ _FIELDS: dict[str, str | None] = {
     "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "optimizer": None, "lr": None,
     "lr_schedule": None, "precision": None, "channels_last": None, "compile": None, "cuda_graph": None,
     "checkpoint_decoder": None,
-    "deterministic": None,
+    "deterministic": None, "cudnn_benchmark": None,
     "log_every": None, "save_every": None,
 }
 
@@ -112,6 +112,9 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--cuda-graph", dest="cuda_graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay each step's forward+backward as one CUDA graph (default: on for CUDA)")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
+                   help="let cuDNN time its convolution algorithms on the first step (default: on for CUDA unless "
+                        "--deterministic)")
     g.add_argument("--save-every", type=int, help="write the current image every N steps")
     g.add_argument("--save-sequence", action="store_true", help="with --save-every: numbered frames instead of overwriting")
     g.add_argument("--log-every", type=int, help="read the loss (a device sync) every N steps")

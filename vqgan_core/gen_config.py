@@ -71,6 +71,9 @@ class GenerationConfig:
     checkpoint_decoder: bool | None = None
     cuda_graph: bool | None = None  # replay forward+backward as one CUDA graph (None: on for CUDA unless deterministic)
     deterministic: bool = False  # torch deterministic algorithms (CUDA: slower; see docs)
+    # cuDNN times its convolution algorithms on the first step and keeps the fastest (None: on for CUDA unless
+    # deterministic; the pick can vary between runs, so same-seed images may differ in the last bits on CUDA)
+    cudnn_benchmark: bool | None = None
     # reporting
     log_every: int = 10  # fetch the loss (a device sync) every N steps
     save_every: int = 0

@@ -34,8 +34,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 @contextlib.contextmanager
-def run_context(modules: list[torch.nn.Module], deterministic: bool) -> Iterator[None]:
-    """Freeze weights and (optionally) force deterministic kernels, restoring everything after."""
+def run_context(modules: list[torch.nn.Module], deterministic: bool, cudnn_benchmark: bool = False) -> Iterator[None]:
+    """Freeze weights and (optionally) force deterministic kernels or let cuDNN time its convolution algorithms
+    (every step has the same shapes, so the first step's timing pays for itself), restoring everything after."""
     saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
     training = [(m, m.training) for m in modules]
     det = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
@@ -45,6 +46,8 @@ def run_context(modules: list[torch.nn.Module], deterministic: bool) -> Iterator
         if deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        elif cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
         with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference_mode
             yield
     finally:

@@ -175,6 +175,15 @@ class GenerationLoop(MemoryRecovery):
         step += self._story_offset
         return tuple(b.key(step) for _, b in self._banks), [b.at(step) for _, b in self._banks]
 
+    @property
+    def cudnn_benchmark(self) -> bool:
+        """Whether cuDNN times its algorithms in this run: ``cudnn_benchmark`` if set, else on for CUDA unless
+        deterministic."""
+        c = self.config
+        if c.cudnn_benchmark is not None:
+            return bool(c.cudnn_benchmark) and not c.deterministic
+        return self.device.type == "cuda" and not c.deterministic
+
     def _use_graph(self) -> bool:
         """Whether steps replay a CUDA graph: ``cuda_graph`` if set, else on for CUDA when nothing forbids it."""
         c = self.config
@@ -391,7 +400,7 @@ class GenerationLoop(MemoryRecovery):
         if converted:
             self.vqgan.to(memory_format=torch.channels_last)
         try:
-            with run_context(mods, c.deterministic):
+            with run_context(mods, c.deterministic, self.cudnn_benchmark):
                 while self.step_index < end:
                     if self.cb.should_stop is not None and self.cb.should_stop():
                         interrupted = True
