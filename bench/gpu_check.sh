@@ -2,8 +2,8 @@
 # Every GPU measurement of the project in one run (for a short GPU lease): CUDA tests, generation speed
 # (classic vs ours, 256² and 512², cutn 32), a profile without CUDA graphs, the training step, torch.compile.
 # Usage (repo root, a CUDA machine): OUT=/tmp/out bash bench/gpu_check.sh [budget_seconds] [stage ...]
-# Stages (default, in this order): gpu_tests gen_bench gen_compile gen_profile_256 gen_profile_eager train_bench
-# (+ gen_nobench, gen_nchw, gen_compile_full, train_ours)
+# Stages (default, in this order): gpu_tests gen_bench gen_nobench gen_profile_eager gen_profile_256 gen_compile
+# train_bench (+ gen_nchw, gen_compile_full, train_ours)
 # Missing wheels (open_clip_torch, kornia, kornia_rs, ftfy, wcwidth) may lie in .whl/ and are installed first;
 # fetch them where PyPI is reachable (the device machine has none; it had torch 2.11 and Python 3.12):
 #   pip download --no-deps --only-binary :all: --python-version 3.12 -d .whl open_clip_torch==3.3.0 \
@@ -11,7 +11,7 @@
 set -u
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 BUDGET=${1:-540}; shift || true; START=$(date +%s)
-STAGES=${*:-gpu_tests gen_bench gen_compile gen_profile_256 gen_profile_eager train_bench}
+STAGES=${*:-gpu_tests gen_bench gen_nobench gen_profile_eager gen_profile_256 gen_compile train_bench}
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
