@@ -6,6 +6,7 @@ two can be counted on any machine, so speed work on the step can be checked with
 
     python bench/op_census.py --size 256 --cutn 32 --precision bf16 --channels-last   # the CUDA settings
     python bench/op_census.py --size 256 --cutn 32 --top 40 --json-out census.json
+    python bench/op_census.py --size 256 --cuda-paths        # take the code paths a CUDA run takes
 """
 
 from __future__ import annotations
@@ -64,6 +65,25 @@ def census(step, n: int = 1) -> dict:
             "by_op": {k: {"calls": v / n, "mib_written": written[k] / n / 2**20} for k, v in ops.most_common()}}
 
 
+def use_cuda_paths() -> None:
+    """Make a CPU run take the branches a CUDA run takes (GroupNorm split, explicit wide attention, SDPA in
+    CLIP), so the census counts the CUDA step's ops."""
+    from torch import nn
+
+    from vqgan_core import clip_speed, layers
+
+    def group_norm(self, x):  # noqa: ANN001, ANN202
+        if self.affine and not self.weight.requires_grad:
+            return layers.group_norm_split(x, self.num_groups, self.weight, self.bias, self.eps)
+        return nn.GroupNorm.forward(self, x)
+
+    real_attention = layers.spatial_attention
+    layers.GroupNorm.forward = group_norm
+    layers.spatial_attention = lambda q, k, v, explicit=None: real_attention(
+        q, k, v, q.shape[-1] > 256 and q.shape[-2] <= 8192 if explicit is None else explicit)
+    clip_speed.EXPLICIT_DEVICES.clear()  # SDPA in CLIP's attention, as on CUDA
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=256)
@@ -74,6 +94,7 @@ def main() -> int:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s for the bound (H100 SXM)")
     p.add_argument("--tbps", type=float, default=3.35, help="memory bandwidth TB/s for the bound (H100 SXM; H200 4.8)")
+    p.add_argument("--cuda-paths", action="store_true", help="take the branches a CUDA run takes (see use_cuda_paths)")
     p.add_argument("--json-out")
     args = p.parse_args()
     sys.path.insert(0, str(REPO))
@@ -84,6 +105,8 @@ def main() -> int:
     from vqgan_core.gen_config import GenerationConfig
     from vqgan_core.generate import GenerationLoop
 
+    if args.cuda_paths:
+        use_cuda_paths()
     torch.manual_seed(0)
     vqgan = VQGAN(VQGANConfig()).eval().requires_grad_(False)  # the f16-16384 architecture, random weights
     guide = load_clip("ViT-B-32", "none")
@@ -94,7 +117,8 @@ def main() -> int:
     loop = GenerationLoop(vqgan, guide, cfg)
     loop.step()  # warm-up: prompt encoding, optimiser state
     r = census(loop.step)
-    print(f"{args.size}² cutn {args.cutn} {args.precision} channels_last={args.channels_last}: "
+    print(f"{args.size}² cutn {args.cutn} {args.precision} channels_last={args.channels_last}"
+          f"{' (CUDA code paths)' if args.cuda_paths else ''}: "
           f"{r['ops']:.0f} ops/step, {r['bytes_written'] / 2**30:.2f} GiB written, "
           f"{r['layout_copies']:.0f} stride-changing 4-d copies, {r['flops'] / 1e12:.2f} TFLOP")
     # a lower bound: every FLOP at peak, every written byte written once and read once, nothing overlapping

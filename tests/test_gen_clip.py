@@ -70,8 +70,14 @@ def test_seq_first_is_bit_identical(tiny_clip_dir):
     assert torch.equal(before, m.encode_image(x))
 
 
-def test_speed_patches_match_stock_model_with_gradients():
+@pytest.mark.parametrize("sdpa", [False, True])  # True: the branch CUDA takes (SDPA on views of the projection)
+def test_speed_patches_match_stock_model_with_gradients(sdpa, monkeypatch):
     import open_clip
+
+    from vqgan_core import clip_speed
+
+    if sdpa:
+        monkeypatch.setattr(clip_speed, "EXPLICIT_DEVICES", set())
 
     torch.manual_seed(0)
     stock = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)

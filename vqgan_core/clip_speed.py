@@ -2,8 +2,11 @@
 
 * sequence-first attention stacks (``_seq_first``): no per-call weight expansion in MHA projections;
 * the ViT patch embedding as one matrix product (``_PatchEmbedLinear``): fast input gradients on CPU;
-* short-sequence self-attention as two explicit matmuls on CPU (``ShortSeqAttention``): PyTorch's CPU
-  flash-attention backward costs ~10 ms per ViT-B/32 block at 8 cutouts in bf16, the matmuls ~2 ms.
+* self-attention from one packed projection (``ShortSeqAttention``): on the CPU as two explicit matmuls
+  (PyTorch's CPU flash-attention backward costs ~10 ms per ViT-B/32 block at 8 cutouts in bf16, the
+  matmuls ~2 ms); elsewhere (CUDA) through SDPA on views of the projection, without the stock module's
+  copies (a contiguous copy of q/k/v forward; three zero-filled ``select`` gradients, their sums and
+  transposed copies backward: about 10 kernels and 40 MB per ViT-B/32 block at 32 cutouts).
 """
 
 from __future__ import annotations
@@ -73,22 +76,33 @@ def _patch_embed_as_linear(model: torch.nn.Module) -> bool:
     return False
 
 
+EXPLICIT_DEVICES = {"cpu"}  # device types whose short attention runs as explicit matmuls
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v: explicit matmuls on the CPU, SDPA elsewhere (see module doc)."""
+    if q.device.type in EXPLICIT_DEVICES:
+        return matmul_attention(q, k, v, mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(q.dtype))
+
+
 class ShortSeqAttention(torch.nn.MultiheadAttention):
-    """``nn.MultiheadAttention`` whose CPU self-attention over short sequences uses explicit matmuls.
+    """``nn.MultiheadAttention`` whose self-attention runs from one packed projection (see module doc).
 
     Instances are converted in place (``__class__``), so parameters, hooks and state-dict keys stay.
-    Anything else (CUDA, cross-attention, key padding, attention weights requested, long sequences)
-    goes to the stock implementation.
+    Anything else (cross-attention, key padding, attention weights requested, CPU sequences longer than
+    ``max_len``) goes to the stock implementation.
     """
 
-    max_len = 256
+    max_len = 256  # CPU only: the explicit matmuls hold an L x L matrix per head
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,  # noqa: D102
                 average_attn_weights=True, is_causal=False):
         fast = (
-            not query.is_cuda and key is query and value is query and not need_weights and key_padding_mask is None
+            key is query and value is query and not need_weights and key_padding_mask is None
             and not is_causal and self._qkv_same_embed_dim and self.in_proj_bias is not None and query.dim() == 3
-            and (self.dropout == 0.0 or not self.training) and query.shape[1 if self.batch_first else 0] <= self.max_len
+            and (self.dropout == 0.0 or not self.training)
+            and (query.device.type != "cpu" or query.shape[1 if self.batch_first else 0] <= self.max_len)
             and (attn_mask is None or attn_mask.dtype != torch.bool)
         )
         if not fast:
@@ -103,7 +117,7 @@ class ShortSeqAttention(torch.nn.MultiheadAttention):
         else:
             length, n = query.shape[:2]
             q, k, v = qkv.view(length, n, 3, h, e // h).permute(2, 1, 3, 0, 4).unbind(0)
-        out = matmul_attention(q, k, v, attn_mask)  # [N, H, L, d]
+        out = _attend(q, k, v, attn_mask)  # [N, H, L, d]
         out = out.transpose(1, 2).reshape(n, length, e) if self.batch_first else out.permute(2, 0, 1, 3).reshape(length, n, e)
         return self.out_proj(out), None
 
