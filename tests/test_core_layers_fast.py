@@ -71,3 +71,13 @@ def test_group_norm_split_bf16_backward_is_accurate():
         group_norm_split(xx, 32, w, b, 1e-6).backward(gy.contiguous(memory_format=torch.channels_last))
         assert xx.grad.dtype == torch.bfloat16 and xx.grad.is_contiguous(memory_format=torch.channels_last)
         assert (xx.grad.double() - xr.grad).abs().max() / xr.grad.abs().max() < 0.02
+
+
+def test_group_norm_split_with_fp32_affine_on_bf16_input():
+    """The loop's private bf16 decoder keeps GroupNorm parameters fp32: same result, bf16 out."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 64, 8, 8, generator=g).bfloat16()
+    w, b = torch.rand(64, generator=g) + 0.5, torch.randn(64, generator=g)
+    mixed = group_norm_split(x, 32, w, b, 1e-6)
+    same = group_norm_split(x, 32, w.bfloat16(), b.bfloat16(), 1e-6)
+    assert mixed.dtype == torch.bfloat16 and (mixed.float() - same.float()).abs().max() < 0.05

@@ -387,3 +387,10 @@ def test_cudnn_benchmark_is_on_for_cuda_runs_only_and_restored(vqgan, clip, monk
     auto = GenerationLoop(vqgan, clip, _cfg())
     auto.device = torch.device("cuda")  # the default's rule, without a GPU
     assert auto.cudnn_benchmark is True
+
+
+def test_private_bf16_decoder_keeps_group_norm_parameters_fp32(vqgan, clip):
+    loop = GenerationLoop(vqgan, clip, _cfg(precision="bf16", steps=1))
+    dtypes = {type(m).__name__: m.weight.dtype for m in loop._dec.modules() if hasattr(m, "weight")}
+    assert dtypes["GroupNorm"] == torch.float32 and dtypes["Conv2d"] == torch.bfloat16
+    assert loop.render(loop.z).dtype == torch.float32 and torch.isfinite(loop.run().images).all()

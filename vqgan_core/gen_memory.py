@@ -41,9 +41,16 @@ class MemoryRecovery:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def _make_private_decoder(self) -> None:
-        """A frozen copy of post_quant_conv + decoder in the run's dtype and memory format."""
+        """A frozen copy of post_quant_conv + decoder in the run's dtype and memory format.
+
+        GroupNorm affine parameters stay fp32 (a few KB): the statistics are fp32 anyway, and casting the
+        parameters in every layer of every step would be two more kernel launches per layer.
+        """
         dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
         self._dec = copy.deepcopy(dec).to(dtype=self._low_dtype).eval().requires_grad_(False)
+        for m in self._dec.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.float()
         if self._channels_last:
             self._dec.to(memory_format=torch.channels_last)
 

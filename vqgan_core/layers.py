@@ -43,17 +43,19 @@ class _GroupNormSplit(torch.autograd.Function):
             var, mean = torch.var_mean(xg, dim=tuple(range(2, xg.dim())), correction=0, keepdim=True)
             rstd = (var.float() + eps).rsqrt()
             mean = mean.float()
-            scale = weight.float().view(shape) * rstd
+            gamma = weight.float().view(shape)
+            scale = gamma * rstd
             shift = torch.addcmul(bias.float().view(shape), mean, scale, value=-1)
             out = torch.addcmul(shift.to(x.dtype), xg, scale.to(x.dtype)).flatten(1, 2)
-        ctx.groups = groups
-        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.groups, ctx.param_dtype = groups, weight.dtype
+        ctx.save_for_backward(x, gamma, mean, rstd)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy: torch.Tensor):  # noqa: ANN001, ANN205
-        x, weight, mean, rstd = ctx.saved_tensors
+        # every small step below is a kernel launch per layer: the per-group maths is packed to few of them
+        x, gamma, mean, rstd = ctx.saved_tensors
         groups, c = ctx.groups, x.shape[1]
         xg, dyg = x.unflatten(1, (groups, c // groups)), dy.unflatten(1, (groups, c // groups))
         spatial = tuple(range(3, xg.dim()))
@@ -62,17 +64,17 @@ class _GroupNormSplit(torch.autograd.Function):
             s_dyx = (dyg * xg).sum(spatial, keepdim=True, dtype=torch.float32)
             dx = dw = db = None
             if ctx.needs_input_grad[0]:
-                gamma = weight.float().view((1, groups, c // groups) + (1,) * len(spatial))
-                count = xg[0, 0].numel()
-                m_g = (gamma * s_dy).sum(2, keepdim=True) / count  # mean(g)
-                m = rstd * ((gamma * s_dyx).sum(2, keepdim=True) / count - mean * m_g)  # mean(g x̂)
-                a, b = rstd * gamma, -rstd * rstd * m
-                cst = rstd * (rstd * m * mean - m_g)
-                dx = torch.addcmul(torch.addcmul(cst.to(x.dtype), xg, b.to(x.dtype)), dyg, a.to(x.dtype)).flatten(1, 2)
+                means = (torch.stack([s_dy, s_dyx]) * gamma).sum(3, keepdim=True).mul_(1 / xg[0, 0].numel())
+                m_g, m_gx = means  # mean(g), mean(g x) per (sample, group)
+                rm = rstd * torch.addcmul(m_gx, mean, m_g, value=-1) * rstd  # r mean(g x̂)
+                b = rm * rstd  # -B
+                cst = (rm * mean - m_g) * rstd
+                dx = torch.addcmul(torch.addcmul(cst.to(x.dtype), xg, b.to(x.dtype), value=-1), dyg,
+                                   (rstd * gamma).to(x.dtype)).flatten(1, 2)
             if ctx.needs_input_grad[2]:
-                dw = (rstd * (s_dyx - mean * s_dy)).sum(0).flatten().to(weight.dtype)
+                dw = (rstd * (s_dyx - mean * s_dy)).sum(0).flatten().to(ctx.param_dtype)
             if ctx.needs_input_grad[3]:
-                db = s_dy.sum(0).flatten().to(weight.dtype)
+                db = s_dy.sum(0).flatten().to(ctx.param_dtype)
         return dx, None, dw, db, None
 
 
