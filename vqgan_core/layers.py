@@ -46,16 +46,17 @@ class _GroupNormSplit(torch.autograd.Function):
             gamma = weight.float().view(shape)
             scale = gamma * rstd
             shift = torch.addcmul(bias.float().view(shape), mean, scale, value=-1)
-            out = torch.addcmul(shift.to(x.dtype), xg, scale.to(x.dtype)).flatten(1, 2)
+            scale_x = scale.to(x.dtype)  # also dx's factor of dy
+            out = torch.addcmul(shift.to(x.dtype), xg, scale_x).flatten(1, 2)
         ctx.groups, ctx.param_dtype = groups, weight.dtype
-        ctx.save_for_backward(x, gamma, mean, rstd)
+        ctx.save_for_backward(x, gamma, mean, rstd, scale_x)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy: torch.Tensor):  # noqa: ANN001, ANN205
         # every small step below is a kernel launch per layer: the per-group maths is packed to few of them
-        x, gamma, mean, rstd = ctx.saved_tensors
+        x, gamma, mean, rstd, scale_x = ctx.saved_tensors
         groups, c = ctx.groups, x.shape[1]
         xg, dyg = x.unflatten(1, (groups, c // groups)), dy.unflatten(1, (groups, c // groups))
         spatial = tuple(range(3, xg.dim()))
@@ -70,7 +71,7 @@ class _GroupNormSplit(torch.autograd.Function):
                 b = rm * rstd  # -B
                 cst = (rm * mean - m_g) * rstd
                 dx = torch.addcmul(torch.addcmul(cst.to(x.dtype), xg, b.to(x.dtype), value=-1), dyg,
-                                   (rstd * gamma).to(x.dtype)).flatten(1, 2)
+                                   scale_x).flatten(1, 2)
             if ctx.needs_input_grad[2]:
                 dw = (rstd * (s_dyx - mean * s_dy)).sum(0).flatten().to(ctx.param_dtype)
             if ctx.needs_input_grad[3]:
