@@ -2,7 +2,8 @@
 
 Models: the f16-16384 VQGAN architecture and open_clip ViT-B-32, random weights (no download needed).
 Each (mode, size) runs in its own subprocess so peak memory is measured per mode (CUDA:
-``max_memory_allocated``; CPU: peak RSS). Prints a table and a JSON line.
+``max_memory_allocated``; CPU: peak RSS). Prints a table and a JSON line. On CUDA "ours" includes cuDNN's
+algorithm timing (the classic script turns it off); ``--no-cudnn-benchmark`` measures ours without it.
 
     python bench/bench_generate.py --sizes 128 --cutn 8 --iters 6 --warmup 2      # CPU
     python bench/bench_generate.py --device cuda --sizes 256 512 --cutn 32          # GPU

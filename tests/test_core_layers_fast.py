@@ -81,3 +81,16 @@ def test_group_norm_split_with_fp32_affine_on_bf16_input():
     mixed = group_norm_split(x, 32, w, b, 1e-6)
     same = group_norm_split(x, 32, w.bfloat16(), b.bfloat16(), 1e-6)
     assert mixed.dtype == torch.bfloat16 and (mixed.float() - same.float()).abs().max() < 0.05
+
+
+def test_group_norm_split_on_inputs_without_spatial_dims():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 64, generator=g)
+    w, b = torch.rand(64, generator=g) + 0.5, torch.randn(64, generator=g)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    gy = torch.randn(3, 64, generator=g)
+    F.group_norm(x1, 8, w, b, 1e-6).backward(gy)
+    out = group_norm_split(x2, 8, w, b, 1e-6)
+    out.backward(gy)
+    torch.testing.assert_close(out, F.group_norm(x, 8, w, b, 1e-6), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-4, rtol=1e-4)

@@ -78,6 +78,11 @@ def test_speed_patches_match_stock_model_with_gradients(sdpa, monkeypatch):
 
     if sdpa:
         monkeypatch.setattr(clip_speed, "EXPLICIT_DEVICES", set())
+    calls = {"fast": 0, "explicit": 0}  # the patched path really runs, with the branch asked for
+    real_attend, real_matmul = clip_speed._attend, clip_speed.matmul_attention
+    monkeypatch.setattr(clip_speed, "_attend", lambda *a: calls.__setitem__("fast", calls["fast"] + 1) or real_attend(*a))
+    monkeypatch.setattr(clip_speed, "matmul_attention",
+                        lambda *a: calls.__setitem__("explicit", calls["explicit"] + 1) or real_matmul(*a))
 
     torch.manual_seed(0)
     stock = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
@@ -96,6 +101,7 @@ def test_speed_patches_match_stock_model_with_gradients(sdpa, monkeypatch):
     torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=1e-4)
     tok = torch.randint(0, 600, (2, 16))
     torch.testing.assert_close(patched.encode_text(tok), stock.encode_text(tok), atol=1e-5, rtol=1e-5)  # causal mask
+    assert calls["fast"] == 4 and calls["explicit"] == (0 if sdpa else 4)  # 2 vision + 2 text blocks
 
 
 @pytest.fixture

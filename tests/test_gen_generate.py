@@ -380,9 +380,14 @@ def test_cudnn_benchmark_is_on_for_cuda_runs_only_and_restored(vqgan, clip, monk
     monkeypatch.setattr(gen, "run_context", spy)
     before = torch.backends.cudnn.benchmark
     assert GenerationLoop(vqgan, clip, _cfg()).cudnn_benchmark is False  # CPU: nothing to time
-    loop = GenerationLoop(vqgan, clip, _cfg(steps=1, cudnn_benchmark=True))
-    loop.run()
-    assert seen == [True] and torch.backends.cudnn.benchmark == before  # set for the run, restored after
+    during = []
+    for wanted in (True, False):
+        torch.backends.cudnn.benchmark = not wanted  # whatever the host had: the run's setting wins
+        cb = GenerationCallbacks(progress=lambda *a: during.append(torch.backends.cudnn.benchmark))
+        GenerationLoop(vqgan, clip, _cfg(steps=1, cudnn_benchmark=wanted), cb).run()
+        assert torch.backends.cudnn.benchmark == (not wanted)  # restored after
+    torch.backends.cudnn.benchmark = before
+    assert seen == [True, False] and during == [True, False]
     assert GenerationLoop(vqgan, clip, _cfg(cudnn_benchmark=True, deterministic=True)).cudnn_benchmark is False
     auto = GenerationLoop(vqgan, clip, _cfg())
     auto.device = torch.device("cuda")  # the default's rule, without a GPU

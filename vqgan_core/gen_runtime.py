@@ -46,8 +46,8 @@ def run_context(modules: list[torch.nn.Module], deterministic: bool, cudnn_bench
         if deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        elif cudnn_benchmark:
-            torch.backends.cudnn.benchmark = True
+        else:
+            torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
         with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference_mode
             yield
     finally:

@@ -178,11 +178,11 @@ class GenerationLoop(MemoryRecovery):
     @property
     def cudnn_benchmark(self) -> bool:
         """Whether cuDNN times its algorithms in this run: ``cudnn_benchmark`` if set, else on for CUDA unless
-        deterministic."""
+        deterministic (not on ROCm, whose MIOpen search is exhaustive and slow)."""
         c = self.config
         if c.cudnn_benchmark is not None:
             return bool(c.cudnn_benchmark) and not c.deterministic
-        return self.device.type == "cuda" and not c.deterministic
+        return self.device.type == "cuda" and torch.version.hip is None and not c.deterministic
 
     def _use_graph(self) -> bool:
         """Whether steps replay a CUDA graph: ``cuda_graph`` if set, else on for CUDA when nothing forbids it."""

@@ -61,8 +61,11 @@ class _GroupNormSplit(torch.autograd.Function):
         xg, dyg = x.unflatten(1, (groups, c // groups)), dy.unflatten(1, (groups, c // groups))
         spatial = tuple(range(3, xg.dim()))
         with torch.autocast(x.device.type, enabled=False):
-            s_dy = dyg.sum(spatial, keepdim=True, dtype=torch.float32)  # [N, G, C/G, 1...]
-            s_dyx = (dyg * xg).sum(spatial, keepdim=True, dtype=torch.float32)
+            if spatial:
+                s_dy = dyg.sum(spatial, keepdim=True, dtype=torch.float32)  # [N, G, C/G, 1...]
+                s_dyx = (dyg * xg).sum(spatial, keepdim=True, dtype=torch.float32)
+            else:  # [N, C] input: nothing to sum per channel
+                s_dy, s_dyx = dyg.float(), (dyg * xg).float()
             dx = dw = db = None
             if ctx.needs_input_grad[0]:
                 means = (torch.stack([s_dy, s_dyx]) * gamma).sum(3, keepdim=True).mul_(1 / xg[0, 0].numel())
@@ -83,11 +86,12 @@ class GroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` (same parameters and state-dict keys) with :func:`group_norm_split` for frozen CUDA use.
 
     Frozen weights (generation, encoding) take the split path; training keeps PyTorch's kernel, whose
-    speed the training benchmark measured (batch >= 8 gives it enough blocks).
+    speed the training benchmark measured (batch >= 8 gives it enough blocks). fp16 inputs keep it too:
+    fp16 statistics overflow for large activations (a variance above 65504), PyTorch's are fp32.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and self.affine and not self.weight.requires_grad:
+        if x.is_cuda and x.dtype != torch.float16 and self.affine and not self.weight.requires_grad:
             return group_norm_split(x, self.num_groups, self.weight, self.bias, self.eps)
         return super().forward(x)
 
