@@ -30,7 +30,16 @@ from .optimize import (
 )
 from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
 
-PADDINGS = ["reflection", "border", "zeros", "wrap"]
+PADDINGS = ["auto", "reflection", "border", "zeros", "wrap"]  # auto: wrap for a seamless VQGAN, else reflection
+
+
+def resolve_padding(padding: str, vqgan) -> str:  # noqa: ANN001
+    """``auto`` -> ``wrap`` for a tileable (seamless) VQGAN, else ``reflection``."""
+    if padding != "auto":
+        return padding
+    from vqgan_core.seamless import is_seamless
+
+    return "wrap" if is_seamless(vqgan) else "reflection"
 
 
 def animation_inputs() -> list:
@@ -45,9 +54,9 @@ def animation_inputs() -> list:
                        tooltip="Pixels per frame; positive moves the picture down."),
         io.Float.Input("rotate", default=0.0, min=-180.0, max=180.0, step=0.5, round=0.01,
                        tooltip="Degrees per frame, counter-clockwise."),
-        io.Combo.Input("padding", options=PADDINGS, default="reflection",
+        io.Combo.Input("padding", options=PADDINGS, default="auto",
                        tooltip="What fills the borders that zooming out, shifting or rotating reveals. 'wrap' "
-                       "continues the image as a tile: use it with VQGAN Seamless."),
+                       "continues the image as a tile; 'auto' = wrap for a VQGAN Seamless, else reflection."),
     ]
 
 
@@ -113,7 +122,7 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
 
         check_inputs(latent, vqgan, targets)
         anim = AnimationConfig(frames=frames, steps_per_frame=steps_per_frame, zoom=zoom, shift_x=shift_x,
-                               shift_y=shift_y, rotate=rotate, padding=padding)
+                               shift_y=shift_y, rotate=rotate, padding=resolve_padding(padding, vqgan))
         settings = latent_settings(latent, vqgan, engine_settings(
             0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
             tv_weight=tv_weight, image_losses=image_losses, story_fade=story_fade))

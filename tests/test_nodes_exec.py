@@ -359,6 +359,23 @@ def test_zoom_animation_frames_progress_and_determinism(pack, vqgan, guide):
             targets=pack.types.Targets(), **kw, **anim)
 
 
+def test_zoom_padding_auto_wraps_for_a_seamless_vqgan(pack, vqgan, guide, monkeypatch):
+    from vqgan_core import animate
+    from vqgan_core.seamless import seamless_copy
+
+    seen = []
+    monkeypatch.setattr(animate, "run_animation", lambda vq, clip, cfg, anim, *a, **k: seen.append(anim.padding)
+                        or (_ for _ in ()).throw(KeyboardInterrupt))
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {k: v for k, v in OPT.items() if k not in ("steps", "continue_run")}
+    anim = {"frames": 2, "zoom": 1.0, "shift_x": 3.0, "shift_y": 0.0, "rotate": 0.0, "steps_per_frame": 1}
+    for model, padding in ((vqgan, "auto"), (seamless_copy(vqgan), "auto"), (seamless_copy(vqgan), "zeros")):
+        with pytest.raises(KeyboardInterrupt):
+            run(pack.animate.VQGANCLIPZoomAnimation, latent=_start(pack, model), vqgan=model, clip_guide=guide,
+                targets=tt, padding=padding, **kw, **anim)
+    assert seen == ["reflection", "wrap", "zeros"]  # an explicit choice wins
+
+
 def test_restyle_frames_one_output_per_input_frame(pack, vqgan, guide):
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {k: v for k, v in OPT.items() if k not in ("steps", "continue_run")}
