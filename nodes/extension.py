@@ -21,7 +21,7 @@ def _check_requirements() -> None:
 
 _check_requirements()
 
-from . import animate, codebook, comfy_adapters, latent, loaders, optimize, prompts, score  # noqa: E402
+from . import animate, codebook, comfy_adapters, latent, latent_files, loaders, optimize, prompts, score  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ NODES: list[type[io.ComfyNode]] = [
     latent.RandomVQLatent,
     latent.ResizeVQLatent,
     latent.InterpolateVQLatents,
+    latent_files.SaveVQLatent,
+    latent_files.LoadVQLatent,
     codebook.CodebookLookup,
     codebook.CodesToLatent,
     codebook.CodebookEdit,

@@ -42,7 +42,7 @@ OUR_NODES = {"VQGAN_Load", "VQClip_LoadGuide", "VQClip_CombineGuides", "VQGAN_En
              "VQGAN_CodebookEdit", "VQClip_TextPrompt", "VQClip_ImagePrompt", "VQClip_CombineTargets",
              "VQClip_Score", "VQGAN_CLIPOptimize", "VQGAN_CLIPGenerate", "VQGAN_CLIPZoomAnimation",
              "VQGAN_CLIPRestyleFrames", "VQClip_RegionTargets", "VQGAN_Seamless", "VQClip_NoisePrompt",
-             "VQGAN_InterpolateLatents"}
+             "VQGAN_InterpolateLatents", "VQGAN_SaveLatent", "VQGAN_LoadLatent"}
 TAMING = Path(os.environ.get("TAMING_FIXTURES", REPO.parent / "shared" / "fixtures" / "taming"))
 BOOT_TIMEOUT = 240
 RUN_TIMEOUT = 420
@@ -252,6 +252,29 @@ def test_taming_ckpt_loads_and_round_trips(server):
         "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "vqclip/taming"}},
     }
     hist, _ = server.run_prompt(prompt)
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"]["messages"])[-3000:]
+    assert hist["outputs"]["5"]["images"]
+
+
+def test_save_then_load_a_vq_latent_in_a_later_prompt(server):
+    """Save VQ Latent writes into output/; a later prompt's Load VQ Latent lists it ([output]) and decodes it."""
+    gen = {"class_type": "VQGAN_CLIPGenerate", "inputs": {
+        "vqgan": ["1", 0], "clip_guide": ["2", 0], "prompt": "a red circle on a blue background", "width": 64,
+        "height": 64, "steps": 3, "optimizer": "adam", "lr": 0.1, "cutouts": 4, "cutout_method": "latest",
+        "augmentations": "Af", "seed": 77, "preview_every": 0, "low_memory": False, "lr_schedule": "constant",
+        "change_prompts_every": 0, "story_fade": 0}}
+    models = {"1": {"class_type": "VQGAN_Load", "inputs": {"vqgan_name": "demo"}},
+              "2": {"class_type": "VQClip_LoadGuide", "inputs": {"clip_name": "demo", "pretrained": "none"}}}
+    save = {"class_type": "VQGAN_SaveLatent", "inputs": {"latent": ["3", 1], "filename_prefix": "vqclip/resume"}}
+    hist, _ = server.run_prompt({**models, "3": gen, "4": save})
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"]["messages"])[-3000:]
+    saved = hist["outputs"]["4"]["latents"][0]
+    assert (server.base / "output" / saved["subfolder"] / saved["filename"]).is_file()
+    load = {"class_type": "VQGAN_LoadLatent",
+            "inputs": {"vqgan": ["1", 0], "latent_file": f"{saved['subfolder']}/{saved['filename']} [output]"}}
+    decode = {"class_type": "VQGAN_Decode", "inputs": {"latent": ["3", 0]}}
+    image = {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "vqclip/resumed"}}
+    hist, _ = server.run_prompt({**models, "3": load, "4": decode, "5": image})
     assert hist["status"]["status_str"] == "success", json.dumps(hist["status"]["messages"])[-3000:]
     assert hist["outputs"]["5"]["images"]
 

@@ -751,3 +751,33 @@ def test_use_puts_every_tensor_of_a_model_on_the_compute_device(pack, vqgan, mon
     monkeypatch.setattr(pack.mm, "get_torch_device", lambda: torch.device("meta"))
     assert pack.memory.use(twin) == torch.device("meta")
     assert {t.device.type for t in [*twin.parameters(), *twin.buffers()]} == {"meta"}
+
+
+def test_save_and_load_vq_latent_continue_the_run_exactly(pack, vqgan, guide):
+    """Optimize 2 steps, save, load, Optimize 2 more == Optimize 2 + Optimize 2 chained in one session."""
+    lat = _start(pack, vqgan)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {"vqgan": vqgan, "clip_guide": guide, "targets": tt, **{**OPT, "steps": 2}}
+    (first,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw)
+    (chained,) = run(pack.optimize.VQGANCLIPOptimize, latent=first, **kw)
+    out = pack.latent_files.SaveVQLatent.execute(latent=first, filename_prefix="runs/lighthouse")
+    saved = out.ui["latents"][0]
+    assert saved["subfolder"] == "runs" and saved["filename"].endswith(".vqlatent")
+    name = f"runs/{saved['filename']} [output]"
+    assert name in pack.latent_files.LoadVQLatent.define_schema().inputs[1].options["options"]
+    (loaded,) = run(pack.latent_files.LoadVQLatent, vqgan=vqgan, latent_file=name)
+    assert torch.equal(loaded.z, first.z) and loaded.state["steps"] == 2
+    (resumed,) = run(pack.optimize.VQGANCLIPOptimize, latent=loaded, **kw)
+    assert torch.equal(resumed.z, chained.z)  # Adam's moments and the story step came back too
+    before = pack.latent_files.LoadVQLatent.fingerprint_inputs(latent_file=name)
+    assert pack.latent_files.LoadVQLatent.validate_inputs(latent_file="nope.vqlatent") == "Invalid latent file: nope.vqlatent"
+    other = harness.tiny_vqgan()
+    other.quantize.embedding.weight.data = torch.zeros(32, 8)  # a different codebook size
+    with pytest.raises(ValueError, match="codebook .16, 8. and factor 4; the connected one has codebook .32, 8."):
+        run(pack.latent_files.LoadVQLatent, vqgan=other, latent_file=name)
+    import os
+    import time
+
+    path = pack.folder_paths.get_annotated_filepath(name)
+    os.utime(path, ns=(time.time_ns() + 10**9,) * 2)
+    assert pack.latent_files.LoadVQLatent.fingerprint_inputs(latent_file=name) != before  # re-read when rewritten

@@ -128,6 +128,8 @@ RELEASED_WIDGETS = {
     "VQGAN_RandomLatent": ["width", "height", "seed", "init", "batch_size"],
     "VQGAN_ResizeLatent": ["scale", "mode"],
     "VQGAN_InterpolateLatents": ["frames", "mode"],
+    "VQGAN_SaveLatent": ["filename_prefix"],
+    "VQGAN_LoadLatent": ["latent_file"],
     "VQGAN_CodebookLookup": [],
     "VQGAN_CodesToLatent": [],
     "VQGAN_CodebookEdit": ["codes", "pattern", "x", "y", "width", "height", "seed"],

@@ -51,3 +51,33 @@ def get_input_directory() -> str:
     """ComfyUI's input directory."""
     os.makedirs(_input_dir, exist_ok=True)
     return _input_dir
+
+
+_output_dir = os.path.join(base_path, "output")
+
+
+def get_output_directory() -> str:
+    """ComfyUI's output directory."""
+    os.makedirs(_output_dir, exist_ok=True)
+    return _output_dir
+
+
+def get_save_image_path(filename_prefix: str, output_dir: str, image_width=0, image_height=0):
+    """(folder, file name stem, next counter, subfolder, prefix): ComfyUI's numbering of saved files."""
+    subfolder = os.path.dirname(os.path.normpath(filename_prefix))
+    name = os.path.basename(os.path.normpath(filename_prefix))
+    folder = os.path.join(output_dir, subfolder)
+    os.makedirs(folder, exist_ok=True)
+    taken = [f for f in os.listdir(folder) if f.startswith(name + "_")]
+    return folder, name, len(taken) + 1, subfolder, filename_prefix
+
+
+def get_annotated_filepath(name: str) -> str:
+    """``"file [output]"`` -> the output folder, else the input folder."""
+    if name.endswith(" [output]"):
+        return os.path.join(get_output_directory(), name[: -len(" [output]")])
+    return os.path.join(get_input_directory(), name)
+
+
+def exists_annotated_filepath(name: str) -> bool:
+    return os.path.exists(get_annotated_filepath(name))

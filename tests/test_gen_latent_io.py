@@ -1,0 +1,39 @@
+"""VQ latent files: the latent and the optimiser state that continues its run, without pickle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vqgan_core.checkpoint import CheckpointError
+from vqgan_core.io_utils import atomic_save_file
+from vqgan_core.latent_io import LatentFile, load_latent, save_latent
+
+
+def test_round_trip_with_adam_state(tmp_path):
+    z = torch.randn(2, 8, 4, 5, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=0.1)
+    z.sum().backward()
+    opt.step()
+    state = {"optimizer": "adam", "shape": (2, 8, 4, 5), "steps": 7, "optimizer_state": opt.state_dict()}
+    path = save_latent(tmp_path / "a.vqlatent", LatentFile(z, (16, 8), 4, state), {"prompt": "{}"})
+    back = load_latent(path)
+    assert torch.equal(back.z, z.detach()) and back.codebook_shape == (16, 8) and back.downsample_factor == 4
+    assert back.state["steps"] == 7 and back.state["shape"] == (2, 8, 4, 5) and back.state["optimizer"] == "adam"
+    z2 = z.detach().clone().requires_grad_(True)
+    opt2 = torch.optim.Adam([z2], lr=0.1)
+    opt2.load_state_dict(back.state["optimizer_state"])  # continues: same moments, same step count
+    for o, p in ((opt, z), (opt2, z2)):
+        o.zero_grad()
+        (p * p).sum().backward()
+        o.step()
+    assert torch.equal(z, z2)
+
+
+def test_foreign_and_damaged_files_are_refused(tmp_path):
+    atomic_save_file({"weight": torch.zeros(2)}, tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="is not a VQ latent file"):
+        load_latent(tmp_path / "w.safetensors")
+    (tmp_path / "junk.vqlatent").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(CheckpointError, match="junk.vqlatent"):
+        load_latent(tmp_path / "junk.vqlatent")
