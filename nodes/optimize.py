@@ -6,7 +6,6 @@ itself); this file maps widgets to a ``GenerationConfig`` and reports progress/p
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -202,13 +201,14 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
                state: dict, preview_every: int, edit_mask: torch.Tensor | None = None):  # noqa: ANN201
     """Run ``vqgan_core.generate`` from ``z0`` (or its own init when None).
 
-    Returns the engine's GenerationResult and the state to continue from: the optimiser name and
-    its ``state_dict`` (Adam moments), restored into the next Optimize when the optimiser and the
-    latent shape match, so a chained Optimize continues the run instead of restarting it. The state is
-    deep-copied both ways: Adam updates its moments in place, and the upstream node's cached output
-    must never change (re-running the workflow must give the same image).
+    Returns the engine's GenerationResult and the state to continue from (``vqgan_core.run_state``): the
+    optimiser's state, restored into the next Optimize when the optimiser and the latent shape match, so a
+    chained Optimize continues the run instead of restarting it. The state is copied both ways: Adam updates
+    its moments in place, and the upstream node's cached output must never change (re-running the workflow
+    must give the same image).
     """
     from vqgan_core.generate import GenerationLoop
+    from vqgan_core.run_state import continue_run, run_state
 
     config = make_config(settings, **target_settings(targets, settings.get("change_prompts_every", 0)),
                          preview_every=preview_every)
@@ -218,21 +218,9 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
         loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
                               regions=regions, edit_mask=first_mask(edit_mask),
                               story_offset=state.get("steps", 0))  # a continued run goes on with its story
-        opt_state = state.get("optimizer_state")
-        if opt_state is not None and state.get("optimizer") == settings["optimizer"] \
-                and tuple(state.get("shape", ())) == tuple(loop.z.shape):
-            with ca.outside_inference_mode():  # the copies must be normal tensors: Adam updates them in place
-                loop.opt.load_state_dict(copy.deepcopy(opt_state))
-            for g in loop.opt.param_groups:  # the new lr widget wins over the stored one
-                g["lr"] = g["initial_lr"] = settings["lr"]
-        elif opt_state is not None:
-            log.info("Not continuing the optimiser state (different optimiser or latent size): starting fresh")
+        continue_run(loop, state)  # the new lr widget wins over the stored one
         result = loop.run()
-    with ca.outside_inference_mode():
-        opt_copy = copy.deepcopy(loop.opt.state_dict())
-    new_state = {"optimizer": settings["optimizer"], "shape": tuple(result.latent.shape),
-                 "optimizer_state": opt_copy, "steps": state.get("steps", 0) + result.steps_done}
-    return result, new_state
+    return result, run_state(loop)
 
 
 def check_inputs(latent: Latent, model, targets: Targets) -> None:  # noqa: ANN001

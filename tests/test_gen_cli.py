@@ -208,3 +208,30 @@ def test_default_device_prefers_cuda_then_apple_mps_then_cpu(monkeypatch):
     assert default_device() == torch.device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert default_device() == torch.device("cuda")
+
+
+def test_resume_goes_on_exactly_like_one_longer_run(base_args, tmp_path):
+    """2 steps + --save-latent, then --resume for 2 more == 4 steps in one go (Adam state and story carried)."""
+    story = [*base_args, "red ^ blue", "-cpe", "1", "--seed", "5", "--lr-schedule", "constant"]
+    whole, half, rest = tmp_path / "whole.png", tmp_path / "half.png", tmp_path / "rest.png"
+    assert main([*story, "--steps", "4", "--out", str(whole), "--save-latent", str(tmp_path / "whole.vqlatent")]) == 0
+    assert main([*story, "--steps", "2", "--out", str(half), "--save-latent", str(tmp_path / "half.vqlatent")]) == 0
+    assert main([*story, "--steps", "2", "--out", str(rest), "--resume", str(tmp_path / "half.vqlatent")]) == 0
+    from vqgan_core.latent_io import load_latent
+
+    assert load_latent(tmp_path / "whole.vqlatent").state["steps"] == 4
+    assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(rest)))
+    meta = read_png_metadata(rest)
+    assert meta["resumed_from"] == str((tmp_path / "half.vqlatent").resolve())
+    again = tmp_path / "again.png"  # --from-png of a resumed image resumes from the same file
+    assert main([*base_args, "--from-png", str(rest), "--out", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(rest)))
+
+
+def test_resume_with_another_vqgan_is_refused(base_args, tmp_path, capsys, taming_fixtures):
+    assert main([*base_args, "red", "--steps", "1", "--out", str(tmp_path / "a.png"),
+                 "--save-latent", str(tmp_path / "a.vqlatent")]) == 0
+    gumbel = ["--vqgan", str(taming_fixtures / "tiny_gumbel_f8" / "last.ckpt")]
+    assert main([*base_args, *gumbel, "red", "--steps", "1", "--out", str(tmp_path / "b.png"),
+                 "--resume", str(tmp_path / "a.vqlatent")]) == 2
+    assert "was saved with a VQGAN with codebook" in capsys.readouterr().err

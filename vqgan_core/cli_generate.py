@@ -44,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="stop after STEP of the planned --steps (the image as it was then). Default with "
                         "--from-png: the step of that file's image (a --save-every or interrupted image)")
+    p.add_argument("--save-latent", metavar="FILE.vqlatent",
+                   help="also write the final latent and optimiser state, to go on later with --resume")
+    p.add_argument("--resume", metavar="FILE.vqlatent",
+                   help="start from a --save-latent file (or ComfyUI's Save VQ Latent): its latent, optimiser state "
+                        "and story step; --steps more steps (the same result as one longer run)")
     p.set_defaults(func=run)
 
 
@@ -269,8 +274,10 @@ def progress_bar(total: int, disable: bool) -> tuple:
 def run(args: argparse.Namespace) -> int:
     """Run ``generate``; returns the exit code."""
     from vqgan_core.animation_io import check_animation_path, save_animation
+    from vqgan_core.cli_resume import load_resume, save_run
     from vqgan_core.generate import GenerationCallbacks, GenerationLoop
     from vqgan_core.image_io import save_png, to_pil
+    from vqgan_core.run_state import continue_run
 
     cfg = resolve_config(args)
     check_prompts(cfg)
@@ -286,12 +293,16 @@ def run(args: argparse.Namespace) -> int:
     if videos:
         cfg = cfg.replace(preview_every=args.video_every)
     device, vqgan, clip = load_models(cfg, args.device)
+    resume_path = args.resume or from_png_metadata(args).get("resumed_from")
     holder: dict[str, Any] = {}
 
     def write(step: int | None, images: torch.Tensor, paths: list[Path]) -> None:
         meta_cfg = holder["loop"].config.to_dict()
         for b, (img, path) in enumerate(zip(images, paths, strict=True)):
-            save_png(path, img, prompt_of(cfg, b), {"config": meta_cfg, "batch_index": b, "step": step})
+            meta = {"config": meta_cfg, "batch_index": b, "step": step}
+            if resume_path:  # --from-png of this image resumes from the same file
+                meta["resumed_from"] = str(Path(resume_path).resolve())
+            save_png(path, img, prompt_of(cfg, b), meta)
 
     bar, progress = progress_bar(cfg.steps if stop is None else stop, args.no_progress)
 
@@ -304,10 +315,18 @@ def run(args: argparse.Namespace) -> int:
         for b, img in enumerate(images):
             frames[b].append(to_pil(img))
 
+    resume = load_resume(resume_path, vqgan) if resume_path else None
     with graceful_interrupt() as should_stop:
         callbacks = GenerationCallbacks(progress=progress, save=save if cfg.save_every else None,
                                         preview=record if videos else None, should_stop=should_stop)
-        loop = GenerationLoop(vqgan, clip, cfg, callbacks)
+        if resume is None:
+            loop = GenerationLoop(vqgan, clip, cfg, callbacks)
+        else:
+            loop = GenerationLoop(vqgan, clip, cfg, callbacks, init_latent=resume.z,
+                                  story_offset=resume.state.get("steps", 0))
+            if not continue_run(loop, resume.state, rng=True):
+                log.warning("%s: the optimiser state does not fit this run (other optimiser or size); it starts "
+                            "afresh", resume_path)
         holder["loop"] = loop
         log.info("seed %d, %dx%d, %d steps, %s precision on %s", loop.config.seed, cfg.width, cfg.height, cfg.steps,
                  loop.precision, device)
@@ -317,6 +336,8 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     paths = numbered(out, cfg.batch_size)
     write(result.steps_done, result.images, paths)
+    if args.save_latent:
+        print(f"wrote {save_run(args.save_latent, loop)} (continue with --resume)")
     done = ", interrupted" if result.interrupted else ""
     if not done and result.steps_done < cfg.steps:
         done = f", step {result.steps_done} of {cfg.steps}"

@@ -229,6 +229,11 @@ class GenerationLoop(MemoryRecovery):
             n = sum(compile_blocks(m) for m in [self._dec, *self._clip_models])
             log.info("torch.compile: %d blocks (compiled on first use)", n)
 
+    @property
+    def story_offset(self) -> int:
+        """Steps run before this loop (a continued run)."""
+        return self._story_offset
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision in ("bf16", "fp16"):
             dt = torch.bfloat16 if self.precision == "bf16" else torch.float16

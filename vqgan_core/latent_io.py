@@ -41,6 +41,9 @@ def save_latent(path: str | os.PathLike, latent: LatentFile, metadata: dict[str,
     tensors = {"z": latent.z.detach().float().cpu().contiguous()}
     state = dict(latent.state)
     opt = state.pop("optimizer_state", None)
+    rng = state.pop("rng_state", None)
+    if rng is not None:
+        tensors["rng_state"] = rng.detach().cpu().contiguous()
     meta = {**(metadata or {}), "format": FORMAT, "codebook_shape": json.dumps(list(latent.codebook_shape)),
             "downsample_factor": str(int(latent.downsample_factor)), "state": json.dumps(state, default=list)}
     if opt is not None:
@@ -75,6 +78,8 @@ def load_latent(path: str | os.PathLike) -> LatentFile:
                     _, pid, name = key.split(".", 2)
                     entries.setdefault(int(pid), {})[name] = t
             state["optimizer_state"] = {"state": entries, "param_groups": opt["param_groups"]}
+        if "rng_state" in tensors:
+            state["rng_state"] = tensors["rng_state"]
         codebook = tuple(int(v) for v in json.loads(meta["codebook_shape"]))
         factor = int(meta["downsample_factor"])
     except (KeyError, ValueError, TypeError) as e:

@@ -1,0 +1,58 @@
+"""What continues a generation run in another loop, node or session: the optimiser's state and the step count.
+
+Why here: the ComfyUI Optimize node (chained nodes), Save/Load VQ Latent and the CLI's ``--resume`` all continue
+runs; one definition keeps them equal. A run continued this way gives the same latent as one unbroken run
+with the same settings (Adam's moments carry over, the story goes on from the saved step).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+
+__all__ = ["continue_run", "run_state"]
+
+log = logging.getLogger(__name__)
+
+
+def run_state(loop) -> dict[str, Any]:  # noqa: ANN001 - a GenerationLoop (import cycle)
+    """``{"optimizer", "shape", "steps", "optimizer_state", "rng_device", "rng_state"}`` of ``loop`` now (copies:
+    the loop goes on updating its own). ``steps`` counts from the start of the whole run, earlier loops
+    included; the random stream of cutouts and augmentations is where this loop stopped."""
+    with torch.inference_mode(False):  # normal tensors: the next loop's optimiser updates them in place
+        opt_state = copy.deepcopy(loop.opt.state_dict())
+    return {"optimizer": loop.config.optimizer, "shape": tuple(loop.z.shape),
+            "steps": loop.story_offset + loop.step_index, "optimizer_state": opt_state,
+            "rng_device": loop.gen.device.type, "rng_state": loop.gen.get_state()}
+
+
+def continue_run(loop, state: dict[str, Any], rng: bool = False) -> bool:  # noqa: ANN001
+    """Load a :func:`run_state` into ``loop``'s optimiser when the optimiser and latent shape match; the loop's
+    learning rate wins over the stored one. Returns whether it did (otherwise the optimiser starts afresh).
+
+    ``rng``: also go on with the saved random stream (on the same device type), so that with a constant
+    learning rate and no init pull-back the result equals one longer run; without it the loop's own seed
+    draws (chained ComfyUI nodes: each node's seed widget counts). The loop must have been built with
+    ``story_offset=state["steps"]`` for its story to go on too.
+    """
+    if rng and state.get("rng_state") is not None:
+        if state.get("rng_device") == loop.gen.device.type:
+            loop.gen.set_state(state["rng_state"])
+        else:
+            log.warning("the saved random stream is for %s, this run is on %s: it draws from its own seed",
+                        state.get("rng_device"), loop.gen.device.type)
+    opt_state = state.get("optimizer_state")
+    if opt_state is None:
+        return False
+    if state.get("optimizer") != loop.config.optimizer or tuple(state.get("shape", ())) != tuple(loop.z.shape):
+        log.info("not continuing the optimiser state (saved: %s on %s; now: %s on %s): starting it afresh",
+                 state.get("optimizer"), tuple(state.get("shape", ())), loop.config.optimizer, tuple(loop.z.shape))
+        return False
+    with torch.inference_mode(False):  # copies: a caller's (ComfyUI's cached) state must never change
+        loop.opt.load_state_dict(copy.deepcopy(opt_state))
+    for g in loop.opt.param_groups:
+        g["lr"] = g["initial_lr"] = loop.config.lr
+    return True
