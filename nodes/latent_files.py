@@ -104,15 +104,11 @@ class LoadVQLatent(io.ComfyNode):
         """Read the file and check it belongs to this VQGAN."""
         import folder_paths
 
-        from vqgan_core.latent_io import load_latent
+        from vqgan_core.latent_io import check_model, load_latent
 
         from . import comfy_adapters as ca
 
         with ca.outside_inference_mode():  # normal tensors: a continued run updates the optimiser state in place
             f = load_latent(folder_paths.get_annotated_filepath(latent_file))
-        have = (tuple(vqgan.codebook.shape), int(vqgan.downsample_factor))
-        if (f.codebook_shape, f.downsample_factor) != have:
-            raise ValueError(f"{latent_file} was made with a VQGAN with codebook {f.codebook_shape} and factor "
-                             f"{f.downsample_factor}; the connected one has codebook {have[0]} and factor {have[1]}. "
-                             "Connect the VQGAN the latent was saved with.")
+        check_model(f, vqgan, latent_file)
         return io.NodeOutput(Latent(z=f.z.to(ca.output_device()), model=vqgan, state=f.state))

@@ -228,6 +228,34 @@ def test_resume_goes_on_exactly_like_one_longer_run(base_args, tmp_path):
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(rest)))
 
 
+def test_resume_takes_seed_size_and_batch_from_the_file_and_checks_the_rest(base_args, tmp_path, capsys):
+    """Without --seed, --size, --batch the file's are used (image prompts are seeded too); given ones must match;
+    --from-png refuses a latent file rewritten since; the optimiser name's case does not matter."""
+    img = tmp_path / "p.png"
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(img)
+    i = base_args.index("--size")
+    base_args = base_args[:i] + base_args[i + 3:]  # no --size
+    run = [*base_args, "red", "--image-prompts", str(img), "--batch", "2", "--size", "16", "16", "--seed", "9"]
+    whole, half = tmp_path / "whole.png", tmp_path / "half.vqlatent"
+    assert main([*run, "--steps", "3", "--out", str(whole)]) == 0
+    assert main([*run, "--steps", "1", "--out", str(tmp_path / "h.png"), "--save-latent", str(half),
+                 "--optimizer", "Adam"]) == 0
+    rest = tmp_path / "rest.png"  # no --seed / --size / --batch: the file's
+    assert main([*base_args, "red", "--image-prompts", str(img), "--steps", "2", "--out", str(rest),
+                 "--resume", str(half)]) == 0
+    for b in (0, 1):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"whole_{b}.png")),
+                              np.asarray(Image.open(tmp_path / f"rest_{b}.png")))
+    for extra, needle in ((["--batch", "3"], "holds a batch of 2, not --batch 3"),
+                          (["--size", "32", "32"], "holds 16x16 images, not --size 32 32")):
+        assert main([*base_args, "red", "--steps", "1", "--out", str(tmp_path / "x.png"), "--resume", str(half),
+                     *extra]) == 2
+        assert needle in capsys.readouterr().err
+    assert main([*run, "--steps", "1", "--out", str(tmp_path / "h2.png"), "--save-latent", str(half)]) == 0
+    assert main([*base_args, "--from-png", str(tmp_path / "rest_0.png"), "--out", str(tmp_path / "y.png")]) == 2
+    assert "which was rewritten since" in capsys.readouterr().err
+
+
 def test_resume_with_another_vqgan_is_refused(base_args, tmp_path, capsys, taming_fixtures):
     assert main([*base_args, "red", "--steps", "1", "--out", str(tmp_path / "a.png"),
                  "--save-latent", str(tmp_path / "a.vqlatent")]) == 0

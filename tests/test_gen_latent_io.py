@@ -8,20 +8,24 @@ import torch
 from vqgan_core.checkpoint import CheckpointError
 from vqgan_core.io_utils import atomic_save_file
 from vqgan_core.latent_io import LatentFile, load_latent, save_latent
+from vqgan_core.optimizers import make_optimizer, optimizer_names
 
 
-def test_round_trip_with_adam_state(tmp_path):
-    z = torch.randn(2, 8, 4, 5, requires_grad=True)
-    opt = torch.optim.Adam([z], lr=0.1)
-    z.sum().backward()
-    opt.step()
-    state = {"optimizer": "adam", "shape": (2, 8, 4, 5), "steps": 7, "optimizer_state": opt.state_dict()}
+@pytest.mark.parametrize("name", optimizer_names())
+def test_round_trip_continues_every_optimizer(tmp_path, name):
+    z = torch.randn(2, 8, 4, 5, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    opt = make_optimizer(name, [z], lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        (z * z).sum().backward()
+        opt.step()
+    state = {"optimizer": name, "shape": (2, 8, 4, 5), "steps": 7, "optimizer_state": opt.state_dict()}
     path = save_latent(tmp_path / "a.vqlatent", LatentFile(z, (16, 8), 4, state), {"prompt": "{}"})
     back = load_latent(path)
     assert torch.equal(back.z, z.detach()) and back.codebook_shape == (16, 8) and back.downsample_factor == 4
-    assert back.state["steps"] == 7 and back.state["shape"] == (2, 8, 4, 5) and back.state["optimizer"] == "adam"
+    assert back.state["steps"] == 7 and back.state["shape"] == (2, 8, 4, 5) and back.state["optimizer"] == name
     z2 = z.detach().clone().requires_grad_(True)
-    opt2 = torch.optim.Adam([z2], lr=0.1)
+    opt2 = make_optimizer(name, [z2], lr=0.1)
     opt2.load_state_dict(back.state["optimizer_state"])  # continues: same moments, same step count
     for o, p in ((opt, z), (opt2, z2)):
         o.zero_grad()

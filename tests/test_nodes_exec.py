@@ -773,7 +773,7 @@ def test_save_and_load_vq_latent_continue_the_run_exactly(pack, vqgan, guide):
     assert pack.latent_files.LoadVQLatent.validate_inputs(latent_file="nope.vqlatent") == "Invalid latent file: nope.vqlatent"
     other = harness.tiny_vqgan()
     other.quantize.embedding.weight.data = torch.zeros(32, 8)  # a different codebook size
-    with pytest.raises(ValueError, match="codebook .16, 8. and factor 4; the connected one has codebook .32, 8."):
+    with pytest.raises(ValueError, match="codebook .16, 8. and factor 4; this VQGAN has codebook .32, 8."):
         run(pack.latent_files.LoadVQLatent, vqgan=other, latent_file=name)
     import os
     import time

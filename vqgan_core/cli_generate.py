@@ -274,12 +274,17 @@ def progress_bar(total: int, disable: bool) -> tuple:
 def run(args: argparse.Namespace) -> int:
     """Run ``generate``; returns the exit code."""
     from vqgan_core.animation_io import check_animation_path, save_animation
-    from vqgan_core.cli_resume import load_resume, save_run
+    from vqgan_core.cli_resume import file_hash, resume_config, resume_source, save_run
     from vqgan_core.generate import GenerationCallbacks, GenerationLoop
     from vqgan_core.image_io import save_png, to_pil
+    from vqgan_core.latent_io import check_model
     from vqgan_core.run_state import continue_run
 
     cfg = resolve_config(args)
+    resume_path, resume = resume_source(args, from_png_metadata(args))
+    if resume is not None:
+        cfg = resume_config(cfg, resume, args, resume_path)
+        resumed = {"resumed_from": str(Path(resume_path).resolve()), "resumed_sha256": file_hash(resume_path)}
     check_prompts(cfg)
     stop = stop_step(args, cfg)
     out = Path(args.out or "output.png")
@@ -293,15 +298,16 @@ def run(args: argparse.Namespace) -> int:
     if videos:
         cfg = cfg.replace(preview_every=args.video_every)
     device, vqgan, clip = load_models(cfg, args.device)
-    resume_path = args.resume or from_png_metadata(args).get("resumed_from")
+    if resume is not None:
+        check_model(resume, vqgan, resume_path)
     holder: dict[str, Any] = {}
 
     def write(step: int | None, images: torch.Tensor, paths: list[Path]) -> None:
         meta_cfg = holder["loop"].config.to_dict()
         for b, (img, path) in enumerate(zip(images, paths, strict=True)):
             meta = {"config": meta_cfg, "batch_index": b, "step": step}
-            if resume_path:  # --from-png of this image resumes from the same file
-                meta["resumed_from"] = str(Path(resume_path).resolve())
+            if resume is not None:  # --from-png of this image resumes from the same file (if unchanged)
+                meta.update(resumed)
             save_png(path, img, prompt_of(cfg, b), meta)
 
     bar, progress = progress_bar(cfg.steps if stop is None else stop, args.no_progress)
@@ -315,7 +321,6 @@ def run(args: argparse.Namespace) -> int:
         for b, img in enumerate(images):
             frames[b].append(to_pil(img))
 
-    resume = load_resume(resume_path, vqgan) if resume_path else None
     with graceful_interrupt() as should_stop:
         callbacks = GenerationCallbacks(progress=progress, save=save if cfg.save_every else None,
                                         preview=record if videos else None, should_stop=should_stop)
@@ -345,7 +350,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path} (seed {loop.config.seed}{done})")
     for b, video in enumerate(videos):
         record_final = frames[b] + [to_pil(result.images[b])]
-        meta = {"config": loop.config.to_dict(), "batch_index": b, "step": result.steps_done}
+        meta = {"config": loop.config.to_dict(), "batch_index": b, "step": result.steps_done,
+                **(resumed if resume is not None else {})}
         save_animation(video, record_final, args.video_fps, prompt_of(cfg, b), meta)
         print(f"wrote {video} ({len(record_final)} frames: every {args.video_every} steps and the result)")
     return 0

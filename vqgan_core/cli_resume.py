@@ -1,31 +1,58 @@
 """``generate --resume`` / ``--save-latent``: a command-line run that stops and goes on later, exactly.
 
 The file is a ``vqgan_core.latent_io`` latent (the same as ComfyUI's Save / Load VQ Latent): the latent,
-the optimiser state and the step count, so a resumed run continues Adam's moments and the story.
+the optimiser state, the step count, the seed and the random stream, so a resumed run continues Adam's
+moments, the story and the cutouts' random draws. A resumed image's PNG records the file and its hash.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
 from pathlib import Path
-
-import torch
 
 from vqgan_core.latent_io import LatentFile, load_latent, save_latent
 from vqgan_core.run_state import run_state
 
-__all__ = ["load_resume", "save_run"]
+__all__ = ["file_hash", "resume_config", "resume_source", "save_run"]
 
 
-def load_resume(path: str | os.PathLike, vqgan: torch.nn.Module) -> LatentFile:
-    """Read ``path`` and check it was made with this VQGAN (else a ValueError naming both)."""
-    f = load_latent(path)
-    have = (tuple(vqgan.codebook.shape), int(vqgan.downsample_factor))
-    if (f.codebook_shape, f.downsample_factor) != have:
-        raise ValueError(f"{path} was saved with a VQGAN with codebook {f.codebook_shape} and factor "
-                         f"{f.downsample_factor}, but --vqgan has codebook {have[0]} and factor {have[1]}: "
-                         "give the VQGAN it was made with")
-    return f
+def file_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of a file (a resumed image names the exact latent file it went on from)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resume_source(args: argparse.Namespace, png_meta: dict) -> tuple[str, LatentFile] | tuple[None, None]:
+    """``(path, file)`` to resume from: ``--resume``, else the file a ``--from-png`` image was resumed from
+    (refused when that file changed since: its image could not be reproduced)."""
+    path = args.resume
+    if path is None and png_meta.get("resumed_from"):
+        path = png_meta["resumed_from"]
+        if not Path(path).is_file():
+            raise ValueError(f"{args.from_png} was resumed from {path}, which is gone: give --resume with that file")
+        if png_meta.get("resumed_sha256") not in (None, file_hash(path)):
+            raise ValueError(f"{args.from_png} was resumed from {path}, which was rewritten since (another "
+                             "--save-latent?): give --resume with the file as it was")
+    return (path, load_latent(path)) if path else (None, None)
+
+
+def resume_config(cfg, latent: LatentFile, args: argparse.Namespace, path: str):  # noqa: ANN001, ANN201
+    """``cfg`` for going on from ``latent``: its size, batch and seed unless given explicitly (then they must match)."""
+    b, _, h, w = latent.z.shape
+    f = latent.downsample_factor
+    size = (w * f, h * f)
+    if args.size is not None and tuple(args.size) != size:
+        raise ValueError(f"{path} holds {size[0]}x{size[1]} images, not --size {args.size[0]} {args.size[1]}: "
+                         "leave --size out when resuming")
+    if args.batch is not None and args.batch != b:
+        raise ValueError(f"{path} holds a batch of {b}, not --batch {args.batch}: leave --batch out when resuming")
+    seed = cfg.seed if args.seed is not None or latent.state.get("seed") is None else latent.state["seed"]
+    return cfg.replace(width=size[0], height=size[1], batch_size=b, seed=seed)
 
 
 def save_run(path: str | os.PathLike, loop) -> Path:  # noqa: ANN001 - a GenerationLoop

@@ -9,6 +9,7 @@ stored as tensors, its other values as JSON metadata; nothing is pickled.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ import torch
 from vqgan_core.checkpoint import CheckpointError, read_safetensors
 from vqgan_core.io_utils import atomic_save_file
 
-__all__ = ["FORMAT", "SUFFIX", "LatentFile", "load_latent", "save_latent"]
+__all__ = ["FORMAT", "SUFFIX", "LatentFile", "check_model", "load_latent", "save_latent"]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "vqgan_core.vq_latent/1"
 SUFFIX = ".vqlatent"  # safetensors inside; its own suffix keeps it apart from VQGAN weights and SD latents
@@ -55,8 +58,21 @@ def save_latent(path: str | os.PathLike, latent: LatentFile, metadata: dict[str,
                     tensors[f"optimizer.{pid}.{k}"] = v.detach().cpu().contiguous()
                 else:
                     plain[str(pid)][k] = v
-        meta["optimizer_state"] = json.dumps({"state": plain, "param_groups": opt["param_groups"]})
+        try:
+            meta["optimizer_state"] = json.dumps({"state": plain, "param_groups": opt["param_groups"]})
+        except TypeError as e:  # a value JSON cannot hold: keep the latent, drop what cannot be stored
+            log.warning("%s: the optimiser state is not stored (%s); a continued run starts it afresh", path, e)
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}
     return atomic_save_file(tensors, path, meta)
+
+
+def check_model(latent: LatentFile, vqgan: torch.nn.Module, name: str) -> None:
+    """A ValueError naming both when ``latent`` was saved with a VQGAN of another codebook or factor."""
+    have = (tuple(vqgan.codebook.shape), int(vqgan.downsample_factor))
+    if (latent.codebook_shape, latent.downsample_factor) != have:
+        raise ValueError(f"{name} was saved with a VQGAN with codebook {latent.codebook_shape} and factor "
+                         f"{latent.downsample_factor}; this VQGAN has codebook {have[0]} and factor {have[1]}. "
+                         "Use the VQGAN the latent was made with.")
 
 
 def load_latent(path: str | os.PathLike) -> LatentFile:
@@ -82,6 +98,6 @@ def load_latent(path: str | os.PathLike) -> LatentFile:
             state["rng_state"] = tensors["rng_state"]
         codebook = tuple(int(v) for v in json.loads(meta["codebook_shape"]))
         factor = int(meta["downsample_factor"])
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: damaged VQ latent metadata ({type(e).__name__}: {e})") from None
     return LatentFile(tensors["z"].float(), codebook, factor, state)

@@ -25,7 +25,7 @@ def run_state(loop) -> dict[str, Any]:  # noqa: ANN001 - a GenerationLoop (impor
     with torch.inference_mode(False):  # normal tensors: the next loop's optimiser updates them in place
         opt_state = copy.deepcopy(loop.opt.state_dict())
     return {"optimizer": loop.config.optimizer, "shape": tuple(loop.z.shape),
-            "steps": loop.story_offset + loop.step_index, "optimizer_state": opt_state,
+            "steps": loop.story_offset + loop.step_index, "optimizer_state": opt_state, "seed": loop.config.seed,
             "rng_device": loop.gen.device.type, "rng_state": loop.gen.get_state()}
 
 
@@ -40,19 +40,28 @@ def continue_run(loop, state: dict[str, Any], rng: bool = False) -> bool:  # noq
     """
     if rng and state.get("rng_state") is not None:
         if state.get("rng_device") == loop.gen.device.type:
-            loop.gen.set_state(state["rng_state"])
+            try:
+                loop.gen.set_state(state["rng_state"])
+            except RuntimeError as e:  # another torch version's generator layout
+                log.warning("the saved random stream does not fit this torch (%s): it draws from its own seed", e)
         else:
             log.warning("the saved random stream is for %s, this run is on %s: it draws from its own seed",
                         state.get("rng_device"), loop.gen.device.type)
     opt_state = state.get("optimizer_state")
     if opt_state is None:
         return False
-    if state.get("optimizer") != loop.config.optimizer or tuple(state.get("shape", ())) != tuple(loop.z.shape):
+    same_opt = str(state.get("optimizer", "")).lower() == loop.config.optimizer.lower()
+    if not same_opt or tuple(state.get("shape", ())) != tuple(loop.z.shape):
         log.info("not continuing the optimiser state (saved: %s on %s; now: %s on %s): starting it afresh",
                  state.get("optimizer"), tuple(state.get("shape", ())), loop.config.optimizer, tuple(loop.z.shape))
         return False
-    with torch.inference_mode(False):  # copies: a caller's (ComfyUI's cached) state must never change
-        loop.opt.load_state_dict(copy.deepcopy(opt_state))
+    try:
+        with torch.inference_mode(False):  # copies: a caller's (ComfyUI's cached) state must never change
+            loop.opt.load_state_dict(copy.deepcopy(opt_state))
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:  # e.g. another optimiser version's layout
+        log.warning("the saved optimiser state does not load (%s): starting it afresh", e)
+        loop.opt.state.clear()
+        return False
     for g in loop.opt.param_groups:
         g["lr"] = g["initial_lr"] = loop.config.lr
     return True
