@@ -56,3 +56,13 @@ def test_tv_and_init_decay_and_clamp():
     assert y.tolist() == [1.0, 0.0, 0.5]
     y.backward(torch.tensor([1.0, 1.0, 1.0]))  # descent lowers x: 1.5 moves back into range (kept), -0.5 away (cut)
     assert x.grad.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_circular_tv_sees_the_seam():
+    """A tile whose left and right edges differ is rough across the seam: only the circular TV sees it."""
+    img = torch.zeros(1, 1, 4, 4)
+    img[..., -1] = 1.0  # last column bright: one step inside (0 -> 1), one across the seam (1 -> 0)
+    assert tv_loss(img).item() == pytest.approx(4 / 12)
+    assert tv_loss(img, circular=True).item() == pytest.approx(8 / 16)
+    smooth = torch.ones(1, 1, 4, 4)
+    assert tv_loss(smooth, circular=True).item() == 0

@@ -69,6 +69,17 @@ def test_seamless_run_uses_the_circular_decoder_and_rolled_views(vqgan, clip, mo
     assert loop.config.seamless and loop.vqgan is twin
 
 
+def test_seamless_tv_weight_smooths_across_the_edges(vqgan, clip, monkeypatch):
+    import vqgan_core.generate as gen
+    from vqgan_core.losses import tv_loss
+
+    seen = []
+    monkeypatch.setattr(gen, "tv_loss", lambda img, circular=False: seen.append(circular) or tv_loss(img, circular))
+    run_generation(vqgan, clip, _cfg(seamless=True, tv_weight=0.1))
+    run_generation(vqgan, clip, _cfg(tv_weight=0.1))
+    assert seen == [True] * 3 + [False] * 3
+
+
 def test_cli_seamless_is_recorded_and_reproduced(taming_fixtures, tiny_clip_dir, tmp_path):
     base = ["generate", "red", "--vqgan", str(taming_fixtures / "tiny_f4" / "last.ckpt"), "--clip", str(tiny_clip_dir),
             "--size", "32", "32", "--cutn", "2", "--steps", "2", "--seed", "3", "--precision", "fp32", "--device",

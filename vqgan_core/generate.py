@@ -309,7 +309,7 @@ class GenerationLoop(MemoryRecovery):
                     emb = guide.encode_image(cuts, model)
                 per_item = per_item + gw * prompt_loss(emb.view(B, c.cutn, -1), tg.embeds, tg.weights, tg.stops)
         if c.tv_weight:
-            per_item = per_item + c.tv_weight * tv_loss(img)
+            per_item = per_item + c.tv_weight * tv_loss(img, circular=c.seamless)  # tiles: across the edges too
         if c.image_losses:
             per_item = per_item + image_losses(img, c.image_losses)
         if self.z_init is not None:

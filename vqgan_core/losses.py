@@ -60,12 +60,19 @@ def prompt_loss(
     return (d.mean(1) * weights.abs()).sum(1)
 
 
-def tv_loss(img: torch.Tensor) -> torch.Tensor:
+def tv_loss(img: torch.Tensor, circular: bool = False) -> torch.Tensor:
     """Total-variation smoothness penalty per item (mean squared neighbour difference).
+
+    ``circular``: the last column / row also neighbours the first (a tileable image is smooth across its
+    edges too).
 
     Shape:
         img: [B, C, H, W] -> [B].
     """
+    if circular:
+        dx = (img.roll(-1, -1) - img).pow(2).flatten(1).mean(1)
+        dy = (img.roll(-1, -2) - img).pow(2).flatten(1).mean(1)
+        return dx + dy
     dx = (img[..., :, 1:] - img[..., :, :-1]).pow(2).flatten(1).mean(1)
     dy = (img[..., 1:, :] - img[..., :-1, :]).pow(2).flatten(1).mean(1)
     return dx + dy
