@@ -211,11 +211,13 @@ def test_default_device_prefers_cuda_then_apple_mps_then_cpu(monkeypatch):
 
 
 def test_resume_goes_on_exactly_like_one_longer_run(base_args, tmp_path):
-    """2 steps + --save-latent, then --resume for 2 more == 4 steps in one go (Adam state and story carried)."""
-    story = [*base_args, "red ^ blue", "-cpe", "1", "--seed", "5", "--lr-schedule", "constant"]
+    """2 steps + --save-latent, then --resume for 2 more == 4 steps in one go (Adam state, story, random
+    stream and the learning-rate schedule carried)."""
+    story = [*base_args, "red ^ blue", "-cpe", "1", "--seed", "5", "--lr-schedule", "cosine"]
     whole, half, rest = tmp_path / "whole.png", tmp_path / "half.png", tmp_path / "rest.png"
     assert main([*story, "--steps", "4", "--out", str(whole), "--save-latent", str(tmp_path / "whole.vqlatent")]) == 0
-    assert main([*story, "--steps", "2", "--out", str(half), "--save-latent", str(tmp_path / "half.vqlatent")]) == 0
+    assert main([*story, "--steps", "4", "--stop-at", "2", "--out", str(half),  # the schedule planned over all 4
+                 "--save-latent", str(tmp_path / "half.vqlatent")]) == 0
     assert main([*story, "--steps", "2", "--out", str(rest), "--resume", str(tmp_path / "half.vqlatent")]) == 0
     from vqgan_core.latent_io import load_latent
 

@@ -327,8 +327,9 @@ def run(args: argparse.Namespace) -> int:
         if resume is None:
             loop = GenerationLoop(vqgan, clip, cfg, callbacks)
         else:
-            loop = GenerationLoop(vqgan, clip, cfg, callbacks, init_latent=resume.z,
-                                  story_offset=resume.state.get("steps", 0))
+            done = resume.state.get("steps", 0)
+            loop = GenerationLoop(vqgan, clip, cfg, callbacks, init_latent=resume.z, story_offset=done,
+                                  schedule_offset=done)
             if not continue_run(loop, resume.state, rng=True):
                 log.warning("%s: the optimiser state does not fit this run (other optimiser or size); it starts "
                             "afresh", resume_path)

@@ -68,6 +68,8 @@ class GenerationLoop(MemoryRecovery):
         edit_mask: inpainting: ``[H, W]`` pixel mask, 1 where the image may change (else ``config.edit_mask``).
         story_offset: steps already run before this loop (a continued run): story phrase sets go on from
             there instead of restarting.
+        schedule_offset: likewise for the learning-rate schedule, which then spans ``schedule_offset +
+            config.steps`` (a resumed run follows the schedule of one longer run; chained nodes keep their own).
     """
 
     def __init__(
@@ -82,8 +84,9 @@ class GenerationLoop(MemoryRecovery):
         regions: list[RegionPrompt] | None = None,
         edit_mask: torch.Tensor | None = None,
         story_offset: int = 0,
+        schedule_offset: int = 0,
     ) -> None:
-        self._story_offset = int(story_offset)
+        self._story_offset, self._schedule_offset = int(story_offset), int(schedule_offset)
         with torch.inference_mode(False):  # ComfyUI calls nodes under inference_mode
             self._setup(vqgan, clip, config, callbacks, init_latent, init_image, image_prompts, regions or [])
             self._setup_edit_mask(edit_mask)
@@ -148,7 +151,7 @@ class GenerationLoop(MemoryRecovery):
             self.clip = ClipEnsemble([(g, float(w)) for (g, _), w in zip(self.clip.guides, c.clip_weights, strict=True)])
         self._build_targets(schedules, image_prompts, regions)
         self.opt = make_optimizer(c.optimizer, [self.z], lr=c.lr)
-        self.lr_schedule = make_lr_schedule(c.lr_schedule, max(c.steps, 1))
+        self.lr_schedule = make_lr_schedule(c.lr_schedule, max(c.steps + self._schedule_offset, 1))
         self._forward = torch.compile(self._loss) if c.compile == "full" else self._loss
         use_graph = self._use_graph()  # before any autocast use: capture needs autocast's cast cache off
         self._prepare_models()
@@ -354,7 +357,7 @@ class GenerationLoop(MemoryRecovery):
         """One optimisation step; returns the (device) loss of the image before the update."""
         c, i = self.config, self.step_index
         for g in self.opt.param_groups:
-            g["lr"] = c.lr * self.lr_schedule.factor(i)
+            g["lr"] = c.lr * self.lr_schedule.factor(i + self._schedule_offset)
         factor = 0.0
         if self.z_init is not None:  # the pull-back decays from the start, or from the last set_latent
             factor = init_weight_factor(i - self._decay_start, self._decay_len, c.init_weight_decay)
