@@ -212,16 +212,19 @@ def test_default_device_prefers_cuda_then_apple_mps_then_cpu(monkeypatch):
 
 def test_resume_goes_on_exactly_like_one_longer_run(base_args, tmp_path):
     """2 steps + --save-latent, then --resume for 2 more == 4 steps in one go (Adam state, story, random
-    stream and the learning-rate schedule carried)."""
-    story = [*base_args, "red ^ blue", "-cpe", "1", "--seed", "5", "--lr-schedule", "cosine"]
+    stream, the learning-rate schedule and the init pull-back's target and decay carried)."""
+    story = [*base_args, "red ^ blue", "-cpe", "1", "--seed", "5", "--lr-schedule", "cosine", "--init-weight", "0.5"]
     whole, half, rest = tmp_path / "whole.png", tmp_path / "half.png", tmp_path / "rest.png"
     assert main([*story, "--steps", "4", "--out", str(whole), "--save-latent", str(tmp_path / "whole.vqlatent")]) == 0
     assert main([*story, "--steps", "4", "--stop-at", "2", "--out", str(half),  # the schedule planned over all 4
                  "--save-latent", str(tmp_path / "half.vqlatent")]) == 0
-    assert main([*story, "--steps", "2", "--out", str(rest), "--resume", str(tmp_path / "half.vqlatent")]) == 0
+    assert main([*story, "--steps", "2", "--out", str(rest), "--resume", str(tmp_path / "half.vqlatent"),
+                 "--save-latent", str(tmp_path / "rest.vqlatent")]) == 0
     from vqgan_core.latent_io import load_latent
 
-    assert load_latent(tmp_path / "whole.vqlatent").state["steps"] == 4
+    a, b = load_latent(tmp_path / "whole.vqlatent"), load_latent(tmp_path / "rest.vqlatent")
+    assert a.state["steps"] == b.state["steps"] == 4
+    assert torch.equal(a.z, b.z)  # the latent itself, not only its codes: every carried piece counts
     assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(rest)))
     meta = read_png_metadata(rest)
     assert meta["resumed_from"] == str((tmp_path / "half.vqlatent").resolve())

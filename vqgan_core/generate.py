@@ -113,7 +113,8 @@ class GenerationLoop(MemoryRecovery):
         self.device = vqgan.codebook.device
         self.precision = resolve_precision(config.precision, self.device)
         self.step_index, self.losses = 0, []
-        self._decay_start, self._decay_len = 0, config.steps
+        # the init pull-back decays over the whole run (a resumed one: from its original start)
+        self._decay_start, self._decay_len = -self._schedule_offset, config.steps + self._schedule_offset
         c, B = config, config.batch_size
         cb = vqgan.codebook.detach().float()
         self._cb, self._cb_sq = cb, cb.pow(2).sum(1)

@@ -44,9 +44,10 @@ def save_latent(path: str | os.PathLike, latent: LatentFile, metadata: dict[str,
     tensors = {"z": latent.z.detach().float().cpu().contiguous()}
     state = dict(latent.state)
     opt = state.pop("optimizer_state", None)
-    rng = state.pop("rng_state", None)
-    if rng is not None:
-        tensors["rng_state"] = rng.detach().cpu().contiguous()
+    for key in ("rng_state", "z_init"):  # tensors of the run state
+        t = state.pop(key, None)
+        if t is not None:
+            tensors[key] = t.detach().cpu().contiguous()
     meta = {**(metadata or {}), "format": FORMAT, "codebook_shape": json.dumps(list(latent.codebook_shape)),
             "downsample_factor": str(int(latent.downsample_factor)), "state": json.dumps(state, default=list)}
     if opt is not None:
@@ -94,8 +95,9 @@ def load_latent(path: str | os.PathLike) -> LatentFile:
                     _, pid, name = key.split(".", 2)
                     entries.setdefault(int(pid), {})[name] = t
             state["optimizer_state"] = {"state": entries, "param_groups": opt["param_groups"]}
-        if "rng_state" in tensors:
-            state["rng_state"] = tensors["rng_state"]
+        for key in ("rng_state", "z_init"):
+            if key in tensors:
+                state[key] = tensors[key]
         codebook = tuple(int(v) for v in json.loads(meta["codebook_shape"]))
         factor = int(meta["downsample_factor"])
     except (KeyError, ValueError, TypeError, AttributeError) as e:

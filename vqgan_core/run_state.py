@@ -24,19 +24,23 @@ def run_state(loop) -> dict[str, Any]:  # noqa: ANN001 - a GenerationLoop (impor
     included; the random stream of cutouts and augmentations is where this loop stopped."""
     with torch.inference_mode(False):  # normal tensors: the next loop's optimiser updates them in place
         opt_state = copy.deepcopy(loop.opt.state_dict())
-    return {"optimizer": loop.config.optimizer, "shape": tuple(loop.z.shape),
-            "steps": loop.story_offset + loop.step_index, "optimizer_state": opt_state, "seed": loop.config.seed,
-            "rng_device": loop.gen.device.type, "rng_state": loop.gen.get_state()}
+    state = {"optimizer": loop.config.optimizer, "shape": tuple(loop.z.shape),
+             "steps": loop.story_offset + loop.step_index, "optimizer_state": opt_state, "seed": loop.config.seed,
+             "rng_device": loop.gen.device.type, "rng_state": loop.gen.get_state()}
+    if loop.z_init is not None:  # the init pull-back's target (the run's start, not this loop's)
+        state["z_init"] = loop.z_init.detach().cpu().clone()
+    return state
 
 
 def continue_run(loop, state: dict[str, Any], rng: bool = False) -> bool:  # noqa: ANN001
     """Load a :func:`run_state` into ``loop``'s optimiser when the optimiser and latent shape match; the loop's
     learning rate wins over the stored one. Returns whether it did (otherwise the optimiser starts afresh).
 
-    ``rng``: also go on with the saved random stream (on the same device type), so that with a constant
-    learning rate and no init pull-back the result equals one longer run; without it the loop's own seed
-    draws (chained ComfyUI nodes: each node's seed widget counts). The loop must have been built with
-    ``story_offset=state["steps"]`` for its story to go on too.
+    ``rng``: a resume: also go on with the saved random stream (on the same device type) and the init
+    pull-back's target, so that the result equals one longer run (the loop built with
+    ``story_offset=schedule_offset=state["steps"]``); without it the loop's own seed draws (chained ComfyUI
+    nodes: each node's seed widget counts). The loop must have been built with ``story_offset=state["steps"]``
+    for its story to go on too.
     """
     if rng and state.get("rng_state") is not None:
         if state.get("rng_device") == loop.gen.device.type:
@@ -47,6 +51,10 @@ def continue_run(loop, state: dict[str, Any], rng: bool = False) -> bool:  # noq
         else:
             log.warning("the saved random stream is for %s, this run is on %s: it draws from its own seed",
                         state.get("rng_device"), loop.gen.device.type)
+    if rng and loop.z_init is not None and state.get("z_init") is not None:
+        if tuple(state["z_init"].shape) == tuple(loop.z_init.shape):
+            with torch.inference_mode(False), torch.no_grad():
+                loop.z_init.copy_(state["z_init"].to(loop.z_init.device, loop.z_init.dtype))
     opt_state = state.get("optimizer_state")
     if opt_state is None:
         return False
