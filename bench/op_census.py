@@ -68,19 +68,9 @@ def census(step, n: int = 1) -> dict:
 def use_cuda_paths() -> None:
     """Make a CPU run take the branches a CUDA run takes (GroupNorm split, explicit wide attention, SDPA in
     CLIP), so the census counts the CUDA step's ops."""
-    from torch import nn
-
     from vqgan_core import clip_speed, layers
 
-    def group_norm(self, x):  # noqa: ANN001, ANN202
-        if self.affine and not self.weight.requires_grad:
-            return layers.group_norm_split(x, self.num_groups, self.weight, self.bias, self.eps)
-        return nn.GroupNorm.forward(self, x)
-
-    real_attention = layers.spatial_attention
-    layers.GroupNorm.forward = group_norm
-    layers.spatial_attention = lambda q, k, v, explicit=None: real_attention(
-        q, k, v, q.shape[-1] > 256 and q.shape[-2] <= 8192 if explicit is None else explicit)
+    layers.FAST_PATH_DEVICES.add("cpu")
     clip_speed.EXPLICIT_DEVICES.clear()  # SDPA in CLIP's attention, as on CUDA
 
 

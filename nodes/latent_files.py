@@ -61,9 +61,7 @@ class SaveVQLatent(io.ComfyNode):
         file = f"{name}_{counter:05}_{SUFFIX}"
         prompt = getattr(cls.hidden, "prompt", None)
         meta = {"prompt": json.dumps(prompt)} if prompt is not None else None
-        model = latent.model
-        save_latent(os.path.join(folder, file),
-                    LatentFile(latent.z, tuple(model.codebook.shape), int(model.downsample_factor), latent.state), meta)
+        save_latent(os.path.join(folder, file), LatentFile.of(latent.z, latent.model, latent.state), meta)
         return io.NodeOutput(ui={"latents": [{"filename": file, "subfolder": subfolder, "type": "output"}]})
 
 

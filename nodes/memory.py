@@ -120,17 +120,14 @@ def use(*models: Any, memory_required: int = 0) -> torch.device:
 def running(vqgan: Any, clip: Any, config: Any, views: int = 1) -> Iterator[None]:
     """Around an engine run: load the models with room for the run (:func:`run_memory`), and free the
     low-precision weight copies the run made when it ends (ComfyUI does not see them, so none outlive it)."""
+    from vqgan_core.clip_guide import ClipEnsemble
+
     use(vqgan, clip, memory_required=run_memory(vqgan, clip, config, views))
     try:
         yield
     finally:
-        for g, _ in _guides(clip):
+        for g, _ in ClipEnsemble.of(clip).guides:
             g.drop_copies()
-
-
-def _guides(clip: Any) -> list:
-    """``[(guide, weight), ...]`` of a guide or an ensemble."""
-    return list(clip.guides) if hasattr(clip, "guides") else [(clip, 1.0)]
 
 
 def run_memory(vqgan: Any, clip: Any, config: Any, views: int = 1) -> int:

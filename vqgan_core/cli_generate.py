@@ -282,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     resume_path, resume = resume_source(args, from_png_metadata(args))
+    resumed: dict[str, str] = {}  # PNG metadata naming the resumed file (--from-png resumes from it, if unchanged)
     if resume is not None:
         cfg = resume_config(cfg, resume, args, resume_path)
         resumed = {"resumed_from": str(Path(resume_path).resolve()), "resumed_sha256": file_hash(resume_path)}
@@ -305,10 +306,7 @@ def run(args: argparse.Namespace) -> int:
     def write(step: int | None, images: torch.Tensor, paths: list[Path]) -> None:
         meta_cfg = holder["loop"].config.to_dict()
         for b, (img, path) in enumerate(zip(images, paths, strict=True)):
-            meta = {"config": meta_cfg, "batch_index": b, "step": step}
-            if resume is not None:  # --from-png of this image resumes from the same file (if unchanged)
-                meta.update(resumed)
-            save_png(path, img, prompt_of(cfg, b), meta)
+            save_png(path, img, prompt_of(cfg, b), {"config": meta_cfg, "batch_index": b, "step": step, **resumed})
 
     bar, progress = progress_bar(cfg.steps if stop is None else stop, args.no_progress)
 
@@ -352,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
     for b, video in enumerate(videos):
         record_final = frames[b] + [to_pil(result.images[b])]
         meta = {"config": loop.config.to_dict(), "batch_index": b, "step": result.steps_done,
-                **(resumed if resume is not None else {})}
+                **resumed}
         save_animation(video, record_final, args.video_fps, prompt_of(cfg, b), meta)
         print(f"wrote {video} ({len(record_final)} frames: every {args.video_every} steps and the result)")
     return 0

@@ -57,6 +57,4 @@ def resume_config(cfg, latent: LatentFile, args: argparse.Namespace, path: str):
 
 def save_run(path: str | os.PathLike, loop) -> Path:  # noqa: ANN001 - a GenerationLoop
     """Write the loop's latent and run state (what ``--resume`` continues from)."""
-    vq = loop.vqgan
-    return save_latent(path, LatentFile(loop.z.detach(), tuple(vq.codebook.shape), int(vq.downsample_factor),
-                                        run_state(loop)))
+    return save_latent(path, LatentFile.of(loop.z.detach(), loop.vqgan, run_state(loop)))

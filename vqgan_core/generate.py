@@ -239,10 +239,9 @@ class GenerationLoop(MemoryRecovery):
         return self._story_offset
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision in ("bf16", "fp16"):
-            dt = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        if self._low_dtype is not None:
             # CUDA graph capture forbids autocast's weight-cast cache (the low-precision copies need none)
-            return torch.autocast(self.device.type, dtype=dt, cache_enabled=self._cast_cache)
+            return torch.autocast(self.device.type, dtype=self._low_dtype, cache_enabled=self._cast_cache)
         return contextlib.nullcontext()
 
     def _encode_image_prompt(self, guide: ClipGuide, img01: torch.Tensor,

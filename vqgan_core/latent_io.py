@@ -26,17 +26,27 @@ log = logging.getLogger(__name__)
 
 FORMAT = "vqgan_core.vq_latent/1"
 SUFFIX = ".vqlatent"  # safetensors inside; its own suffix keeps it apart from VQGAN weights and SD latents
+_STATE_TENSORS = ("rng_state", "z_init")  # run-state entries stored as tensors (the optimiser's are too)
 
 
 @dataclass
 class LatentFile:
     """What a latent file holds: ``z`` ``[B, C, h, w]`` (fp32, CPU), the VQGAN's codebook shape and
-    downsampling factor, and the run state (``optimizer``, ``shape``, ``steps``, ``optimizer_state``)."""
+    downsampling factor, and the run state (``vqgan_core.run_state.run_state``)."""
 
     z: torch.Tensor
     codebook_shape: tuple[int, int]
     downsample_factor: int
     state: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, z: torch.Tensor, vqgan: torch.nn.Module, state: dict[str, Any] | None = None) -> LatentFile:
+        """The file for latent ``z`` of ``vqgan`` (with a run state from ``vqgan_core.run_state``)."""
+        return cls(z, *_model_key(vqgan), dict(state or {}))
+
+
+def _model_key(vqgan: torch.nn.Module) -> tuple[tuple[int, ...], int]:
+    return tuple(vqgan.codebook.shape), int(vqgan.downsample_factor)
 
 
 def save_latent(path: str | os.PathLike, latent: LatentFile, metadata: dict[str, str] | None = None) -> Path:
@@ -44,7 +54,7 @@ def save_latent(path: str | os.PathLike, latent: LatentFile, metadata: dict[str,
     tensors = {"z": latent.z.detach().float().cpu().contiguous()}
     state = dict(latent.state)
     opt = state.pop("optimizer_state", None)
-    for key in ("rng_state", "z_init"):  # tensors of the run state
+    for key in _STATE_TENSORS:
         t = state.pop(key, None)
         if t is not None:
             tensors[key] = t.detach().cpu().contiguous()
@@ -69,7 +79,7 @@ def save_latent(path: str | os.PathLike, latent: LatentFile, metadata: dict[str,
 
 def check_model(latent: LatentFile, vqgan: torch.nn.Module, name: str) -> None:
     """A ValueError naming both when ``latent`` was saved with a VQGAN of another codebook or factor."""
-    have = (tuple(vqgan.codebook.shape), int(vqgan.downsample_factor))
+    have = _model_key(vqgan)
     if (latent.codebook_shape, latent.downsample_factor) != have:
         raise ValueError(f"{name} was saved with a VQGAN with codebook {latent.codebook_shape} and factor "
                          f"{latent.downsample_factor}; this VQGAN has codebook {have[0]} and factor {have[1]}. "
@@ -95,7 +105,7 @@ def load_latent(path: str | os.PathLike) -> LatentFile:
                     _, pid, name = key.split(".", 2)
                     entries.setdefault(int(pid), {})[name] = t
             state["optimizer_state"] = {"state": entries, "param_groups": opt["param_groups"]}
-        for key in ("rng_state", "z_init"):
+        for key in _STATE_TENSORS:
             if key in tensors:
                 state[key] = tensors[key]
         codebook = tuple(int(v) for v in json.loads(meta["codebook_shape"]))

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+FAST_PATH_DEVICES = {"cuda"}  # device types that take the split GroupNorm and explicit wide attention
+
 
 def group_norm_split(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """GroupNorm from a generic reduction plus one fused multiply-add, in ``x``'s dtype and memory format.
@@ -91,7 +93,8 @@ class GroupNorm(nn.GroupNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and x.dtype != torch.float16 and self.affine and not self.weight.requires_grad:
+        if x.device.type in FAST_PATH_DEVICES and x.dtype != torch.float16 and self.affine \
+                and not self.weight.requires_grad:
             return group_norm_split(x, self.num_groups, self.weight, self.bias, self.eps)
         return super().forward(x)
 
@@ -119,7 +122,7 @@ def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, explici
     """
     c, tokens = q.shape[-1], q.shape[-2]
     if explicit is None:
-        explicit = q.is_cuda and c > 256 and tokens <= 8192
+        explicit = q.device.type in FAST_PATH_DEVICES and c > 256 and tokens <= 8192
     return matmul_attention(q, k, v) if explicit else F.scaled_dot_product_attention(q, k, v)
 
 

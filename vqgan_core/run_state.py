@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def run_state(loop) -> dict[str, Any]:  # noqa: ANN001 - a GenerationLoop (import cycle)
-    """``{"optimizer", "shape", "steps", "optimizer_state", "rng_device", "rng_state"}`` of ``loop`` now (copies:
-    the loop goes on updating its own). ``steps`` counts from the start of the whole run, earlier loops
-    included; the random stream of cutouts and augmentations is where this loop stopped."""
+    """``{"optimizer", "shape", "steps", "optimizer_state", "seed", "rng_device", "rng_state"[, "z_init"]}`` of
+    ``loop`` now (copies: the loop goes on updating its own). ``steps`` counts from the start of the whole run,
+    earlier loops included; the random stream of cutouts and augmentations is where this loop stopped;
+    ``z_init`` is the init pull-back's target when the run has one."""
     with torch.inference_mode(False):  # normal tensors: the next loop's optimiser updates them in place
         opt_state = copy.deepcopy(loop.opt.state_dict())
     state = {"optimizer": loop.config.optimizer, "shape": tuple(loop.z.shape),
@@ -36,11 +37,10 @@ def continue_run(loop, state: dict[str, Any], rng: bool = False) -> bool:  # noq
     """Load a :func:`run_state` into ``loop``'s optimiser when the optimiser and latent shape match; the loop's
     learning rate wins over the stored one. Returns whether it did (otherwise the optimiser starts afresh).
 
+    The loop must have been built with ``story_offset=state["steps"]`` for its story to go on too.
     ``rng``: a resume: also go on with the saved random stream (on the same device type) and the init
-    pull-back's target, so that the result equals one longer run (the loop built with
-    ``story_offset=schedule_offset=state["steps"]``); without it the loop's own seed draws (chained ComfyUI
-    nodes: each node's seed widget counts). The loop must have been built with ``story_offset=state["steps"]``
-    for its story to go on too.
+    pull-back's target, so that the result equals one longer run (with ``schedule_offset=state["steps"]``
+    too); without it the loop's own seed draws (chained ComfyUI nodes: each node's seed widget counts).
     """
     if rng and state.get("rng_state") is not None:
         if state.get("rng_device") == loop.gen.device.type:

@@ -71,14 +71,21 @@ class TargetBank:
 
     def key(self, step: int) -> tuple:
         """Active schedule entry per batch item at ``step`` (``(previous, current)`` pairs while crossfading)."""
-        blends = [s.blend_at(step, self.fade) for s in self.schedules]
+        return self._key(self._blends(step))
+
+    def _blends(self, step: int) -> list[tuple[int, int, float]]:
+        return [s.blend_at(step, self.fade) for s in self.schedules]
+
+    @staticmethod
+    def _key(blends: list[tuple[int, int, float]]) -> tuple:
         if all(p == c for p, c, _ in blends):
             return tuple(c for _, c, _ in blends)
         return tuple((p, c) for p, c, _ in blends)
 
     def at(self, step: int) -> list[GuideTargets]:
         """Packed targets (one per guide) active at ``step``."""
-        k = self.key(step)
+        blends = self._blends(step)
+        k = self._key(blends)
         fading = bool(k) and isinstance(k[0], tuple)
         if k not in self._packs:
             if fading:
@@ -87,7 +94,7 @@ class TargetBank:
                 sets = [s.entries[i][1] for s, i in zip(self.schedules, k, strict=True)]
                 self._packs[k] = [self._pack(gi, g, sets) for gi, (g, _) in enumerate(self.clip.guides)]
         if fading:  # this step's mix, written into the pack's own weights tensor (row b: item b)
-            alphas = [a for *_, a in (s.blend_at(step, self.fade) for s in self.schedules)]
+            alphas = [a for *_, a in blends]
             for pack, (w_prev, w_cur) in zip(self._packs[k], self._fade_weights[k], strict=True):
                 if len(set(alphas)) == 1:
                     torch.lerp(w_prev, w_cur, alphas[0], out=pack.weights)
