@@ -149,6 +149,17 @@ def story_fade_input() -> io.Int.Input:
                         "once (at most change_prompts_every). 0 = switch at once (classic).")
 
 
+def method_input() -> io.Combo.Input:
+    """How the latent is optimised (the engine's methods)."""
+    from vqgan_core.code_sampling import METHODS
+
+    # optional: API-format prompts written before it existed still validate (the UI shows it as a widget)
+    return io.Combo.Input("method", options=list(METHODS), default=METHODS[0], optional=True,
+                          tooltip="z_quantize (classic): move a continuous latent, snapped to the nearest codes. "
+                          "codebook_sampling (EleutherAI notebook): learn which code each cell should hold, "
+                          "drawing codes every step; cleaner parts, needs more memory; try lr 0.3 with adamw.")
+
+
 def noise_string(targets: Targets) -> str:
     """Noise targets in the engine's ``seed:weight:stop|...`` grammar."""
     return "|".join(f"{t.seed}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "noise")
@@ -312,6 +323,7 @@ class VQGANCLIPOptimize(TextWidgetNode):
                 lr_schedule_input(),
                 change_prompts_input(),
                 story_fade_input(),
+                method_input(),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Inpainting: only the masked area (> 0.5) changes; the rest keeps the "
                               "input latent. Each latent cell is 16x16 pixels for f16 models (8x8 for f8)."),
@@ -324,12 +336,13 @@ class VQGANCLIPOptimize(TextWidgetNode):
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
                 tv_weight: float, continue_run: bool, preview_every: int, image_losses: str = "",
                 low_memory: bool = False, mask: torch.Tensor | None = None,
-                lr_schedule: str = "constant", change_prompts_every: int = 0, story_fade: int = 0) -> io.NodeOutput:
+                lr_schedule: str = "constant", change_prompts_every: int = 0, story_fade: int = 0,
+                method: str = "z_quantize") -> io.NodeOutput:
         """Run ``steps`` steps."""
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
                                    init_weight=init_weight, tv_weight=tv_weight, image_losses=image_losses,
                                    lr_schedule=lr_schedule, change_prompts_every=change_prompts_every,
-                                   story_fade=story_fade)
+                                   story_fade=story_fade, method=method)
         out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
         return io.NodeOutput(out)
 
@@ -358,6 +371,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
                 lr_schedule_input(),
                 change_prompts_input(),
                 story_fade_input(),
+                method_input(),
             ],
             outputs=[io.Image.Output(display_name="image"), VQLatent.Output(display_name="latent")],
         )
@@ -383,7 +397,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
     def execute(cls, vqgan, clip_guide, prompt: str, width: int, height: int, steps: int,  # noqa: ANN001
                 optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int,
                 preview_every: int, low_memory: bool = False, lr_schedule: str = "constant",
-                change_prompts_every: int = 0, story_fade: int = 0) -> io.NodeOutput:
+                change_prompts_every: int = 0, story_fade: int = 0, method: str = "z_quantize") -> io.NodeOutput:
         """The engine's own run (same seed and settings give the same image as the CLI)."""
         from .prompts import parse_text_targets
 
@@ -394,7 +408,7 @@ class VQGANCLIPGenerate(io.ComfyNode):
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
                                    width=(width // f) * f, height=(height // f) * f, init="random",
                                    lr_schedule=lr_schedule, change_prompts_every=change_prompts_every,
-                                   story_fade=story_fade)
+                                   story_fade=story_fade, method=method)
         result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every)
         latent = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan, state=state)
         return io.NodeOutput(ca.bchw_to_image(result.images), latent)

@@ -264,19 +264,28 @@ def test_smooth_shows_an_ewma_of_the_latents_and_leaves_the_run_alone(vqgan, cli
     anim = AnimationConfig(frames=4, steps_per_frame=2, zoom=1.0, blend=0.2)
     plain = run_animation(vqgan, clip, _cfg(steps=2), anim, source=src)
     raw, shown = [], []  # each frame's optimised latent; the latents decoded for the frames shown
-    real_run, real_decode = GenerationLoop.run, GenerationLoop.decode
+    real_run, real_decode, real_result = GenerationLoop.run, GenerationLoop.decode, GenerationLoop.result
+    in_result = []
 
     def run(self, max_steps=None):
         r = real_run(self, max_steps=max_steps)
         raw.append(r.latent)
         return r
 
+    def result(self, interrupted=False):
+        in_result.append(True)
+        try:
+            return real_result(self, interrupted)
+        finally:
+            in_result.pop()
+
     def decode(self, z):
-        if z is not self.z:  # not the end-of-run decode of the loop's own latent
+        if not in_result:  # not the end-of-run decode of the loop's own latent
             shown.append(z.detach().clone())
         return real_decode(self, z)
 
     monkeypatch.setattr(GenerationLoop, "run", run)
+    monkeypatch.setattr(GenerationLoop, "result", result)
     monkeypatch.setattr(GenerationLoop, "decode", decode)
     smooth = run_animation(vqgan, clip, _cfg(steps=2), dataclasses.replace(anim, smooth=0.6), source=src)
     assert torch.equal(smooth.latent, plain.latent)  # the optimisation runs on the unsmoothed latents

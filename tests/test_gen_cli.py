@@ -233,6 +233,29 @@ def test_resume_goes_on_exactly_like_one_longer_run(base_args, tmp_path):
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(rest)))
 
 
+def test_codebook_sampling_resumes_exactly_and_is_recorded(base_args, tmp_path):
+    """--method codebook_sampling: 2 steps + --resume 2 == 4 in one go (the file carries the logits), and the
+    PNG's settings reproduce the image."""
+    run = [*base_args, "red", "--seed", "4", "--method", "codebook_sampling", "--lr", "1.0", "--lr-schedule", "plateau",
+           "--log-every", "1"]
+    whole, rest = tmp_path / "whole.png", tmp_path / "rest.png"
+    assert main([*run, "--steps", "4", "--out", str(whole), "--save-latent", str(tmp_path / "whole.vqlatent")]) == 0
+    assert main([*run, "--steps", "4", "--stop-at", "2", "--out", str(tmp_path / "half.png"),
+                 "--save-latent", str(tmp_path / "half.vqlatent")]) == 0
+    assert main([*run, "--steps", "2", "--out", str(rest), "--resume", str(tmp_path / "half.vqlatent"),
+                 "--save-latent", str(tmp_path / "rest.vqlatent")]) == 0
+    assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(rest)))
+    from vqgan_core.latent_io import load_latent
+
+    a, b = load_latent(tmp_path / "whole.vqlatent"), load_latent(tmp_path / "rest.vqlatent")
+    assert torch.equal(a.state["logits"], b.state["logits"])  # the distribution itself, not only its argmax
+    assert not torch.equal(a.state["logits"], load_latent(tmp_path / "half.vqlatent").state["logits"])
+    assert read_png_metadata(whole)["config"]["method"] == "codebook_sampling"
+    again = tmp_path / "again.png"
+    assert main([*base_args, "--from-png", str(whole), "--out", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(again)))
+
+
 def test_resume_takes_seed_size_and_batch_from_the_file_and_checks_the_rest(base_args, tmp_path, capsys):
     """Without --seed, --size, --batch the file's are used (image prompts are seeded too); given ones must match;
     --from-png refuses a latent file rewritten since; the optimiser name's case does not matter."""

@@ -227,3 +227,24 @@ def test_out_of_memory_switches_to_checkpointing(models, graph):
     assert loop._recomputing, peaks
     assert [s for s, _ in r.losses] == [s for s, _ in ref.losses]
     assert all(abs(a - b) < 1e-3 for (_, a), (_, b) in zip(r.losses, ref.losses, strict=True)), (r.losses, ref.losses)
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_codebook_sampling_draws_in_the_graph_without_sync(models, graph):
+    """The per-step code draw (Gumbel-max from the run's generator) is captured and replayed with no host sync."""
+    vqgan, clip = models
+    loop = GenerationLoop(vqgan, clip, _cfg(method="codebook_sampling", lr=0.3, optimizer="adamw", cuda_graph=graph))
+    for _ in range(4):
+        loop.step()
+    assert loop.graphed is graph
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        before = loop.z.detach().clone()
+        for _ in range(3):
+            loss = loop.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss) and not torch.equal(before, loop.z.detach())
+    r = loop.result()
+    assert torch.equal(r.latent, vqgan.codebook.detach().float()[r.indices].permute(0, 3, 1, 2))

@@ -399,3 +399,27 @@ def test_private_bf16_decoder_keeps_group_norm_parameters_fp32(vqgan, clip):
     dtypes = {type(m).__name__: m.weight.dtype for m in loop._dec.modules() if hasattr(m, "weight")}
     assert dtypes["GroupNorm"] == torch.float32 and dtypes["Conv2d"] == torch.bfloat16
     assert loop.render(loop.z).dtype == torch.float32 and torch.isfinite(loop.run().images).all()
+
+
+def test_resumed_plateau_schedule_goes_on_like_one_run(vqgan, clip):
+    """The plateau schedule's best loss and patience survive a resume, and its checks fall on the whole run's
+    cadence: 3 steps + a resume for 3 more == 6 in one go (without the carried state, the drop at step 4 is lost)."""
+    from vqgan_core.run_state import continue_run, run_state
+    from vqgan_core.schedules import PlateauLR
+
+    def loop(steps, **kw):
+        lp = GenerationLoop(vqgan, clip, _cfg(steps=steps, lr_schedule="plateau", log_every=2), **kw)
+        lp.lr_schedule = PlateauLR(total_steps=6, patience=0, threshold=10.0)  # every check after the first drops
+        return lp
+
+    whole = loop(6).run()
+    first = loop(6)
+    first.run(max_steps=3)
+    state = run_state(first)
+    assert state["lr_schedule"] == {"name": "plateau", "state": {"best": first.losses[0][1], "bad": 0, "factor": 0.5}}
+    rest = loop(3, init_latent=first.z.detach(), story_offset=3, schedule_offset=3)
+    assert continue_run(rest, state, rng=True)
+    assert torch.equal(rest.run().latent, whole.latent)
+    forgetful = loop(3, init_latent=first.z.detach(), story_offset=3, schedule_offset=3)
+    assert continue_run(forgetful, {k: v for k, v in state.items() if k != "lr_schedule"}, rng=True)
+    assert not torch.equal(forgetful.run().latent, whole.latent)

@@ -781,3 +781,33 @@ def test_save_and_load_vq_latent_continue_the_run_exactly(pack, vqgan, guide):
     path = pack.folder_paths.get_annotated_filepath(name)
     os.utime(path, ns=(time.time_ns() + 10**9,) * 2)
     assert pack.latent_files.LoadVQLatent.fingerprint_inputs(latent_file=name) != before  # re-read when rewritten
+
+
+def test_codebook_sampling_chains_and_saves_its_code_distribution(pack, vqgan, guide):
+    """method=codebook_sampling: the latent holds the most likely codes, the state the logits; a chained or
+    saved-and-loaded Optimize goes on with them (and never changes the upstream node's)."""
+    lat = _start(pack, vqgan)
+    (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
+    kw = {"vqgan": vqgan, "clip_guide": guide, "targets": tt, **{**OPT, "steps": 2, "lr": 1.0},
+          "method": "codebook_sampling"}
+    (first,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw)
+    logits = first.state["logits"].clone()
+    assert logits.shape[1] == vqgan.codebook.shape[0] and first.state["method"] == "codebook_sampling"
+    codes = vqgan.codebook.detach()[logits.argmax(1)].permute(0, 3, 1, 2)
+    assert torch.equal(first.z, codes)  # the latent is made of the most likely codes
+    (chained,) = run(pack.optimize.VQGANCLIPOptimize, latent=first, **kw)
+    assert torch.equal(first.state["logits"], logits)
+    import dataclasses
+
+    forgetful = dataclasses.replace(first, state={k: v for k, v in first.state.items() if k != "logits"})
+    (peaked,) = run(pack.optimize.VQGANCLIPOptimize, latent=forgetful, **kw)  # logits rebuilt from the codes
+    assert not torch.equal(chained.state["logits"], peaked.state["logits"])
+    out = pack.latent_files.SaveVQLatent.execute(latent=first, filename_prefix="runs/codes")
+    name = f"runs/{out.ui['latents'][0]['filename']} [output]"
+    (loaded,) = run(pack.latent_files.LoadVQLatent, vqgan=vqgan, latent_file=name)
+    (resumed,) = run(pack.optimize.VQGANCLIPOptimize, latent=loaded, **kw)
+    assert torch.equal(resumed.z, chained.z) and torch.equal(resumed.state["logits"], chained.state["logits"])
+    (img, latent) = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="a red circle",
+                        width=32, height=32, **{k: v for k, v in kw.items() if k not in (
+                            "vqgan", "clip_guide", "targets", "init_weight", "tv_weight", "continue_run")})
+    assert img.shape == (1, 32, 32, 3) and latent.state["method"] == "codebook_sampling"

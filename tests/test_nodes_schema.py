@@ -141,10 +141,10 @@ RELEASED_WIDGETS = {
     "VQClip_Score": [],
     "VQGAN_CLIPOptimize": ["steps", "optimizer", "lr", "cutouts", "cutout_method", "augmentations", "seed",
                            "init_weight", "tv_weight", "continue_run", "preview_every", "image_losses", "low_memory",
-                           "lr_schedule", "change_prompts_every", "story_fade"],
+                           "lr_schedule", "change_prompts_every", "story_fade", "method"],
     "VQGAN_CLIPGenerate": ["prompt", "width", "height", "steps", "optimizer", "lr", "cutouts", "cutout_method",
                            "augmentations", "seed", "preview_every", "low_memory", "lr_schedule",
-                           "change_prompts_every", "story_fade"],
+                           "change_prompts_every", "story_fade", "method"],
     "VQGAN_CLIPZoomAnimation": ["frames", "zoom", "shift_x", "shift_y", "rotate", "padding", "steps_per_frame",
                                 "optimizer", "lr", "cutouts", "cutout_method", "augmentations", "seed", "init_weight",
                                 "tv_weight", "image_losses", "preview_every", "low_memory", "change_prompts_every", "story_fade"],
@@ -169,7 +169,7 @@ def test_workflows_exist():
     names = {p.stem for p in WORKFLOWS}
     assert {"text_to_image", "image_prompt_and_text", "init_image_variation", "story", "codebook_edit",
             "seed_batch_ranked", "beginner_generate", "zoom_animation", "restyle_video", "regional_prompts", "inpaint",
-            "seamless_texture", "morph"} <= names
+            "seamless_texture", "morph", "codebook_sampling"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from vqgan_core.code_sampling import METHODS
+
 log = logging.getLogger(__name__)
 
 # flag dest -> GenerationConfig field (flags whose dest equals the field name are listed with None)
@@ -28,7 +30,7 @@ _FIELDS: dict[str, str | None] = {
     "region_prompts": None,
     "steps": None, "seed": None, "batch": "batch_size", "seamless": None, "init": None, "init_image": None, "init_weight": None,
     "init_weight_decay": None, "image_losses": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
-    "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "optimizer": None, "lr": None,
+    "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "method": None, "optimizer": None, "lr": None,
     "lr_schedule": None, "precision": None, "channels_last": None, "compile": None, "cuda_graph": None,
     "checkpoint_decoder": None,
     "deterministic": None, "cudnn_benchmark": None,
@@ -99,6 +101,9 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--image-losses", help="extra image terms 'name:weight,...' (positive = more of it): symmetry, "
                                           "symmetry_vertical, saturation, brightness, contrast, smoothness")
     g = p.add_argument_group("optimisation")
+    g.add_argument("--method", choices=list(METHODS),
+                   help="z_quantize (classic: a latent snapped to the codebook) or codebook_sampling (logits over "
+                        "the codes of every cell, one draw per step; try --lr 0.3 --optimizer adamw)")
     g.add_argument("--optimizer", help="adam | adamw | adagrad | adamax | rmsprop | radam | nadam | sgd | adamp | lion ...")
     g.add_argument("--lr", type=float)
     g.add_argument("--lr-schedule", help="constant | cosine | step | plateau")

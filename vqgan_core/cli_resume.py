@@ -57,4 +57,4 @@ def resume_config(cfg, latent: LatentFile, args: argparse.Namespace, path: str):
 
 def save_run(path: str | os.PathLike, loop) -> Path:  # noqa: ANN001 - a GenerationLoop
     """Write the loop's latent and run state (what ``--resume`` continues from)."""
-    return save_latent(path, LatentFile.of(loop.z.detach(), loop.vqgan, run_state(loop)))
+    return save_latent(path, LatentFile.of(loop.latent(), loop.vqgan, run_state(loop)))

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vqgan_core.augment import parse_augments
+from vqgan_core.code_sampling import METHODS
 from vqgan_core.config import reject_unknown_keys
 from vqgan_core.image_losses import parse_image_losses
 
-__all__ = ["COMPILE_MODES", "PRECISIONS", "GenerationConfig"]
+__all__ = ["COMPILE_MODES", "METHODS", "PRECISIONS", "GenerationConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "classic")
 COMPILE_MODES = ("off", "blocks", "full")
@@ -58,6 +59,9 @@ class GenerationConfig:
     image_losses: dict[str, float] | None = None  # {name: weight}, e.g. {"symmetry": 0.5} (vqgan_core.image_losses)
     clip_weights: list[float] | None = None  # ensemble weights (default 1 each)
     # optimisation
+    # z_quantize: the classic continuous latent, snapped to the codebook; codebook_sampling: logits over the
+    # codes of every cell, a draw per step (EleutherAI's notebook; vqgan_core.code_sampling)
+    method: str = "z_quantize"
     optimizer: str = "adam"
     lr: float = 0.1
     lr_schedule: str = "constant"  # constant | cosine | step | plateau
@@ -85,6 +89,8 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
         if isinstance(self.compile, bool) or self.compile is None:  # settings of older versions: a flag
             self.compile = "blocks" if self.compile else "off"
         if self.compile not in COMPILE_MODES:

@@ -22,6 +22,7 @@ import torch
 
 from vqgan_core.augment import Augmenter
 from vqgan_core.clip_guide import ClipEnsemble, ClipGuide
+from vqgan_core.code_sampling import CodeSampler
 from vqgan_core.compile_blocks import compile_blocks
 from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
@@ -95,11 +96,11 @@ class GenerationLoop(MemoryRecovery):
         """Inpainting: the cells outside the mask keep the starting latent (``vqgan_core.edit_mask``)."""
         if edit_mask is None and self.config.edit_mask:
             edit_mask = load_mask(self.config.edit_mask)
-        self._keep = self._z_keep = None
+        self._keep = self._z_keep = self._latent_keep = None
         if edit_mask is not None:
             h, w = self.z.shape[-2:]
             self._keep = keep_cells(edit_mask, h, w, self.vqgan.downsample_factor, self.device)
-            self._z_keep = self.z.detach().clone()
+            self._z_keep, self._latent_keep = self.z.detach().clone(), self.latent()
 
     def _setup(self, vqgan, clip, config, callbacks, init_latent, init_image, image_prompts, regions) -> None:
         if config.seamless and not is_seamless(vqgan):
@@ -120,21 +121,28 @@ class GenerationLoop(MemoryRecovery):
         self._cb, self._cb_sq = cb, cb.pow(2).sum(1)
         self._zmin, self._zmax = cb.amin(0).view(1, -1, 1, 1), cb.amax(0).view(1, -1, 1, 1)
         # latent
+        self._codes = CodeSampler(vqgan) if c.method == "codebook_sampling" else None
+        gens = [torch.Generator().manual_seed((c.seed + b) % 2**64) for b in range(B)]
         if init_latent is not None:
             z = init_latent.detach().float().to(self.device)
             z = z.expand(B, -1, -1, -1).clone() if z.shape[0] == 1 else z.clone()
             if z.shape[0] != B:
                 raise ValueError(f"init_latent batch {z.shape[0]} does not match batch_size {B}")
+        elif self._codes is not None and c.init == "random":  # the notebook's start: random logits
+            f = vqgan.downsample_factor
+            z = self._codes.random_logits(B, max(c.height // f, 1), max(c.width // f, 1), gens)
         else:
-            gens = [torch.Generator().manual_seed((c.seed + b) % 2**64) for b in range(B)]
             img = init_image
             if img is None and c.init == "image":
                 if not c.init_image:
                     raise ValueError("init 'image' needs init_image (a file, URL or tensor)")
                 img = load_image01(c.init_image)
             z = make_init_latent(vqgan, c.init, B, c.height, c.width, gens, img)
+        if self._codes is not None and z.shape[1] != self._codes.k:  # a latent: its codes start most likely
+            z = self._codes.logits_from_latent(z)
+        # the optimised tensor: the latent, or (codebook sampling) the logits over the codes
         self.z = z.to(self.device).requires_grad_(True)
-        self.z_init = self.z.detach().clone() if c.init_weight else None
+        self.z_init = self.latent() if c.init_weight else None  # the pull-back's target is a latent
         self.height, self.width = z.shape[-2] * vqgan.downsample_factor, z.shape[-1] * vqgan.downsample_factor
         # randomness of cutouts/augmentations: a generator on the run device
         self.gen = torch.Generator(self.device).manual_seed(_stream_seed(c.seed, 17))
@@ -264,18 +272,48 @@ class GenerationLoop(MemoryRecovery):
         targets the new latent and its decay starts again, over ``steps_ahead`` steps (default: the
         rest of the run); the optimiser starts afresh (Adam's moments belong to the old latent).
         """
-        if tuple(z.shape) != tuple(self.z.shape):
-            raise ValueError(f"set_latent needs shape {tuple(self.z.shape)}, got {tuple(z.shape)}")
+        if tuple(z.shape) != self.latent_shape:
+            raise ValueError(f"set_latent needs shape {self.latent_shape}, got {tuple(z.shape)}")
         self._decay_start = self.step_index
         self._decay_len = steps_ahead if steps_ahead is not None else self.config.steps - self.step_index
         with torch.inference_mode(False), torch.no_grad():
-            self.z.copy_(z.to(self.z.device, self.z.dtype))
+            z = z.to(self.z.device, torch.float32)
+            self.z.copy_(z if self._codes is None else self._codes.logits_from_latent(z))
             if self.z_init is not None:
-                self.z_init.copy_(self.z)
+                self.z_init.copy_(self.latent())
             if self._z_keep is not None:
                 self._z_keep.copy_(self.z)
+                self._latent_keep.copy_(self.latent())
         if reset_optimizer:
             self.opt.state.clear()
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """``(B, C, h, w)`` of the run's latent (codebook sampling optimises ``(B, K, h, w)`` logits instead)."""
+        b, _, h, w = self.z.shape
+        return (b, self._cb.shape[1], h, w)
+
+    def latent(self) -> torch.Tensor:
+        """The run's latent now (a copy): the optimised latent, or the most likely codes' vectors."""
+        if self._codes is None:
+            return self.z.detach().clone()
+        return self._codes.most_likely(self.z)[0]
+
+    def continue_logits(self, logits: torch.Tensor) -> bool:
+        """Codebook sampling: go on with a saved code distribution (``vqgan_core.run_state``). Not when its
+        shape differs or the latent this loop started from is no longer its most likely codes (edited in
+        between: the distribution built from the latent stays). Returns whether it did."""
+        if self._codes is None or tuple(logits.shape) != tuple(self.z.shape):
+            return False
+        logits = logits.to(self.z.device, self.z.dtype)
+        if not torch.equal(logits.argmax(1), self.z.detach().argmax(1)):
+            log.info("the latent is not the saved run's most likely codes: its code distribution starts afresh")
+            return False
+        with torch.inference_mode(False), torch.no_grad():
+            self.z.copy_(logits)
+            if self._z_keep is not None:  # the kept cells go on with the saved (their start's) logits
+                self._z_keep.copy_(logits)
+        return True
 
     # -- the step ----------------------------------------------------------------------------------------
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,17 +327,26 @@ class GenerationLoop(MemoryRecovery):
         return z + (z_q - z).detach(), idx.view(B, h, w)
 
     def render(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent -> image in [0,1] (clamp keeps gradients that pull back into range)."""
-        z_q, _ = self.quantize(z)
+        """The optimised tensor -> image in [0,1] (clamp keeps gradients that pull back into range)."""
+        return self._render(z)[0]
+
+    def _render(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image, decoded latent)``; codebook sampling draws the codes (from the run's generator)."""
+        if self._codes is None:
+            z_q, _ = self.quantize(z)
+        else:
+            z_q, _ = self._codes.sample(z, self.gen)
+            if self._keep is not None:  # inpainting: the kept cells show their code, never a draw
+                z_q = torch.where(self._keep, self._latent_keep, z_q)
         if self._channels_last:
             z_q = z_q.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             out = self.vqgan.decode(z_q) if self._dec is None else self._dec(z_q)
-        return clamp_with_grad(out.float().add(1).div(2), 0.0, 1.0)
+        return clamp_with_grad(out.float().add(1).div(2), 0.0, 1.0), z_q
 
     def _loss(self, z: torch.Tensor, packs: list, init_factor: float) -> tuple[torch.Tensor, torch.Tensor]:
         c, B = self.config, z.shape[0]
-        img = self.render(z)
+        img, z_q = self._render(z)
         per_item = torch.zeros(B, device=z.device)
         for (view, _), bank_packs in zip(self._banks, packs, strict=True):
             if view is not None:
@@ -315,8 +362,8 @@ class GenerationLoop(MemoryRecovery):
             per_item = per_item + c.tv_weight * tv_loss(img, circular=c.seamless)  # tiles: across the edges too
         if c.image_losses:
             per_item = per_item + image_losses(img, c.image_losses)
-        if self.z_init is not None:
-            mse = (z - self.z_init).pow(2).flatten(1).mean(1)
+        if self.z_init is not None:  # (codebook sampling: the drawn latent, gradient through the expected one)
+            mse = ((z if self._codes is None else z_q.float()) - self.z_init).pow(2).flatten(1).mean(1)
             per_item = per_item + c.init_weight * init_factor * mse
         return per_item.sum(), img
 
@@ -373,7 +420,7 @@ class GenerationLoop(MemoryRecovery):
                 self.cb.preview(i, shown)
         self.opt.step()
         with torch.no_grad():
-            if c.clamp_latent:
+            if c.clamp_latent and self._codes is None:
                 self.z.copy_(torch.maximum(torch.minimum(self.z, self._zmax), self._zmin))
             if self._keep is not None:
                 self.z.copy_(torch.where(self._keep, self._z_keep, self.z))
@@ -391,8 +438,9 @@ class GenerationLoop(MemoryRecovery):
 
     def result(self, interrupted: bool = False) -> GenerationResult:
         """Decode the current latent into the final images."""
-        img, idx = self.decode(self.z)
-        return GenerationResult(img, self.z.detach().clone(), idx, self.config, list(self.losses),
+        z = self.latent()
+        img, idx = self.decode(z)
+        return GenerationResult(img, z, idx, self.config, list(self.losses),
                                 self.step_index, interrupted)
 
     def run(self, max_steps: int | None = None) -> GenerationResult:
@@ -416,10 +464,13 @@ class GenerationLoop(MemoryRecovery):
                     i = self.step_index
                     loss = self.step()
                     value = None
-                    if (c.log_every and i % c.log_every == 0) or self.step_index == c.steps:
+                    # the cadence counts the whole run's steps, so a resumed plateau schedule sees the same losses
+                    on_cadence = bool(c.log_every) and (i + self._schedule_offset) % c.log_every == 0
+                    if on_cadence or self.step_index == c.steps:
                         value = float(loss)  # the only host sync of the loop
                         self.losses.append((i, value))
-                        self.lr_schedule.observe(value)
+                        if on_cadence:  # (a part's last step is no check of the whole run's)
+                            self.lr_schedule.observe(value)
                     if self.cb.progress is not None:
                         self.cb.progress(self.step_index, c.steps, value)
                 return self.result(interrupted)

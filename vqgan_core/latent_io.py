@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "vqgan_core.vq_latent/1"
 SUFFIX = ".vqlatent"  # safetensors inside; its own suffix keeps it apart from VQGAN weights and SD latents
-_STATE_TENSORS = ("rng_state", "z_init")  # run-state entries stored as tensors (the optimiser's are too)
+_STATE_TENSORS = ("rng_state", "z_init", "logits")  # (logits: codebook sampling)  # run-state entries stored as tensors (the optimiser's are too)
 
 
 @dataclass

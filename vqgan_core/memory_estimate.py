@@ -101,4 +101,8 @@ def run_memory_bytes(vqgan: torch.nn.Module, clip, config, device: torch.device,
         need += sum(p.numel() * 2 for m in guides for p in m.parameters())
     if vqgan_dtype != torch.float32:
         need += sum(p.numel() * 2 for p in vqgan.decoder.parameters())
+    if config.method == "codebook_sampling":  # fp32 logits, their gradient, Adam's two moments, noise, softmax
+        f = vqgan.downsample_factor
+        cells = config.batch_size * max(config.height // f, 1) * max(config.width // f, 1)
+        need += 6 * 4 * cells * vqgan.codebook.shape[0]
     return need

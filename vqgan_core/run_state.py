@@ -19,17 +19,24 @@ log = logging.getLogger(__name__)
 
 
 def run_state(loop) -> dict[str, Any]:  # noqa: ANN001 - a GenerationLoop (import cycle)
-    """``{"optimizer", "shape", "steps", "optimizer_state", "seed", "rng_device", "rng_state"[, "z_init"]}`` of
-    ``loop`` now (copies: the loop goes on updating its own). ``steps`` counts from the start of the whole run,
+    """``{"optimizer", "method", "shape", "steps", "optimizer_state", "seed", "rng_device", "rng_state"[, "z_init",
+    "lr_schedule", "logits"]}`` of ``loop`` now (copies: the loop goes on updating its own). ``steps`` counts from the start of the whole run,
     earlier loops included; the random stream of cutouts and augmentations is where this loop stopped;
-    ``z_init`` is the init pull-back's target when the run has one."""
+    ``z_init`` is the init pull-back's target when the run has one; ``lr_schedule`` the state of a schedule that
+    has one (plateau: the best loss so far, the checks since, the factor); ``logits`` the code distribution of a
+    codebook-sampling run."""
     with torch.inference_mode(False):  # normal tensors: the next loop's optimiser updates them in place
         opt_state = copy.deepcopy(loop.opt.state_dict())
-    state = {"optimizer": loop.config.optimizer, "shape": tuple(loop.z.shape),
+    state = {"optimizer": loop.config.optimizer, "method": loop.config.method, "shape": tuple(loop.z.shape),
              "steps": loop.story_offset + loop.step_index, "optimizer_state": opt_state, "seed": loop.config.seed,
              "rng_device": loop.gen.device.type, "rng_state": loop.gen.get_state()}
+    schedule = loop.lr_schedule.state_dict()
+    if schedule:  # e.g. plateau's best loss and patience count
+        state["lr_schedule"] = {"name": loop.config.lr_schedule.lower(), "state": schedule}
     if loop.z_init is not None:  # the init pull-back's target (the run's start, not this loop's)
         state["z_init"] = loop.z_init.detach().cpu().clone()
+    if loop.config.method == "codebook_sampling":  # the latent holds only the most likely codes
+        state["logits"] = loop.z.detach().cpu().clone()
     return state
 
 
@@ -38,8 +45,8 @@ def continue_run(loop, state: dict[str, Any], rng: bool = False) -> bool:  # noq
     learning rate wins over the stored one. Returns whether it did (otherwise the optimiser starts afresh).
 
     The loop must have been built with ``story_offset=state["steps"]`` for its story to go on too.
-    ``rng``: a resume: also go on with the saved random stream (on the same device type) and the init
-    pull-back's target, so that the result equals one longer run (with ``schedule_offset=state["steps"]``
+    ``rng``: a resume: also go on with the saved random stream (on the same device type), the init
+    pull-back's target and the learning-rate schedule's state, so that the result equals one longer run (with ``schedule_offset=state["steps"]``
     too); without it the loop's own seed draws (chained ComfyUI nodes: each node's seed widget counts).
     """
     if rng and state.get("rng_state") is not None:
@@ -55,6 +62,19 @@ def continue_run(loop, state: dict[str, Any], rng: bool = False) -> bool:  # noq
         if tuple(state["z_init"].shape) == tuple(loop.z_init.shape):
             with torch.inference_mode(False), torch.no_grad():
                 loop.z_init.copy_(state["z_init"].to(loop.z_init.device, loop.z_init.dtype))
+    saved = state.get("lr_schedule")
+    if rng and isinstance(saved, dict) and saved.get("name") == loop.config.lr_schedule.lower():
+        try:
+            loop.lr_schedule.load_state_dict(saved["state"])
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("the saved learning-rate schedule state does not load (%s): it starts afresh", e)
+    method = state.get("method", "z_quantize")
+    if method != loop.config.method:
+        log.info("the saved run used the %s method, this one %s: starting the optimiser afresh", method,
+                 loop.config.method)
+        return False
+    if state.get("logits") is not None:
+        loop.continue_logits(state["logits"])
     opt_state = state.get("optimizer_state")
     if opt_state is None:
         return False
@@ -73,3 +93,4 @@ def continue_run(loop, state: dict[str, Any], rng: bool = False) -> bool:  # noq
     for g in loop.opt.param_groups:
         g["lr"] = g["initial_lr"] = loop.config.lr
     return True
+

@@ -32,6 +32,13 @@ class LRSchedule:
     def observe(self, loss: float) -> None:
         """Report a loss value (ignored unless the schedule needs it)."""
 
+    def state_dict(self) -> dict[str, float]:
+        """What a resumed run needs to go on exactly (empty: the step alone decides)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Go on from :meth:`state_dict` of the same schedule."""
+
 
 @LR_SCHEDULES.register("constant")
 class ConstantLR(LRSchedule):
@@ -91,6 +98,12 @@ class PlateauLR(LRSchedule):
         if self._bad > self.patience:
             self._f = max(self._f * self.factor_drop, self.min_factor)
             self._bad = 0
+
+    def state_dict(self) -> dict[str, float]:  # noqa: D102 - the best loss so far survives a resume
+        return {"best": self._best, "bad": self._bad, "factor": self._f}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:  # noqa: D102
+        self._best, self._bad, self._f = float(state["best"]), int(state["bad"]), float(state["factor"])
 
 
 def make_lr_schedule(name: str, total_steps: int, **kwargs) -> LRSchedule:

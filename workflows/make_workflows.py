@@ -93,6 +93,14 @@ WORKFLOWS: dict[str, list[Node]] = {
                      "seed": 2, "cutouts": 16, "lr": 0.1, "preview_every": 10}},
         _save(4, (3, 0), "vqclip/generate"),
     ],
+    "codebook_sampling": [
+        *_models(),
+        {"id": 3, "type": "VQGAN_CLIPGenerate", "links": {"vqgan": (1, 0), "clip_guide": (2, 0)},
+         "widgets": {"prompt": "a yellow triangle on a green background", "width": 64, "height": 64, "steps": 60,
+                     "seed": 2, "cutouts": 16, "optimizer": "adamw", "lr": 0.3, "preview_every": 10,
+                     "method": "codebook_sampling"}},
+        _save(4, (3, 0), "vqclip/codebook_sampling"),
+    ],
     "seamless_texture": [
         *_models(), {"id": 3, "type": "VQGAN_Seamless", "links": {"vqgan": (1, 0)}},
         {"id": 4, "type": "VQGAN_CLIPGenerate", "links": {"vqgan": (3, 0), "clip_guide": (2, 0)},
