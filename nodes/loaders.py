@@ -40,26 +40,11 @@ def vqgan_choices() -> list[str]:
 
 
 def resolve_vqgan(name: str) -> str:
-    """Full path (or 'demo') of a VQGAN choice, checking that a .ckpt has a taming config.
-
-    The config is found like the core's loader does (``vqgan_core.checkpoint.find_yaml``: same stem
-    .yaml/.yml, model.yaml or config.yaml beside it, ../configs/model.yaml); the error lists them all.
-    """
+    """Full path (or 'demo') of a VQGAN choice. A taming .ckpt's config is found like the core's loader does
+    (its yaml beside it, else read from the weights: ``vqgan_core.checkpoint.resolve_config``)."""
     if name == ca.DEMO_NAME:
         return name
-    path = ca.model_path(ca.VQGAN_FOLDER, name)
-    if path.endswith(".ckpt"):
-        from pathlib import Path
-
-        from vqgan_core.checkpoint import find_yaml, yaml_candidates
-
-        if find_yaml(Path(path)) is None:
-            tried = ", ".join(str(c) for c in yaml_candidates(Path(path)))
-            raise ValueError(
-                f"VQGAN '{name}' is a taming .ckpt and needs its config next to it: put "
-                f"'{Path(path).stem}.yaml' in the same folder ({os.path.dirname(path)}). Looked for: {tried}."
-            )
-    return path
+    return ca.model_path(ca.VQGAN_FOLDER, name)
 
 
 class LoadVQGAN(io.ComfyNode):
@@ -72,7 +57,8 @@ class LoadVQGAN(io.ComfyNode):
             node_id="VQGAN_Load",
             display_name="Load VQGAN",
             category=CATEGORY,
-            description="Loads a VQGAN from models/vqgan (.safetensors, or a taming .ckpt with its .yaml). "
+            description="Loads a VQGAN from models/vqgan (.safetensors, or a taming .ckpt: its .yaml beside it "
+            "is used, and without one the architecture is read from the weights). "
             "'demo' is the tiny model shipped with the pack (runs on CPU).",
             inputs=[io.Combo.Input("vqgan_name", options=vqgan_choices(), default=ca.DEMO_NAME,
                                    tooltip="File in models/vqgan, or 'demo'.")],

@@ -149,3 +149,28 @@ def test_reference_configs_build_exact_generator_keys(taming_fixtures):
         assert got == want, f"{y.name}: missing {sorted(set(want) - set(got))[:5]} extra {sorted(set(got) - set(want))[:5]}"
         n_params = sum(v.numel() for k, v in model.state_dict().items() if k != "colorize")
         assert n_params + (model.colorize.numel() if cfg.n_labels else 0) == json.loads(y.with_suffix(".json").read_text())["n_elements_without_loss"]
+
+
+_ARCH = ("in_channels", "out_ch", "ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "double_z",
+         "embed_dim", "n_embed", "quantizer", "n_labels")
+
+
+def test_released_architectures_are_read_from_their_weights(taming_fixtures):
+    """Without a yaml, the keys and shapes alone give each released model's config (f16-1024, f16-16384,
+    Gumbel f8, COCO-8k, the S-FLCKR segmentation VQGAN); the tiny fixtures decode the same either way."""
+    from vqgan_core.config_infer import infer_config
+
+    for y in _reference_key_files(taming_fixtures):
+        ref = json.loads(y.with_suffix(".json").read_text())["keys"]
+        sd = {k: torch.empty(v["shape"], device="meta") for k, v in ref.items()}
+        got, want = infer_config(generator_state_dict(sd)), VQGANConfig.from_taming_yaml(y)
+        assert {f: getattr(got, f) for f in _ARCH} == {f: getattr(want, f) for f in _ARCH}, y.name
+        assert got.resolution == want.resolution == 256
+    for name in ("tiny_f4", "tiny_gumbel_f8"):  # resolution 32 / 64: attention at the same level, other numbers
+        folder = taming_fixtures / name
+        sd = generator_state_dict(torch.load(folder / "last.ckpt", weights_only=True)["state_dict"])
+        got = infer_config(sd)
+        with torch.device("meta"):
+            model = VQGAN(got)
+        assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in sd.items()}
+        assert got.quantizer == ("gumbel" if "gumbel" in name else "vq")

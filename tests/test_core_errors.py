@@ -76,14 +76,23 @@ def test_yaml_does_not_match_weights(f4):
     doc = yaml.safe_load((f4 / "model.yaml").read_text())
     doc["model"]["params"]["n_embed"] = 1024
     (f4 / "model.yaml").write_text(yaml.safe_dump(doc))
-    with pytest.raises(CheckpointError, match=r"quantize\.embedding\.weight.*shape \[64, 16\].*expects \[1024, 16\]"):
+    with pytest.raises(CheckpointError, match=r"quantize\.embedding\.weight.*shape \[64, 16\].*expects \[1024, 16\].*"
+                       r"The weights themselves are a f4 VQ VQGAN, 64 codes x 16.*the config says a f4 VQ VQGAN, 1024 "
+                       r"codes x 16.*without one the architecture is read from the weights"):
         load_vqgan(f4 / "last.ckpt")
 
 
-def test_ckpt_without_yaml(f4):
+def test_ckpt_without_yaml_is_read_from_its_weights(f4, taming_fixtures, tmp_path):
     (f4 / "model.yaml").unlink()
-    with pytest.raises(CheckpointError, match=r"no config found for .*last\.ckpt.*--config"):
-        load_vqgan(f4 / "last.ckpt")
+    lonely, ref = load_vqgan(f4 / "last.ckpt"), load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt")
+    assert lonely.config.extra["config_source"] == "inferred from the weights"
+    z = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(lonely.decode(z), ref.decode(z))
+    sd = torch.load(f4 / "last.ckpt", weights_only=True)["state_dict"]
+    p = tmp_path / "decoder_only.ckpt"  # no encoder: its widths cannot be read
+    torch.save({"state_dict": {k: v for k, v in sd.items() if not k.startswith("encoder.")}}, p)
+    with pytest.raises(CheckpointError, match=r"no config found for .*decoder_only\.ckpt.*no taming encoder keys.*--config"):
+        load_vqgan(p)
 
 
 def test_yaml_with_unknown_target(f4):

@@ -74,26 +74,19 @@ def test_load_vqgan_from_models_folder_and_cache(pack, vqgan, tmp_path):
     assert ref() is None  # the loader cache holds no strong reference: ComfyUI's "free cache" frees it
 
 
-def test_ckpt_without_yaml_says_what_to_do(pack):
+def test_ckpt_without_yaml_loads_and_a_broken_one_is_named(pack, taming_fixtures):
+    """A taming .ckpt alone in models/vqgan loads (architecture read from the weights); a file that is no
+    checkpoint gets an error naming it."""
+    import shutil
+
     folder = Path(pack.folder_paths.get_folder_paths("vqgan")[-1])
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "lonely.ckpt").write_bytes(b"x")
-    with pytest.raises(ValueError, match=r"needs its config next to it: put 'lonely.yaml'"):
-        run(pack.loaders.LoadVQGAN, vqgan_name="lonely.ckpt")
-
-
-def test_ckpt_config_found_like_the_core_loader(pack):
-    """Every place vqgan_core.checkpoint.find_yaml looks is accepted; the error lists them all."""
-    folder = Path(pack.folder_paths.get_folder_paths("vqgan")[-1]) / "sub"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "withyml.ckpt").write_bytes(b"x")
-    with pytest.raises(ValueError, match=r"withyml\.yml.*model\.yaml.*config\.yaml"):
-        pack.loaders.resolve_vqgan("sub/withyml.ckpt")
-    (folder / "withyml.yml").write_text("model: {}\n")
-    assert pack.loaders.resolve_vqgan("sub/withyml.ckpt").endswith("withyml.ckpt")
-    (folder / "other.ckpt").write_bytes(b"x")
-    (folder / "config.yaml").write_text("model: {}\n")
-    assert pack.loaders.resolve_vqgan("sub/other.ckpt").endswith("other.ckpt")
+    shutil.copy(taming_fixtures / "tiny_gumbel_f8" / "last.ckpt", folder / "lonely.ckpt")
+    (model,) = run(pack.loaders.LoadVQGAN, vqgan_name="lonely.ckpt")
+    assert model.config.quantizer == "gumbel" and model.config.extra["config_source"] == "inferred from the weights"
+    (folder / "broken.ckpt").write_bytes(b"x")
+    with pytest.raises(Exception, match=r"broken\.ckpt.*not a readable PyTorch checkpoint"):
+        run(pack.loaders.LoadVQGAN, vqgan_name="broken.ckpt")
 
 
 def test_image_to_bchw_handles_grey_la_rgb_rgba(pack):

@@ -17,11 +17,11 @@ from vqgan_core import VQGAN, VQGANConfig, safe_torch_load
 from vqgan_core.checkpoint import (
     CONFIG_KEY,
     CheckpointError,
-    check_state_dict,
     generator_state_dict,
     read_safetensors,
     resolve_config,
 )
+from vqgan_core.loading import check_state_dict_or_explain
 
 from . import checkpointing as ck
 from .config import TrainConfig
@@ -69,12 +69,12 @@ def _vqgan_from(
     sd: dict[str, torch.Tensor], meta: dict[str, str] | None, path: Path, config: str | VQGANConfig | None
 ) -> VQGAN:
     """A VQGAN built from an already-read state dict (multi-GB checkpoints are read once, not once per use)."""
-    vcfg = resolve_config(path, config, meta)
+    vcfg = resolve_config(path, config, meta, sd)
     gen = generator_state_dict(sd, str(vcfg.extra.get("key_prefix", "")))
     cfg_source = "the file's metadata" if config is None and meta and CONFIG_KEY in meta else str(config or "a yaml")
     with torch.device("meta"):  # no random init of weights that are overwritten at once (and no RNG draws)
         model = VQGAN(vcfg)
-    check_state_dict(model, gen, path, cfg_source)
+    check_state_dict_or_explain(model, gen, path, cfg_source)
     model = model.to_empty(device="cpu")
     try:
         model.load_state_dict(gen)

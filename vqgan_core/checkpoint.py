@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .config import ConfigError, VQGANConfig
+from .config_infer import describe, infer_config
 from .download import DEAD_LINK_HINT, is_web_page
 from .io_utils import atomic_save_file
 
@@ -157,8 +158,10 @@ def yaml_candidates(ckpt: Path) -> list[Path]:
     ]
 
 
-def resolve_config(path: Path, config: str | os.PathLike | VQGANConfig | None, meta: dict[str, str] | None) -> VQGANConfig:
-    """Config from the argument, else safetensors metadata, else a yaml found beside the checkpoint."""
+def resolve_config(path: Path, config: str | os.PathLike | VQGANConfig | None, meta: dict[str, str] | None,
+                   sd: dict[str, torch.Tensor] | None = None) -> VQGANConfig:
+    """Config from the argument, else safetensors metadata, else a yaml found beside the checkpoint, else (given
+    the checkpoint's tensors ``sd``) read from the weights themselves (``vqgan_core.config_infer``)."""
     if isinstance(config, VQGANConfig):
         return config
     try:
@@ -172,8 +175,17 @@ def resolve_config(path: Path, config: str | os.PathLike | VQGANConfig | None, m
         raise CheckpointError(f"config for {path}: {e}") from None
     if found is None:
         tried = ", ".join(str(c) for c in yaml_candidates(path))
+        why = ""
+        if sd is not None:
+            try:
+                cfg = infer_config(generator_state_dict(sd))
+            except ConfigError as e:
+                why = f" {e}."
+            else:
+                log.info("no yaml for %s: the architecture is read from the weights (%s)", path.name, describe(cfg))
+                return cfg
         raise CheckpointError(
-            f"no config found for {path}: it has no '{CONFIG_KEY}' metadata and none of these exist: {tried}. "
+            f"no config found for {path}: it has no '{CONFIG_KEY}' metadata and none of these exist: {tried}.{why} "
             "Pass the model's yaml explicitly (config=... / --config model.yaml)."
         )
     log.info("using config %s for %s", found, path)

@@ -16,7 +16,8 @@ from .checkpoint import (
     read_state_dict,
     resolve_config,
 )
-from .config import VQGANConfig
+from .config import ConfigError, VQGANConfig
+from .config_infer import describe, infer_config
 from .model import VQGAN
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,14 @@ def load_vqgan(
         sd, meta = read_safetensors(file)
     else:
         sd = read_state_dict(file)
-    cfg = resolve_config(file, config, meta)
+    cfg = resolve_config(file, config, meta, sd)
     sd = generator_state_dict(sd, str(cfg.extra.get("key_prefix", "")))
-    cfg_source = "the file's metadata" if config is None and meta and "vqgan_config" in meta else str(config or "the yaml beside it")
+    cfg_source = "the file's metadata" if config is None and meta and "vqgan_config" in meta else str(
+        config or ("its weights" if "config_source" in cfg.extra else "the yaml beside it"))
     with torch.device("meta"):
         model = VQGAN(cfg)
     if strict:
-        check_state_dict(model, sd, file, cfg_source)
+        check_state_dict_or_explain(model, sd, file, cfg_source)
     model = model.to_empty(device=device)
     try:
         model.load_state_dict(sd, strict=strict, assign=False)
@@ -91,6 +93,23 @@ def load_vqgan(
     model = model.to(dtype=dtype).eval().requires_grad_(False)
     log.info("loaded VQGAN %s (f%d, %d codes x %d)", file.name, cfg.downsample_factor, cfg.n_embed, cfg.embed_dim)
     return model
+
+
+def check_state_dict_or_explain(model: torch.nn.Module, sd: dict[str, torch.Tensor], file: Path, cfg_source: str) -> None:
+    """:func:`check_state_dict`; when the weights do not fit the config, the error also says what the weights are
+    (a yaml of another model beside a checkpoint is a common mistake)."""
+    try:
+        check_state_dict(model, sd, file, cfg_source)
+    except CheckpointError as e:
+        try:
+            actual = describe(infer_config(sd))
+        except ConfigError:
+            raise e from None
+        if actual == describe(model.config):  # the same architecture: the keys themselves are the problem
+            raise
+        raise CheckpointError(f"{e} The weights themselves are a {actual}; the config says a {describe(model.config)}. "
+                              "Use the yaml of this checkpoint, or none: without one the architecture is read from "
+                              "the weights.") from None
 
 
 def count_parameters(model: torch.nn.Module) -> int:
