@@ -149,9 +149,14 @@ def test_known_model_by_name_through_mirror(taming_fixtures, http_dir, tmp_path,
     monkeypatch.setenv("VQGAN_CORE_MIRROR", base)
     m = load_vqgan("vqgan_imagenet_f16_1024")
     assert m.config.n_embed == 64
-    with pytest.raises(ValueError, match="unknown known VQGAN.*valid names: vqgan_gumbel_f8"):
-        from vqgan_core.known_models import fetch_known
+    (root / "vqgan_coco_f16_8192.ckpt").write_bytes((taming_fixtures / "tiny_gumbel_f8" / "last.ckpt").read_bytes())
+    coco = load_vqgan("vqgan_coco_f16_8192")  # published without a yaml: none is asked for, the weights tell
+    assert coco.config.quantizer == "gumbel" and coco.config.extra["config_source"] == "inferred from the weights"
+    from vqgan_core.known_models import fetch_known
 
+    ckpt, yaml_path = fetch_known("vqgan_coco_f16_8192")
+    assert ckpt.name.endswith("-vqgan_coco_f16_8192.ckpt") and yaml_path is None
+    with pytest.raises(ValueError, match="unknown known VQGAN.*valid names: vqgan_coco_f16_8192"):
         fetch_known("vqgan_typo")
 
 

@@ -29,11 +29,11 @@ def cache_dir() -> Path:
     return Path(base) / "vqgan_core"
 
 
-def _filename_for(url: str) -> str:
+def _filename_for(url: str, name: str | None = None) -> str:
     parsed = urllib.parse.urlparse(url)
     # heibox-style links carry the file name in ?p=/ckpts/last.ckpt; prefix a hash so names never collide.
     query_path = urllib.parse.parse_qs(parsed.query).get("p", [""])[0]
-    name = os.path.basename(query_path or parsed.path) or "download.bin"
+    name = name or os.path.basename(query_path or parsed.path) or "download.bin"
     return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
 
 
@@ -48,10 +48,12 @@ def is_web_page(path: str | os.PathLike) -> bool:
     return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
 
 
-def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | None = None, timeout: float = 60.0) -> Path:
-    """Fetch ``url`` once into the cache and return the local path (re-used on later calls)."""
+def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | None = None, timeout: float = 60.0,
+             name: str | None = None) -> Path:
+    """Fetch ``url`` once into the cache and return the local path (re-used on later calls). ``name``: the file
+    name to keep (default: the URL's), for links that carry none."""
     dest = Path(dest_dir) if dest_dir else cache_dir()
-    target = dest / _filename_for(url)
+    target = dest / _filename_for(url, name)
     if target.is_file() and (sha256 is None or _sha256(target) == sha256):
         return target
     log.info("downloading %s -> %s", url, target)

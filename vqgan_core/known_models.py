@@ -19,7 +19,7 @@ class KnownVQGAN:
     """Where a released checkpoint and its config live."""
 
     ckpt_url: str
-    yaml_url: str
+    yaml_url: str | None  # None: published without one (the architecture is read from the weights)
     description: str
 
 
@@ -32,11 +32,22 @@ KNOWN_VQGANS: Registry[KnownVQGAN] = Registry("known VQGAN")
 KNOWN_VQGANS.register("vqgan_imagenet_f16_1024", KnownVQGAN(*_heibox("8088892a516d4e3baf92"), "ImageNet f16, 1024 codes"))
 KNOWN_VQGANS.register("vqgan_imagenet_f16_16384", KnownVQGAN(*_heibox("a7530b09fed84f80a887"), "ImageNet f16, 16384 codes"))
 KNOWN_VQGANS.register("vqgan_gumbel_f8", KnownVQGAN(*_heibox("2e5662443a6b4307b470"), "OpenImages Gumbel f8, 8192 codes"))
+# the taming README's COCO first stages: single-file links, no yaml published (same ddconfig as ImageNet f16)
+KNOWN_VQGANS.register("vqgan_coco_f16_8192", KnownVQGAN(
+    "https://heibox.uni-heidelberg.de/f/78dea9589974474c97c1/?dl=1", None, "COCO f16, 8192 codes (coco_epoch117)"))
+KNOWN_VQGANS.register("vqgan_coco_oi_f16_8192", KnownVQGAN(
+    "https://heibox.uni-heidelberg.de/f/461d9a9f4fcf48ab84f4/?dl=1", None,
+    "COCO + Open Images f16, 8192 codes (coco_oi_epoch12)"))
 
 
-def fetch_known(name: str) -> tuple[Path, Path]:
-    """Download (once, into the cache) the checkpoint and yaml of a released model."""
+def fetch_known(name: str) -> tuple[Path, Path | None]:
+    """Download (once, into the cache) the checkpoint and the yaml (None when none is published) of a released
+    model; ``$VQGAN_CORE_MIRROR`` serves ``<name>.ckpt`` (and ``<name>.yaml``) instead."""
     spec = KNOWN_VQGANS.get(name)
     mirror = os.environ.get("VQGAN_CORE_MIRROR")
-    ckpt_url, yaml_url = (f"{mirror.rstrip('/')}/{name}.ckpt", f"{mirror.rstrip('/')}/{name}.yaml") if mirror else (spec.ckpt_url, spec.yaml_url)
-    return download(ckpt_url), download(yaml_url)
+    if mirror:
+        base = f"{mirror.rstrip('/')}/{name}"
+        ckpt_url, yaml_url = f"{base}.ckpt", (f"{base}.yaml" if spec.yaml_url else None)
+    else:
+        ckpt_url, yaml_url = spec.ckpt_url, spec.yaml_url
+    return download(ckpt_url, name=f"{name}.ckpt"), (download(yaml_url, name=f"{name}.yaml") if yaml_url else None)
