@@ -236,12 +236,14 @@ def test_resume_goes_on_exactly_like_one_longer_run(base_args, tmp_path):
 def test_codebook_sampling_resumes_exactly_and_is_recorded(base_args, tmp_path):
     """--method codebook_sampling: 2 steps + --resume 2 == 4 in one go (the file carries the logits), and the
     PNG's settings reproduce the image."""
-    run = [*base_args, "red", "--seed", "4", "--method", "codebook_sampling", "--lr", "1.0", "--lr-schedule", "plateau",
-           "--log-every", "1"]
+    run = [*base_args, "red", "--seed", "4", "--lr", "1.0"]
+    codes = [*run, "--method", "codebook_sampling"]
     whole, rest = tmp_path / "whole.png", tmp_path / "rest.png"
-    assert main([*run, "--steps", "4", "--out", str(whole), "--save-latent", str(tmp_path / "whole.vqlatent")]) == 0
-    assert main([*run, "--steps", "4", "--stop-at", "2", "--out", str(tmp_path / "half.png"),
+    assert main([*codes, "--steps", "4", "--out", str(whole), "--save-latent", str(tmp_path / "whole.vqlatent"),
+                 "--save-every", "2", "--save-sequence"]) == 0
+    assert main([*codes, "--steps", "4", "--stop-at", "2", "--out", str(tmp_path / "half.png"),
                  "--save-latent", str(tmp_path / "half.vqlatent")]) == 0
+    # the method comes from the file, like the seed and size
     assert main([*run, "--steps", "2", "--out", str(rest), "--resume", str(tmp_path / "half.vqlatent"),
                  "--save-latent", str(tmp_path / "rest.vqlatent")]) == 0
     assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(rest)))
@@ -254,6 +256,10 @@ def test_codebook_sampling_resumes_exactly_and_is_recorded(base_args, tmp_path):
     again = tmp_path / "again.png"
     assert main([*base_args, "--from-png", str(whole), "--out", str(again)]) == 0
     assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(again)))
+    mid = tmp_path / "mid.png"  # an image saved on the way is the run's (most likely codes), not a random draw
+    assert main([*base_args, "--from-png", str(tmp_path / "whole_00002.png"), "--out", str(mid)]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "whole_00002.png")), np.asarray(Image.open(mid)))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "half.png")), np.asarray(Image.open(mid)))
 
 
 def test_resume_takes_seed_size_and_batch_from_the_file_and_checks_the_rest(base_args, tmp_path, capsys):

@@ -124,3 +124,8 @@ def test_saved_logits_are_not_used_for_an_edited_latent_or_another_method(vqgan,
 def test_unknown_method_lists_the_valid_ones():
     with pytest.raises(ValueError, match="valid: z_quantize, codebook_sampling"):
         GenerationConfig(method="sample")
+
+
+def test_random_start_checks_the_size_like_the_classic_method(vqgan, clip):
+    with pytest.raises(ValueError, match="height 30 is not a multiple of the downsampling factor 4"):
+        GenerationLoop(vqgan, clip, _cfg(height=30))

@@ -334,8 +334,8 @@ def run(args: argparse.Namespace) -> int:
             loop = GenerationLoop(vqgan, clip, cfg, callbacks, init_latent=resume.z, story_offset=done,
                                   schedule_offset=done)
             if not continue_run(loop, resume.state, rng=True):
-                log.warning("%s: the optimiser state does not fit this run (other optimiser or size); it starts "
-                            "afresh", resume_path)
+                log.warning("%s: the optimiser state does not fit this run (other optimiser, method or size); it "
+                            "starts afresh", resume_path)
         holder["loop"] = loop
         log.info("seed %d, %dx%d, %d steps, %s precision on %s", loop.config.seed, cfg.width, cfg.height, cfg.steps,
                  loop.precision, device)

@@ -42,7 +42,8 @@ def resume_source(args: argparse.Namespace, png_meta: dict) -> tuple[str, Latent
 
 
 def resume_config(cfg, latent: LatentFile, args: argparse.Namespace, path: str):  # noqa: ANN001, ANN201
-    """``cfg`` for going on from ``latent``: its size, batch and seed unless given explicitly (then they must match)."""
+    """``cfg`` for going on from ``latent``: its size, batch, seed and method unless given explicitly (size and batch
+    must then match; another method starts afresh from the latent's codes)."""
     b, _, h, w = latent.z.shape
     f = latent.downsample_factor
     size = (w * f, h * f)
@@ -52,7 +53,8 @@ def resume_config(cfg, latent: LatentFile, args: argparse.Namespace, path: str):
     if args.batch is not None and args.batch != b:
         raise ValueError(f"{path} holds a batch of {b}, not --batch {args.batch}: leave --batch out when resuming")
     seed = cfg.seed if args.seed is not None or latent.state.get("seed") is None else latent.state["seed"]
-    return cfg.replace(width=size[0], height=size[1], batch_size=b, seed=seed)
+    method = cfg.method if getattr(args, "method", None) is not None else latent.state.get("method", cfg.method)
+    return cfg.replace(width=size[0], height=size[1], batch_size=b, seed=seed, method=method)
 
 
 def save_run(path: str | os.PathLike, loop) -> Path:  # noqa: ANN001 - a GenerationLoop

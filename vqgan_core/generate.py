@@ -123,14 +123,14 @@ class GenerationLoop(MemoryRecovery):
         # latent
         self._codes = CodeSampler(vqgan) if c.method == "codebook_sampling" else None
         gens = [torch.Generator().manual_seed((c.seed + b) % 2**64) for b in range(B)]
+        logits = False  # whether z already holds logits (else a latent)
         if init_latent is not None:
             z = init_latent.detach().float().to(self.device)
             z = z.expand(B, -1, -1, -1).clone() if z.shape[0] == 1 else z.clone()
             if z.shape[0] != B:
                 raise ValueError(f"init_latent batch {z.shape[0]} does not match batch_size {B}")
         elif self._codes is not None and c.init == "random":  # the notebook's start: random logits
-            f = vqgan.downsample_factor
-            z = self._codes.random_logits(B, max(c.height // f, 1), max(c.width // f, 1), gens)
+            z, logits = self._codes.random_logits(B, *vqgan.latent_size(c.height, c.width), gens), True
         else:
             img = init_image
             if img is None and c.init == "image":
@@ -138,7 +138,7 @@ class GenerationLoop(MemoryRecovery):
                     raise ValueError("init 'image' needs init_image (a file, URL or tensor)")
                 img = load_image01(c.init_image)
             z = make_init_latent(vqgan, c.init, B, c.height, c.width, gens, img)
-        if self._codes is not None and z.shape[1] != self._codes.k:  # a latent: its codes start most likely
+        if self._codes is not None and not logits:  # a latent: its codes start most likely
             z = self._codes.logits_from_latent(z)
         # the optimised tensor: the latent, or (codebook sampling) the logits over the codes
         self.z = z.to(self.device).requires_grad_(True)
@@ -327,7 +327,8 @@ class GenerationLoop(MemoryRecovery):
         return z + (z_q - z).detach(), idx.view(B, h, w)
 
     def render(self, z: torch.Tensor) -> torch.Tensor:
-        """The optimised tensor -> image in [0,1] (clamp keeps gradients that pull back into range)."""
+        """The optimised tensor -> image in [0,1] (clamp keeps gradients that pull back into range). Codebook
+        sampling draws the codes from the run's generator: a call outside the loop moves its random stream on."""
         return self._render(z)[0]
 
     def _render(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -412,8 +413,8 @@ class GenerationLoop(MemoryRecovery):
         wants_img = (c.save_every and i % c.save_every == 0 and self.cb.save) or (
             c.preview_every and i % c.preview_every == 0 and self.cb.preview
         )
-        if wants_img:
-            shown = img.detach().float().cpu()
+        if wants_img:  # the run's image at this step (codebook sampling: the most likely codes, not this draw)
+            shown = img.detach().float().cpu() if self._codes is None else self.decode(self.latent())[0]
             if c.save_every and i % c.save_every == 0 and self.cb.save:
                 self.cb.save(i, shown)
             if c.preview_every and i % c.preview_every == 0 and self.cb.preview:

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import torch
+from torch.utils._pytree import tree_map
 
 __all__ = ["continue_run", "run_state"]
 
@@ -26,7 +27,9 @@ def run_state(loop) -> dict[str, Any]:  # noqa: ANN001 - a GenerationLoop (impor
     has one (plateau: the best loss so far, the checks since, the factor); ``logits`` the code distribution of a
     codebook-sampling run."""
     with torch.inference_mode(False):  # normal tensors: the next loop's optimiser updates them in place
-        opt_state = copy.deepcopy(loop.opt.state_dict())
+        # on the CPU: a host (ComfyUI's cache) may keep states for long; load_state_dict moves them back
+        opt_state = tree_map(lambda v: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor)
+                             else copy.deepcopy(v), loop.opt.state_dict())
     state = {"optimizer": loop.config.optimizer, "method": loop.config.method, "shape": tuple(loop.z.shape),
              "steps": loop.story_offset + loop.step_index, "optimizer_state": opt_state, "seed": loop.config.seed,
              "rng_device": loop.gen.device.type, "rng_state": loop.gen.get_state()}
