@@ -23,6 +23,7 @@ from .optimize import (
     latent_settings,
     low_memory_input,
     make_config,
+    method_input,
     region_prompts,
     run_views,
     story_fade_input,
@@ -107,6 +108,7 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
                 *frame_tail_inputs(0.0, "Pull back towards each re-encoded frame (steadier motion)."),
                 change_prompts_input(),
                 story_fade_input(),
+                method_input(),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -116,7 +118,8 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
                 shift_x: float, shift_y: float, rotate: float, padding: str, steps_per_frame: int, optimizer: str,
                 lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int, init_weight: float,
                 tv_weight: float, preview_every: int, image_losses: str = "",
-                low_memory: bool = False, change_prompts_every: int = 0, story_fade: int = 0) -> io.NodeOutput:
+                low_memory: bool = False, change_prompts_every: int = 0, story_fade: int = 0,
+                method: str = "z_quantize") -> io.NodeOutput:
         """Run the animation; frames come out frame-major (all batch items of frame 0, then frame 1...)."""
         from vqgan_core.animate import AnimationConfig, run_animation
 
@@ -125,7 +128,7 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
                                shift_y=shift_y, rotate=rotate, padding=resolve_padding(padding, vqgan))
         settings = latent_settings(latent, vqgan, engine_settings(
             0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
-            tv_weight=tv_weight, image_losses=image_losses, story_fade=story_fade))
+            tv_weight=tv_weight, image_losses=image_losses, story_fade=story_fade, method=method))
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
         regions = region_prompts(targets)
         callbacks = ca.Progress((frames - 1) * steps_per_frame, models=(vqgan, clip_guide)).callbacks()
@@ -169,6 +172,7 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                                "shown latent. Less flicker; the optimisation itself is unchanged. 0 = off."),
                 change_prompts_input(),
                 story_fade_input(),
+                method_input(),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
         )
@@ -178,7 +182,7 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                 blend: float, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
                 seed: int, init_weight: float, tv_weight: float, preview_every: int,
                 image_losses: str = "", low_memory: bool = False, smooth: float = 0.0,
-                change_prompts_every: int = 0, story_fade: int = 0) -> io.NodeOutput:
+                change_prompts_every: int = 0, story_fade: int = 0, method: str = "z_quantize") -> io.NodeOutput:
         """Run the restyling; one output frame per input frame."""
         from vqgan_core.animate import AnimationConfig, run_animation
 
@@ -193,7 +197,8 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
         anim = AnimationConfig(frames=n, steps_per_frame=steps_per_frame, zoom=1.0, blend=blend, smooth=smooth)
         settings = engine_settings(first_steps, optimizer, lr, cutouts, cutout_method, augmentations, seed,
                                    low_memory, init_weight=init_weight, tv_weight=tv_weight,
-                                   image_losses=image_losses, width=w, height=h, story_fade=story_fade)
+                                   image_losses=image_losses, width=w, height=h, story_fade=story_fade,
+                                   method=method)
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
         regions = region_prompts(targets)
         callbacks = ca.Progress(first_steps + (n - 1) * steps_per_frame, models=(vqgan, clip_guide)).callbacks()

@@ -346,6 +346,11 @@ def test_zoom_animation_frames_progress_and_determinism(pack, vqgan, guide):
     again, _ = run(pack.animate.VQGANCLIPZoomAnimation, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt,
                    **kw, **anim)
     assert torch.equal(frames, again)
+    codes, last_c = run(pack.animate.VQGANCLIPZoomAnimation, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt,
+                        **kw, **anim, method="codebook_sampling")
+    assert not torch.equal(codes[2:], frames[2:])  # the method reaches the engine: each frame's codes are learnt
+    cb, flat = vqgan.codebook.detach(), last_c.z.permute(0, 2, 3, 1).reshape(-1, vqgan.codebook.shape[1])
+    assert torch.equal(cb[torch.cdist(flat, cb).argmin(1)], flat)  # the last latent is made of codes
     assert "Unknown augmentation" in pack.animate.VQGANCLIPZoomAnimation.validate_inputs(augmentations="Qq")
     with pytest.raises(ValueError, match="No targets"):
         run(pack.animate.VQGANCLIPZoomAnimation, latent=lat, vqgan=vqgan, clip_guide=guide,
@@ -380,6 +385,9 @@ def test_restyle_frames_one_output_per_input_frame(pack, vqgan, guide):
     smoothed, last_s = run(pack.animate.VQGANCLIPRestyleFrames, frames=src, vqgan=vqgan, clip_guide=guide,
                            targets=tt, first_steps=2, steps_per_frame=1, blend=0.5, smooth=0.8, **kw)
     assert torch.equal(last.z, last_s.z) and torch.equal(out[0], smoothed[0]) and not torch.equal(out, smoothed)
+    coded, _ = run(pack.animate.VQGANCLIPRestyleFrames, frames=src, vqgan=vqgan, clip_guide=guide, targets=tt,
+                   first_steps=2, steps_per_frame=1, blend=0.5, smooth=0.0, **kw, method="codebook_sampling")
+    assert coded.shape == out.shape and not torch.equal(coded, out)
     with pytest.raises(ValueError, match="smaller than this VQGAN's factor 4"):
         run(pack.animate.VQGANCLIPRestyleFrames, frames=image(1, 3, 3), vqgan=vqgan, clip_guide=guide, targets=tt,
             first_steps=1, steps_per_frame=1, blend=0.5, smooth=0.0, **kw)

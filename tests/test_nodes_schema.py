@@ -147,10 +147,10 @@ RELEASED_WIDGETS = {
                            "change_prompts_every", "story_fade", "method"],
     "VQGAN_CLIPZoomAnimation": ["frames", "zoom", "shift_x", "shift_y", "rotate", "padding", "steps_per_frame",
                                 "optimizer", "lr", "cutouts", "cutout_method", "augmentations", "seed", "init_weight",
-                                "tv_weight", "image_losses", "preview_every", "low_memory", "change_prompts_every", "story_fade"],
+                                "tv_weight", "image_losses", "preview_every", "low_memory", "change_prompts_every", "story_fade", "method"],
     "VQGAN_CLIPRestyleFrames": ["first_steps", "steps_per_frame", "blend", "optimizer", "lr", "cutouts",
                                 "cutout_method", "augmentations", "seed", "init_weight", "tv_weight", "image_losses",
-                                "preview_every", "low_memory", "smooth", "change_prompts_every", "story_fade"],
+                                "preview_every", "low_memory", "smooth", "change_prompts_every", "story_fade", "method"],
 }
 
 
