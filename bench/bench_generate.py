@@ -69,11 +69,12 @@ def _child(args: argparse.Namespace) -> dict:
                                cutn=cutn, precision=args.precision, compile=args.compile,
                                channels_last=args.channels_last, checkpoint_decoder=args.checkpoint_decoder,
                                cuda_graph={"auto": None, "on": True, "off": False}[args.cuda_graph],
-                               cudnn_benchmark=args.cudnn_benchmark)
+                               cudnn_benchmark=args.cudnn_benchmark, method=args.method)
         guide = load_clip("ViT-B-32", "none", device=device)
         loop = GenerationLoop(vqgan, guide, cfg)
         step = loop.step
         precision = loop.precision + (f" +compile {args.compile}" if args.compile != "off" else "")
+        precision += " codebook-sampling" if args.method == "codebook_sampling" else ""
         for m in (vqgan, guide.model):
             m.requires_grad_(False)  # what GenerationLoop.run() does around the loop (run_context)
         torch.backends.cudnn.benchmark = loop.cudnn_benchmark
@@ -127,6 +128,8 @@ def main() -> int:
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
                    help="ours: memory format (default: channels_last on CUDA)")
     p.add_argument("--checkpoint-decoder", action="store_true", help="ours: recompute decoder activations")
+    p.add_argument("--method", default="z_quantize", choices=["z_quantize", "codebook_sampling"],
+                   help="ours: what is optimised (codebook_sampling: logits over the 16384 codes of every cell)")
     p.add_argument("--cudnn-benchmark", dest="cudnn_benchmark", action=argparse.BooleanOptionalAction, default=None,
                    help="ours: cuDNN algorithm timing (default: on for CUDA)")
     p.add_argument("--compile", nargs="?", const="blocks", default="off", choices=["off", "blocks", "full"],
@@ -155,6 +158,7 @@ def main() -> int:
                 cmd += ["--cuda-graph", args.cuda_graph] + (["--profile"] if args.profile else [])
                 cmd += {True: ["--channels-last"], False: ["--no-channels-last"], None: []}[args.channels_last]
                 cmd += ["--checkpoint-decoder"] if args.checkpoint_decoder else []
+                cmd += ["--method", args.method]
                 cmd += {True: ["--cudnn-benchmark"], False: ["--no-cudnn-benchmark"], None: []}[args.cudnn_benchmark]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
                 line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]

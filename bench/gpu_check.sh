@@ -3,7 +3,7 @@
 # (classic vs ours, 256² and 512², cutn 32), a profile without CUDA graphs, the training step, torch.compile.
 # Usage (repo root, a CUDA machine): OUT=/tmp/out bash bench/gpu_check.sh [budget_seconds] [stage ...]
 # Stages (default, in this order): gpu_tests gen_bench gen_nobench gen_profile_eager gen_profile_256 gen_compile
-# train_bench (+ gen_nchw, gen_compile_full, train_ours)
+# train_bench (+ gen_nchw, gen_compile_full, gen_codes, train_ours)
 # Missing wheels (open_clip_torch, kornia, kornia_rs, ftfy, wcwidth) may lie in .whl/ and are installed first;
 # fetch them where PyPI is reachable (the device machine has none; it had torch 2.11 and Python 3.12):
 #   pip download --no-deps --only-binary :all: --python-version 3.12 -d .whl open_clip_torch==3.3.0 \
@@ -37,6 +37,7 @@ for s in $STAGES; do case $s in
   gen_profile_256) stage gen_profile_256 80 python3 bench/bench_generate.py --device cuda --sizes 256 --cutn 32 --iters 30 --warmup 5 --modes ours --cuda-graph off --profile ;;
   gen_nobench) stage gen_nobench 120 python3 bench/bench_generate.py --device cuda --sizes 512 256 --cutn 32 --iters 100 --warmup 10 --modes ours --no-cudnn-benchmark ;;
   gen_nchw) stage gen_nchw 120 python3 bench/bench_generate.py --device cuda --sizes 512 256 --cutn 32 --iters 100 --warmup 10 --modes ours --no-channels-last ;;
+  gen_codes) stage gen_codes 120 python3 bench/bench_generate.py --device cuda --sizes 512 256 --cutn 32 --iters 50 --warmup 10 --modes ours --method codebook_sampling ;;
   train_bench) stage train_bench 100 python3 bench/bench_train.py ;;
   train_ours) stage train_ours 60 python3 bench/bench_train.py --mode ours ;;
   gen_compile) stage gen_compile 200 python3 bench/bench_generate.py --device cuda --sizes 512 256 --cutn 32 --iters 100 --warmup 10 --modes ours --compile blocks ;;
