@@ -106,3 +106,18 @@ def test_group_norm_split_bf16_output_rounds_once_for_large_means():
     out = group_norm_split(x.contiguous(memory_format=torch.channels_last), 32, w, b, 1e-6)
     assert out.dtype == torch.bfloat16
     assert (out.double() - ref).abs().max() < 0.11  # 0.086 now; 0.166 with bf16 scale and shift
+
+
+def test_group_norm_split_traces_as_one_graph_in_channels_last(monkeypatch):
+    """compile="blocks" compiles each decoder block whole: the split GroupNorm (its out= writes in particular)
+    must not break the graph for the channels_last bf16 inputs of a CUDA run."""
+    from vqgan_core import layers
+    from vqgan_core.layers import ResnetBlock
+
+    monkeypatch.setattr(layers, "FAST_PATH_DEVICES", {"cpu"})
+    blk = ResnetBlock(64, 64, 0.0, 32).eval().requires_grad_(False).to(torch.bfloat16)
+    blk = blk.to(memory_format=torch.channels_last)
+    x = torch.randn(1, 64, 8, 8).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(blk)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

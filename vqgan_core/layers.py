@@ -47,10 +47,12 @@ class _GroupNormSplit(torch.autograd.Function):
             rstd = (var.float() + eps).rsqrt()
             mean = mean.float()
             gamma = weight.float().view(shape)
-            scale = gamma * rstd  # (also dx's factor of dy)
-            shift = torch.addcmul(bias.float().view(shape), mean, scale, value=-1)
-            # fp32 scale and shift straight into an output of x's dtype: one kernel, no rounded copies
-            out = torch.addcmul(shift, xg, scale, out=torch.empty_like(xg)).flatten(1, 2)
+            scale = gamma * rstd
+            shift = torch.addcmul(bias.float().view(shape), mean, scale, value=-1).flatten(1, 2)
+            scale = scale.flatten(1, 2)  # per (sample, channel); also dx's factor of dy
+            # fp32 scale and shift straight into an output of x's dtype and layout: one kernel, no rounded
+            # copies (the output is x's own shape: torch.compile refuses an out= in a split-channel view)
+            out = torch.addcmul(shift, x, scale, out=torch.empty_like(x))
         ctx.groups, ctx.param_dtype = groups, weight.dtype
         ctx.save_for_backward(x, gamma, mean, rstd, scale)
         return out
@@ -74,10 +76,11 @@ class _GroupNormSplit(torch.autograd.Function):
                 means = (torch.stack([s_dy, s_dyx]) * gamma).sum(3, keepdim=True).mul_(1 / xg[0, 0].numel())
                 m_g, m_gx = means  # mean(g), mean(g x) per (sample, group)
                 rm = rstd * torch.addcmul(m_gx, mean, m_g, value=-1) * rstd  # r mean(g x̂)
-                b = rm * rstd  # -B
-                cst = (rm * mean - m_g) * rstd
-                part = torch.addcmul(cst, xg, b, value=-1, out=torch.empty_like(xg))  # fp32 factors, x's dtype
-                dx = torch.addcmul(part, dyg, scale, out=part).flatten(1, 2)
+                rstd_c = rstd.expand(-1, -1, c // groups, *rstd.shape[3:])  # per channel, for free
+                b = (rm * rstd_c).flatten(1, 2)  # -B
+                cst = ((rm * mean - m_g) * rstd_c).flatten(1, 2)
+                part = torch.addcmul(cst, x, b, value=-1, out=torch.empty_like(x))  # fp32 factors, x's dtype
+                dx = torch.addcmul(part, dy, scale, out=part)
             if ctx.needs_input_grad[2]:
                 dw = (rstd * (s_dyx - mean * s_dy)).sum(0).flatten().to(ctx.param_dtype)
             if ctx.needs_input_grad[3]:
