@@ -72,14 +72,30 @@ def test_unexpected_keys(f4, tmp_path):
         load_vqgan(p, config=f4 / "model.yaml")
 
 
-def test_yaml_does_not_match_weights(f4):
+def test_yaml_does_not_match_weights(f4, caplog):
+    """A yaml given explicitly must fit (both architectures are named); one merely found beside the checkpoint
+    (a shared model.yaml, another model's) gives way to the weights, loudly."""
     doc = yaml.safe_load((f4 / "model.yaml").read_text())
     doc["model"]["params"]["n_embed"] = 1024
-    (f4 / "model.yaml").write_text(yaml.safe_dump(doc))
+    (f4 / "other.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(CheckpointError, match=r"quantize\.embedding\.weight.*shape \[64, 16\].*expects \[1024, 16\].*"
                        r"The weights themselves are a f4 VQ VQGAN, 64 codes x 16.*the config says a f4 VQ VQGAN, 1024 "
                        r"codes x 16.*without one the architecture is read from the weights"):
-        load_vqgan(f4 / "last.ckpt")
+        load_vqgan(f4 / "last.ckpt", config=f4 / "other.yaml")
+    (f4 / "other.yaml").replace(f4 / "model.yaml")
+    with caplog.at_level("WARNING"):
+        m = load_vqgan(f4 / "last.ckpt")
+    assert m.config.n_embed == 64 and m.config.extra["config_source"] == "inferred from the weights"
+    assert "model.yaml) does not fit" in caplog.text and "assuming taming's 32 GroupNorm groups" in caplog.text
+
+
+def test_saved_error_page_as_yaml_gives_way_to_the_weights(f4, caplog):
+    (f4 / "model.yaml").write_text("<!DOCTYPE html><html><body>Link does not exist</body></html>")
+    with caplog.at_level("WARNING"):
+        m = load_vqgan(f4 / "last.ckpt")
+    assert m.config.n_embed == 64 and "is a web page" in caplog.text
+    with pytest.raises(CheckpointError, match="is a web page"):  # given explicitly, it is an error
+        load_vqgan(f4 / "last.ckpt", config=f4 / "model.yaml")
 
 
 def test_ckpt_without_yaml_is_read_from_its_weights(f4, taming_fixtures, tmp_path):
@@ -133,3 +149,12 @@ def test_lightning_globals_are_aliased_not_imported(taming_fixtures):
     (key,) = ckpt["callbacks"].keys()
     assert key.__name__ == "ModelCheckpoint" and key.__module__.startswith("vqgan_core")
     assert zipfile.is_zipfile(taming_fixtures / "tiny_f4_train" / "last_pl_legacy.ckpt")
+
+
+def test_malformed_shapes_give_a_config_error_not_a_traceback(f4, tmp_path):
+    sd = torch.load(f4 / "last.ckpt", weights_only=True)["state_dict"]
+    sd["decoder.conv_in.weight"] = torch.zeros(7)  # 1-D where a conv weight belongs
+    p = tmp_path / "odd.ckpt"
+    torch.save({"state_dict": sd}, p)
+    with pytest.raises(CheckpointError, match=r"no config found for .*odd\.ckpt.*unexpected shape"):
+        load_vqgan(p)

@@ -156,6 +156,11 @@ def test_known_model_by_name_through_mirror(taming_fixtures, http_dir, tmp_path,
 
     ckpt, yaml_path = fetch_known("vqgan_coco_f16_8192")
     assert ckpt.name.endswith("-vqgan_coco_f16_8192.ckpt") and yaml_path is None
+    from vqgan_core.download import _filename_for
+
+    heibox = "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1"
+    assert _filename_for(heibox, "vqgan_imagenet_f16_16384.ckpt").endswith("-last.ckpt")  # caches made before stay found
+    assert _filename_for("https://heibox.uni-heidelberg.de/f/78dea9589974474c97c1/?dl=1", "coco.ckpt").endswith("-coco.ckpt")
     with pytest.raises(ValueError, match="unknown known VQGAN.*valid names: vqgan_coco_f16_8192"):
         fetch_known("vqgan_typo")
 

@@ -71,7 +71,8 @@ def _vqgan_from(
     """A VQGAN built from an already-read state dict (multi-GB checkpoints are read once, not once per use)."""
     vcfg = resolve_config(path, config, meta, sd)
     gen = generator_state_dict(sd, str(vcfg.extra.get("key_prefix", "")))
-    cfg_source = "the file's metadata" if config is None and meta and CONFIG_KEY in meta else str(config or "a yaml")
+    cfg_source = "the file's metadata" if config is None and meta and CONFIG_KEY in meta else str(
+        config or vcfg.extra.get("config_file") or "its weights")
     with torch.device("meta"):  # no random init of weights that are overwritten at once (and no RNG draws)
         model = VQGAN(vcfg)
     check_state_dict_or_explain(model, gen, path, cfg_source)

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .config import ConfigError, VQGANConfig
-from .config_infer import describe, infer_config
+from .config import ConfigError, UnreadableConfig, VQGANConfig
+from .config_infer import ASSUMED, describe, infer_config
 from .download import DEAD_LINK_HINT, is_web_page
 from .io_utils import atomic_save_file
 
@@ -178,21 +178,32 @@ def resolve_config(path: Path, config: str | os.PathLike | VQGANConfig | None, m
         why = ""
         if sd is not None:
             try:
-                cfg = infer_config(generator_state_dict(sd))
+                return config_from_weights(path, sd, "no yaml")
             except ConfigError as e:
                 why = f" {e}."
-            else:
-                log.info("no yaml for %s: the architecture is read from the weights (%s)", path.name, describe(cfg))
-                return cfg
         raise CheckpointError(
             f"no config found for {path}: it has no '{CONFIG_KEY}' metadata and none of these exist: {tried}.{why} "
             "Pass the model's yaml explicitly (config=... / --config model.yaml)."
         )
     log.info("using config %s for %s", found, path)
     try:
-        return VQGANConfig.from_taming_yaml(found)
+        return VQGANConfig.from_taming_yaml(found).with_extra(config_file=str(found))
     except ConfigError as e:
+        if sd is not None and isinstance(e, UnreadableConfig):  # a saved error page beside it: the weights decide
+            try:
+                return config_from_weights(path, sd, f"{found} is unusable ({e})")
+            except ConfigError:
+                pass
         raise CheckpointError(f"config for {path}: {e}") from None
+
+
+def config_from_weights(path: Path, sd: dict[str, torch.Tensor], why: str) -> VQGANConfig:
+    """The architecture read from ``sd`` (``vqgan_core.config_infer``), with a warning that says so and what it
+    assumes; ConfigError when the weights do not show it."""
+    cfg = infer_config(generator_state_dict(sd))
+    log.warning("%s: %s; the architecture is read from the weights (%s), assuming %s. Pass the model's config if "
+                "it was trained with other settings.", path.name, why, describe(cfg), ASSUMED)
+    return cfg
 
 
 def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: Path, cfg_source: str) -> None:

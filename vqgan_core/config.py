@@ -29,6 +29,10 @@ class ConfigError(ValueError):
     """A config (yaml, json metadata or keyword) that cannot describe a VQGAN."""
 
 
+class UnreadableConfig(ConfigError):
+    """A config file that is no YAML at all (a saved error page, binary junk): it says nothing about the model."""
+
+
 def reject_unknown_keys(cls: type, keys: Any, what: str, error: type[Exception] = ValueError) -> None:
     """Raise ``error`` naming the keys that are not fields of dataclass ``cls`` (a typo never goes unnoticed)."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -128,12 +132,12 @@ class VQGANConfig:
             path = Path(source)
             try:
                 if is_web_page(path):
-                    raise ConfigError(f"{path} is a web page (HTML), not a taming model.yaml: {DEAD_LINK_HINT}")
+                    raise UnreadableConfig(f"{path} is a web page (HTML), not a taming model.yaml: {DEAD_LINK_HINT}")
                 doc = yaml.safe_load(path.read_text(encoding="utf-8"))
             except FileNotFoundError:
                 raise ConfigError(f"config file not found: {path}") from None
             except (yaml.YAMLError, UnicodeDecodeError) as e:
-                raise ConfigError(f"{path} is not a readable YAML file: {e}") from None
+                raise UnreadableConfig(f"{path} is not a readable YAML file: {e}") from None
         try:
             model = doc["model"]
             target = model["target"]

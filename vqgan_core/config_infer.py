@@ -17,7 +17,7 @@ import torch
 
 from .config import ConfigError, VQGANConfig
 
-__all__ = ["describe", "infer_config"]
+__all__ = ["ASSUMED", "describe", "infer_config"]
 
 _RESOLUTION = 256
 
@@ -27,9 +27,22 @@ def _indices(keys: list[str], pattern: str) -> list[int]:
     return sorted(found)
 
 
+ASSUMED = "taming's 32 GroupNorm groups and plain (not l2-normalised) code lookup"
+
+
 def infer_config(sd: Mapping[str, torch.Tensor]) -> VQGANConfig:
     """The :class:`VQGANConfig` whose VQGAN has exactly these generator weights (``first_stage_model.``
-    prefix and loss keys already stripped). ConfigError says which key it lacked."""
+    prefix and loss keys already stripped); settings no weight shows are :data:`ASSUMED`. ConfigError says
+    which key it lacked or what did not fit."""
+    try:
+        return _infer(sd)
+    except (IndexError, ZeroDivisionError, ValueError) as e:  # malformed shapes (ConfigError is a ValueError)
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"cannot read the architecture from the weights: a tensor has an unexpected shape ({e})") from None
+
+
+def _infer(sd: Mapping[str, torch.Tensor]) -> VQGANConfig:
     keys = list(sd)
 
     def shape(key: str) -> tuple[int, ...]:
@@ -54,11 +67,16 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> VQGANConfig:
         out_ch=shape("decoder.conv_out.weight")[0], ch=ch, ch_mult=ch_mult, num_res_blocks=len(blocks),
         attn_resolutions=attn, z_channels=z_channels, double_z=shape("encoder.conv_out.weight")[0] == 2 * z_channels,
         embed_dim=shape("quant_conv.weight")[0], n_embed=codebook[0], quantizer="gumbel" if gumbel else "vq",
-        n_labels=n_labels, extra={"config_source": "inferred from the weights"},
+        n_labels=n_labels, kl_weight=1e-8 if gumbel else 5e-4,  # (GumbelVQ's default; training only)
+        extra={"config_source": "inferred from the weights"},
     )
 
 
 def describe(cfg: VQGANConfig) -> str:
-    """One line naming what a user compares between two configs."""
+    """One line naming what a user compares between two configs (attention as levels: 0 = full resolution)."""
+    f = cfg.resolution
+    levels = [i for i in range(len(cfg.ch_mult)) if f // 2**i in cfg.attn_resolutions]
     return (f"f{cfg.downsample_factor} {cfg.quantizer.upper()} VQGAN, {cfg.n_embed} codes x {cfg.embed_dim}, ch {cfg.ch}, "
-            f"ch_mult {list(cfg.ch_mult)}, {cfg.num_res_blocks} res blocks, z_channels {cfg.z_channels}")
+            f"ch_mult {list(cfg.ch_mult)}, {cfg.num_res_blocks} res blocks, attention at levels {levels}, "
+            f"z_channels {cfg.z_channels}{' (double_z)' if cfg.double_z else ''}, {cfg.in_channels} -> {cfg.out_ch} "
+            "channels")

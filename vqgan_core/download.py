@@ -33,7 +33,7 @@ def _filename_for(url: str, name: str | None = None) -> str:
     parsed = urllib.parse.urlparse(url)
     # heibox-style links carry the file name in ?p=/ckpts/last.ckpt; prefix a hash so names never collide.
     query_path = urllib.parse.parse_qs(parsed.query).get("p", [""])[0]
-    name = name or os.path.basename(query_path or parsed.path) or "download.bin"
+    name = os.path.basename(query_path or parsed.path) or name or "download.bin"  # the link's own name first
     return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
 
 
@@ -51,7 +51,7 @@ def is_web_page(path: str | os.PathLike) -> bool:
 def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | None = None, timeout: float = 60.0,
              name: str | None = None) -> Path:
     """Fetch ``url`` once into the cache and return the local path (re-used on later calls). ``name``: the file
-    name to keep (default: the URL's), for links that carry none."""
+    name to keep for a link that carries none (a link's own name always wins: files cached earlier stay found)."""
     dest = Path(dest_dir) if dest_dir else cache_dir()
     target = dest / _filename_for(url, name)
     if target.is_file() and (sha256 is None or _sha256(target) == sha256):

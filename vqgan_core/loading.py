@@ -11,6 +11,7 @@ import torch
 from .checkpoint import (
     CheckpointError,
     check_state_dict,
+    config_from_weights,
     generator_state_dict,
     read_safetensors,
     read_state_dict,
@@ -73,13 +74,26 @@ def load_vqgan(
     else:
         sd = read_state_dict(file)
     cfg = resolve_config(file, config, meta, sd)
-    sd = generator_state_dict(sd, str(cfg.extra.get("key_prefix", "")))
+    raw, sd = sd, generator_state_dict(sd, str(cfg.extra.get("key_prefix", "")))
     cfg_source = "the file's metadata" if config is None and meta and "vqgan_config" in meta else str(
-        config or ("its weights" if "config_source" in cfg.extra else "the yaml beside it"))
+        config or cfg.extra.get("config_file") or "its weights")
     with torch.device("meta"):
         model = VQGAN(cfg)
     if strict:
-        check_state_dict_or_explain(model, sd, file, cfg_source)
+        try:
+            check_state_dict_or_explain(model, sd, file, cfg_source)
+        except CheckpointError as e:
+            if config is not None or "config_file" not in cfg.extra:
+                raise
+            # a yaml found beside the checkpoint (a shared model.yaml, another model's): the weights decide
+            try:
+                cfg = config_from_weights(file, raw, f"the yaml found beside it ({cfg_source}) does not fit ({e})")
+            except ConfigError:
+                raise e from None
+            sd = generator_state_dict(raw)
+            with torch.device("meta"):
+                model = VQGAN(cfg)
+            check_state_dict(model, sd, file, "its weights")
     model = model.to_empty(device=device)
     try:
         model.load_state_dict(sd, strict=strict, assign=False)
