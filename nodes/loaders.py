@@ -73,6 +73,13 @@ class LoadVQGAN(io.ComfyNode):
         path = resolve_vqgan(vqgan_name)
         device = memory.offload_device()
         mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
+        if path.endswith(".ckpt"):  # its yaml (added, edited or removed) decides the model as much as the weights
+            from pathlib import Path
+
+            from vqgan_core.checkpoint import find_yaml
+
+            found = find_yaml(Path(path))
+            mtime = (mtime, str(found), os.path.getmtime(found) if found else 0.0)
 
         def build():  # noqa: ANN202
             with ca.outside_inference_mode():

@@ -84,6 +84,9 @@ def test_ckpt_without_yaml_loads_and_a_broken_one_is_named(pack, taming_fixtures
     shutil.copy(taming_fixtures / "tiny_gumbel_f8" / "last.ckpt", folder / "lonely.ckpt")
     (model,) = run(pack.loaders.LoadVQGAN, vqgan_name="lonely.ckpt")
     assert model.config.quantizer == "gumbel" and model.config.extra["config_source"] == "inferred from the weights"
+    shutil.copy(taming_fixtures / "tiny_gumbel_f8" / "model.yaml", folder / "lonely.yaml")  # its yaml arrives
+    (again,) = run(pack.loaders.LoadVQGAN, vqgan_name="lonely.ckpt")
+    assert again is not model and "config_source" not in again.config.extra and again.config.resolution == 64
     (folder / "broken.ckpt").write_bytes(b"x")
     with pytest.raises(Exception, match=r"broken\.ckpt.*not a readable PyTorch checkpoint"):
         run(pack.loaders.LoadVQGAN, vqgan_name="broken.ckpt")
