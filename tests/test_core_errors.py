@@ -70,6 +70,9 @@ def test_unexpected_keys(f4, tmp_path):
     torch.save({"state_dict": sd}, p)
     with pytest.raises(CheckpointError, match=r"unexpected keys.*decoder\.extra_head\.weight"):
         load_vqgan(p, config=f4 / "model.yaml")
+    torch.save({"state_dict": sd}, f4 / "last.ckpt")  # the yaml beside it has the right architecture: no fallback
+    with pytest.raises(CheckpointError, match=r"unexpected keys.*decoder\.extra_head\.weight"):
+        load_vqgan(f4 / "last.ckpt")
 
 
 def test_yaml_does_not_match_weights(f4, caplog):
@@ -86,7 +89,7 @@ def test_yaml_does_not_match_weights(f4, caplog):
     with caplog.at_level("WARNING"):
         m = load_vqgan(f4 / "last.ckpt")
     assert m.config.n_embed == 64 and m.config.extra["config_source"] == "inferred from the weights"
-    assert "model.yaml) does not fit" in caplog.text and "assuming taming's 32 GroupNorm groups" in caplog.text
+    assert "model.yaml) is another model's" in caplog.text and "assuming taming's 32 GroupNorm groups" in caplog.text
 
 
 def test_saved_error_page_as_yaml_gives_way_to_the_weights(f4, caplog):

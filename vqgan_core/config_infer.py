@@ -20,14 +20,12 @@ from .config import ConfigError, VQGANConfig
 __all__ = ["ASSUMED", "describe", "infer_config"]
 
 _RESOLUTION = 256
+ASSUMED = "taming's 32 GroupNorm groups and plain (not l2-normalised) code lookup"
 
 
 def _indices(keys: list[str], pattern: str) -> list[int]:
     found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
     return sorted(found)
-
-
-ASSUMED = "taming's 32 GroupNorm groups and plain (not l2-normalised) code lookup"
 
 
 def infer_config(sd: Mapping[str, torch.Tensor]) -> VQGANConfig:

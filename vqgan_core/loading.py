@@ -85,9 +85,12 @@ def load_vqgan(
         except CheckpointError as e:
             if config is not None or "config_file" not in cfg.extra:
                 raise
-            # a yaml found beside the checkpoint (a shared model.yaml, another model's): the weights decide
+            # a yaml found beside the checkpoint describing another architecture (a shared model.yaml, another
+            # model's): the weights decide. The same architecture with odd keys stays an error.
             try:
-                cfg = config_from_weights(file, raw, f"the yaml found beside it ({cfg_source}) does not fit ({e})")
+                if describe(infer_config(generator_state_dict(raw))) == describe(cfg):
+                    raise e from None
+                cfg = config_from_weights(file, raw, f"the yaml found beside it ({cfg_source}) is another model's")
             except ConfigError:
                 raise e from None
             sd = generator_state_dict(raw)
