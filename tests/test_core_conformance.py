@@ -174,3 +174,20 @@ def test_released_architectures_are_read_from_their_weights(taming_fixtures):
             model = VQGAN(got)
         assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in sd.items()}
         assert got.quantizer == ("gumbel" if "gumbel" in name else "vq")
+
+
+@pytest.mark.parametrize("resolution", [64, 100, 200, 256, 360])
+def test_architecture_from_weights_for_any_training_resolution(resolution):
+    """taming counts encoder resolutions down and decoder ones up: at sizes not divisible by the factor they
+    disagree about where attention sits. The weights alone still give a config with exactly these keys."""
+    from vqgan_core.config_infer import infer_config
+
+    for ch_mult in ((1, 2), (1, 1, 2, 2, 4)):
+        bottom = resolution // 2 ** (len(ch_mult) - 1)
+        for attn in ((), (resolution,), (bottom,), (resolution // 8, bottom), (25, 24)):
+            cfg = VQGANConfig(resolution=resolution, ch=32, ch_mult=ch_mult, num_res_blocks=1, attn_resolutions=attn,
+                              z_channels=8, embed_dim=8, n_embed=16)
+            with torch.device("meta"):
+                want = {k: tuple(v.shape) for k, v in VQGAN(cfg).state_dict().items()}
+                got = VQGAN(infer_config(VQGAN(cfg).state_dict()))
+            assert {k: tuple(v.shape) for k, v in got.state_dict().items()} == want, (resolution, ch_mult, attn)

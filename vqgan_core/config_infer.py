@@ -55,19 +55,39 @@ def _infer(sd: Mapping[str, torch.Tensor]) -> VQGANConfig:
                           "(encoder.down.N.block.M...); is this a taming-transformers VQGAN?")
     ch = shape("encoder.conv_in.weight")[0]
     ch_mult = tuple(shape(f"encoder.down.{i}.block.0.conv2.weight")[0] // ch for i in levels)
-    attn = tuple(_RESOLUTION // 2**i for i in levels if any(k.startswith(f"encoder.down.{i}.attn.") for k in keys))
+    enc = [i for i in levels if any(k.startswith(f"encoder.down.{i}.attn.") for k in keys)]
+    dec = [i for i in levels if any(k.startswith(f"decoder.up.{i}.attn.") for k in keys)]
+    resolution, attn = _attention(len(levels), enc, dec)
     z_channels = shape("decoder.conv_in.weight")[1]
     gumbel = "quantize.proj.weight" in sd
     codebook = shape("quantize.embed.weight" if gumbel else "quantize.embedding.weight")
     n_labels = shape("colorize")[1] if "colorize" in sd else None
     return VQGANConfig(
-        resolution=_RESOLUTION, in_channels=shape("encoder.conv_in.weight")[1],
+        resolution=resolution, in_channels=shape("encoder.conv_in.weight")[1],
         out_ch=shape("decoder.conv_out.weight")[0], ch=ch, ch_mult=ch_mult, num_res_blocks=len(blocks),
         attn_resolutions=attn, z_channels=z_channels, double_z=shape("encoder.conv_out.weight")[0] == 2 * z_channels,
         embed_dim=shape("quant_conv.weight")[0], n_embed=codebook[0], quantizer="gumbel" if gumbel else "vq",
         n_labels=n_labels, kl_weight=1e-8 if gumbel else 5e-4,  # (GumbelVQ's default; training only)
         extra={"config_source": "inferred from the weights"},
     )
+
+
+def _attention(n_levels: int, enc: list[int], dec: list[int]) -> tuple[int, tuple[int, ...]]:
+    """``(resolution, attn_resolutions)`` putting attention at encoder levels ``enc`` and decoder levels ``dec``.
+
+    taming counts the encoder's resolutions down from ``resolution`` (halving, rounding down) and the decoder's
+    up from ``resolution // 2**(L-1)``: they agree (256 then serves) unless a model was trained at a size not
+    divisible by its downsampling factor. Then the smallest resolution that gives both patterns is used.
+    """
+    for res in (_RESOLUTION, *range(2 ** (n_levels - 1), 4097)):
+        enc_res = [res // 2**i for i in range(n_levels)]
+        dec_res = [(res // 2 ** (n_levels - 1)) * 2 ** (n_levels - 1 - i) for i in range(n_levels)]
+        attn = {enc_res[i] for i in enc} | {dec_res[i] for i in dec}
+        if ([i for i in range(n_levels) if enc_res[i] in attn] == enc
+                and [i for i in range(n_levels) if dec_res[i] in attn] == dec):
+            return res, tuple(sorted(attn, reverse=True))
+    raise ConfigError(f"cannot read the architecture from the weights: no resolution puts attention at encoder "
+                      f"levels {enc} and decoder levels {dec}")
 
 
 def describe(cfg: VQGANConfig) -> str:
