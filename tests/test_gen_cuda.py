@@ -233,7 +233,17 @@ def test_out_of_memory_switches_to_checkpointing(models, graph):
 def test_codebook_sampling_draws_in_the_graph_without_sync(models, graph):
     """The per-step code draw (Gumbel-max from the run's generator) is captured and replayed with no host sync."""
     vqgan, clip = models
-    loop = GenerationLoop(vqgan, clip, _cfg(method="codebook_sampling", lr=0.3, optimizer="adamw", cuda_graph=graph))
+    loop = GenerationLoop(vqgan, clip, _cfg(method="codebook_sampling", lr=0.3, optimizer="adamw", cuda_graph=graph,
+                                            precision="bf16"))
+    drawn = None  # what the decoder receives, copied inside the (captured) step
+
+    def keep(_module, args):  # noqa: ANN001, ANN202
+        nonlocal drawn
+        if drawn is None:
+            drawn = torch.empty_like(args[0])
+        drawn.copy_(args[0].detach())
+
+    loop._dec.register_forward_pre_hook(keep)
     for _ in range(4):
         loop.step()
     assert loop.graphed is graph
@@ -241,10 +251,13 @@ def test_codebook_sampling_draws_in_the_graph_without_sync(models, graph):
     torch.cuda.set_sync_debug_mode("error")
     try:
         before = loop.z.detach().clone()
+        seen = []
         for _ in range(3):
             loss = loop.step()
+            seen.append(drawn.clone())
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss) and not torch.equal(before, loop.z.detach())
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])  # every replay draws afresh
     r = loop.result()
     assert torch.equal(r.latent, vqgan.codebook.detach().float()[r.indices].permute(0, 3, 1, 2))
