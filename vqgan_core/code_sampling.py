@@ -5,7 +5,8 @@ code (``z_quantize``, the classic method), each cell holds logits over all ``K``
 per cell from ``softmax(logits)`` and decodes those codes; the gradient reaches the logits straight through
 the softmax (the decoder sees the drawn code, autograd the expected code vector). The image of the run is
 that of the most likely codes. Images tend to be made of cleaner, more distinct parts; the price is ``K``
-numbers per cell (16384 for f16-16384: 64 MiB per 512² image, times 4 with Adam's state and the gradient).
+numbers per cell (16384 for f16-16384: 64 MiB of logits per 512² image, about 8 times that during a step
+with Adam's state, the gradient and the draw's temporaries; ``vqgan_core.memory_estimate`` counts them).
 
 The draw is Gumbel-max (``argmax(logits + Gumbel noise)``), which is exactly a softmax sample, from the run's
 own generator: seeded, and free of host synchronisation (CUDA-graph safe), unlike ``torch.multinomial``.
