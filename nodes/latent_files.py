@@ -12,6 +12,7 @@ import os
 
 from comfy_api.latest import io
 
+from . import comfy_adapters as ca
 from .types import Latent, VQGANModel, VQLatent
 
 CATEGORY = "vqgan_clip/latent"
@@ -103,8 +104,6 @@ class LoadVQLatent(io.ComfyNode):
         import folder_paths
 
         from vqgan_core.latent_io import check_model, load_latent
-
-        from . import comfy_adapters as ca
 
         with ca.outside_inference_mode():  # normal tensors: a continued run updates the optimiser state in place
             f = load_latent(folder_paths.get_annotated_filepath(latent_file))

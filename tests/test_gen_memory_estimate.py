@@ -83,3 +83,15 @@ def test_estimate_touches_no_weights_wherever_they_are(vqgan, clip):
     split = copy.deepcopy(vqgan)
     split.decoder.to("meta")  # weights on two devices (a host's partial unload): the estimate does not care
     assert step_memory_bytes(split, clip, 32, 32, cutn=2) == step_memory_bytes(vqgan, clip, 32, 32, cutn=2)
+
+
+def test_estimate_is_traced_once_per_models_and_sizes(vqgan, clip, monkeypatch):
+    """A host asks before every run: the same models and sizes reuse the answer, other sizes trace anew."""
+    from vqgan_core import memory_estimate
+
+    calls = []
+    real = memory_estimate._step_memory_bytes
+    monkeypatch.setattr(memory_estimate, "_step_memory_bytes", lambda *a: calls.append(a) or real(*a))
+    first = step_memory_bytes(vqgan, clip, 48, 48, cutn=3)
+    assert step_memory_bytes(vqgan, clip, 48, 48, cutn=3) == first and len(calls) == 1
+    assert step_memory_bytes(vqgan, clip, 96, 48, cutn=3) > first and len(calls) == 2

@@ -279,7 +279,8 @@ def progress_bar(total: int, disable: bool) -> tuple:
 def run(args: argparse.Namespace) -> int:
     """Run ``generate``; returns the exit code."""
     from vqgan_core.animation_io import check_animation_path, save_animation
-    from vqgan_core.cli_resume import file_hash, resume_config, resume_source, save_run
+    from vqgan_core.cli_resume import resume_config, resume_source, save_run
+    from vqgan_core.download import file_sha256
     from vqgan_core.generate import GenerationCallbacks, GenerationLoop
     from vqgan_core.image_io import save_png, to_pil
     from vqgan_core.latent_io import check_model
@@ -290,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     resumed: dict[str, str] = {}  # PNG metadata naming the resumed file (--from-png resumes from it, if unchanged)
     if resume is not None:
         cfg = resume_config(cfg, resume, args, resume_path)
-        resumed = {"resumed_from": str(Path(resume_path).resolve()), "resumed_sha256": file_hash(resume_path)}
+        resumed = {"resumed_from": str(Path(resume_path).resolve()), "resumed_sha256": file_sha256(resume_path)}
     check_prompts(cfg)
     stop = stop_step(args, cfg)
     out = Path(args.out or "output.png")

@@ -8,23 +8,14 @@ moments, the story and the cutouts' random draws. A resumed image's PNG records 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 
+from vqgan_core.download import file_sha256
 from vqgan_core.latent_io import LatentFile, load_latent, save_latent
 from vqgan_core.run_state import run_state
 
-__all__ = ["file_hash", "resume_config", "resume_source", "save_run"]
-
-
-def file_hash(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (a resumed image names the exact latent file it went on from)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["resume_config", "resume_source", "save_run"]
 
 
 def resume_source(args: argparse.Namespace, png_meta: dict) -> tuple[str, LatentFile] | tuple[None, None]:
@@ -35,7 +26,7 @@ def resume_source(args: argparse.Namespace, png_meta: dict) -> tuple[str, Latent
         path = png_meta["resumed_from"]
         if not Path(path).is_file():
             raise ValueError(f"{args.from_png} was resumed from {path}, which is gone: give --resume with that file")
-        if png_meta.get("resumed_sha256") not in (None, file_hash(path)):
+        if png_meta.get("resumed_sha256") not in (None, file_sha256(path)):
             raise ValueError(f"{args.from_png} was resumed from {path}, which was rewritten since (another "
                              "--save-latent?): give --resume with the file as it was")
     return (path, load_latent(path)) if path else (None, None)

@@ -94,7 +94,7 @@ class ShortSeqAttention(torch.nn.MultiheadAttention):
     ``max_len``) goes to the stock implementation.
     """
 
-    max_len = 256  # CPU only: the explicit matmuls hold an L x L matrix per head
+    max_len = 256  # explicit matmuls only (EXPLICIT_DEVICES): they hold an L x L matrix per head
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,  # noqa: D102
                 average_attn_weights=True, is_causal=False):
@@ -102,7 +102,7 @@ class ShortSeqAttention(torch.nn.MultiheadAttention):
             key is query and value is query and not need_weights and key_padding_mask is None
             and not is_causal and self._qkv_same_embed_dim and self.in_proj_bias is not None and query.dim() == 3
             and (self.dropout == 0.0 or not self.training)
-            and (query.device.type != "cpu" or query.shape[1 if self.batch_first else 0] <= self.max_len)
+            and (query.device.type not in EXPLICIT_DEVICES or query.shape[1 if self.batch_first else 0] <= self.max_len)
             and (attn_mask is None or attn_mask.dtype != torch.bool)
         )
         if not fast:

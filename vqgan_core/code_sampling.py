@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vqgan_core.quantize import nearest_code
+
 __all__ = ["INIT_CODE_PROBABILITY", "METHODS", "CodeSampler"]
 
 METHODS = ("z_quantize", "codebook_sampling")
@@ -50,10 +52,7 @@ class CodeSampler:
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Index ``[B, h, w]`` of the nearest code vector of each cell of ``z``."""
-        b, c, h, w = z.shape
-        flat = z.detach().float().to(self.vectors.device).permute(0, 2, 3, 1).reshape(-1, c)
-        d = torch.addmm(self.vectors.pow(2).sum(1), flat, self.vectors.t(), alpha=-2)
-        return d.argmin(1).view(b, h, w)
+        return nearest_code(z.detach().to(self.vectors.device), self.vectors)
 
     def latent(self, idx: torch.Tensor) -> torch.Tensor:
         """Code indices ``[B, h, w]`` -> their vectors ``[B, C, h, w]``."""

@@ -54,7 +54,7 @@ def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | 
     name to keep for a link that carries none (a link's own name always wins: files cached earlier stay found)."""
     dest = Path(dest_dir) if dest_dir else cache_dir()
     target = dest / _filename_for(url, name)
-    if target.is_file() and (sha256 is None or _sha256(target) == sha256):
+    if target.is_file() and (sha256 is None or file_sha256(target) == sha256):
         return target
     log.info("downloading %s -> %s", url, target)
 
@@ -69,7 +69,7 @@ def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | 
                 f"could not download {url}: {e}. If this machine is offline, download the file elsewhere and pass "
                 "its local path instead."
             ) from None
-        if sha256 is not None and _sha256(Path(tmp)) != sha256:
+        if sha256 is not None and file_sha256(tmp) != sha256:
             raise DownloadError(f"checksum mismatch for {url}: expected sha256 {sha256}")
 
     if not url.startswith(("http://", "https://")):
@@ -77,7 +77,8 @@ def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | 
     return atomic_write(target, _fetch)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -21,9 +21,10 @@ def group_norm_split(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: t
     that is 32 blocks for a whole GPU (8 ms of a 512² decode on an H100-class card), channels_last inputs
     are copied to NCHW and back, and autocast runs it in fp32 (two more copies). ``var_mean`` splits long
     reductions across blocks and accumulates in fp32 for bf16/fp16 inputs; the statistics are combined in
-    fp32 into a per-channel scale and shift, applied in fp32 by the one kernel that writes the output in ``x``'s
-    dtype (no rounded copies of them: half the bf16 error for large group means, two kernels fewer). The backward is written out (:class:`_GroupNormSplit`): autograd
-    through these steps launches about 35 kernels per layer, the closed form about 12.
+    fp32 into a per-channel scale and shift, applied in fp32 by the one kernel that writes the output in
+    ``x``'s dtype (no rounded copies of them: half the bf16 error for large group means, two kernels fewer).
+    The backward is written out (:class:`_GroupNormSplit`): autograd through these steps launches about 35
+    kernels per layer, the closed form about 17.
     """
     return _GroupNormSplit.apply(x, groups, weight, bias, eps)
 

@@ -11,6 +11,7 @@ distinct tensors autograd saves, weights excluded, gives that number for any arc
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -21,6 +22,9 @@ from vqgan_core.gen_runtime import resolve_precision
 __all__ = ["run_memory_bytes", "step_memory_bytes"]
 
 _OVERHEAD = 1.25  # the cutout batch, gradients in flight and the allocator's rounding
+# per VQGAN: (guides, sizes, dtypes...) -> bytes. A host asks before every run (ComfyUI), and tracing the
+# twins takes about half a second on a CPU; the answer only changes with the models and the sizes.
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _DTYPES = {"fp32": (torch.float32, torch.float32), "bf16": (torch.bfloat16, torch.bfloat16),
            "fp16": (torch.float16, torch.float16), "classic": (torch.float32, torch.float16)}  # (VQGAN, CLIP)
 
@@ -66,9 +70,15 @@ def step_memory_bytes(vqgan: torch.nn.Module, clip, width: int, height: int, bat
         vqgan_dtype, clip_dtype: the run's activation dtypes.
         checkpoint_decoder: activations recomputed in backward (only block inputs are kept: about a tenth).
     """
-    with torch.inference_mode(False):  # ComfyUI calls in inference mode: the twins must be normal tensors
-        return _step_memory_bytes(vqgan, clip, width, height, batch, cutn, views, vqgan_dtype, clip_dtype,
-                                  checkpoint_decoder)
+    guides = tuple((id(g.model), g.image_size, sum(p.numel() for p in g.model.parameters()))
+                   for g, _ in ClipEnsemble.of(clip).guides)
+    key = (guides, width, height, batch, cutn, views, vqgan_dtype, clip_dtype, checkpoint_decoder)
+    known = _CACHE.setdefault(vqgan, {})
+    if key not in known:
+        with torch.inference_mode(False):  # ComfyUI calls in inference mode: the twins must be normal tensors
+            known[key] = _step_memory_bytes(vqgan, clip, width, height, batch, cutn, views, vqgan_dtype,
+                                            clip_dtype, checkpoint_decoder)
+    return known[key]
 
 
 def _step_memory_bytes(vqgan: torch.nn.Module, clip, width: int, height: int, batch: int, cutn: int,  # noqa: ANN001
