@@ -14,6 +14,8 @@ import logging
 
 import torch
 
+from vqgan_core.quantize import nearest_code
+
 __all__ = ["LatentState"]
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,6 @@ class LatentState:
         """Nearest codebook entry per cell (fp32), straight-through gradient to ``z``."""
         if getattr(getattr(self.vqgan, "config", None), "l2_normalize", False):
             return self.vqgan.quantize_latent(z)  # cosine lookup: defer to the model
-        B, C, h, w = z.shape
-        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, C)
-        idx = torch.addmm(self._cb_sq, flat, self._cb.t(), alpha=-2).argmin(1)
-        z_q = self._cb[idx].view(B, h, w, C).permute(0, 3, 1, 2)
-        return z + (z_q - z).detach(), idx.view(B, h, w)
+        idx = nearest_code(z.detach(), self._cb, self._cb_sq)
+        z_q = self._cb[idx].permute(0, 3, 1, 2)
+        return z + (z_q - z).detach(), idx

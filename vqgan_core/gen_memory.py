@@ -24,9 +24,25 @@ import torch
 from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.recompute import recompute_blocks
 
-__all__ = ["MemoryRecovery"]
+__all__ = ["MemoryRecovery", "private_decoder"]
 
 log = logging.getLogger(__name__)
+
+
+def private_decoder(vqgan: torch.nn.Module, dtype: torch.dtype | None, channels_last: bool) -> torch.nn.Module:
+    """A frozen copy of ``post_quant_conv`` + decoder in ``dtype`` (None: as it is) and memory format.
+
+    GroupNorm affine parameters stay fp32 (a few KB): the statistics are fp32 anyway, and casting the
+    parameters in every layer of every step would be two more kernel launches per layer.
+    """
+    dec = torch.nn.Sequential(vqgan.post_quant_conv, vqgan.decoder)
+    dec = copy.deepcopy(dec).to(dtype=dtype).eval().requires_grad_(False)
+    for m in dec.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            m.float()
+    if channels_last:
+        dec.to(memory_format=torch.channels_last)
+    return dec
 
 
 class MemoryRecovery:
@@ -41,18 +57,8 @@ class MemoryRecovery:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def _make_private_decoder(self) -> None:
-        """A frozen copy of post_quant_conv + decoder in the run's dtype and memory format.
-
-        GroupNorm affine parameters stay fp32 (a few KB): the statistics are fp32 anyway, and casting the
-        parameters in every layer of every step would be two more kernel launches per layer.
-        """
-        dec = torch.nn.Sequential(self.vqgan.post_quant_conv, self.vqgan.decoder)
-        self._dec = copy.deepcopy(dec).to(dtype=self._low_dtype).eval().requires_grad_(False)
-        for m in self._dec.modules():
-            if isinstance(m, torch.nn.GroupNorm):
-                m.float()
-        if self._channels_last:
-            self._dec.to(memory_format=torch.channels_last)
+        """The run's frozen decoder copy (:func:`private_decoder`)."""
+        self._dec = private_decoder(self.vqgan, self._low_dtype, self._channels_last)
 
     def _recompute_decoder(self) -> None:
         log.info("decoder checkpointing: %d blocks recomputed in backward", recompute_blocks(self._dec))

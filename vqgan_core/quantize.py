@@ -24,16 +24,17 @@ def _to_rows(z: torch.Tensor) -> torch.Tensor:
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
 
 
-def nearest_code(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+def nearest_code(z: torch.Tensor, codebook: torch.Tensor, codebook_sq: torch.Tensor | None = None) -> torch.Tensor:
     """Indices ``[B, h, w]`` of the nearest codebook rows to each latent vector of ``z`` ``[B, C, h, w]``.
 
     Uses taming's ``|z|^2 + |e|^2 - 2 z.e`` form in float32 whatever the model dtype, so near-ties resolve as in
-    the reference.
+    the reference. ``codebook_sq``: the rows' squared norms, when the caller keeps them (a loop's every step).
     """
     b, _, h, w = z.shape
     zf = _to_rows(z).float()
     e = codebook.float()
-    d = zf.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1) - 2 * zf @ e.t()
+    e_sq = e.pow(2).sum(1) if codebook_sq is None else codebook_sq
+    d = zf.pow(2).sum(1, keepdim=True) + e_sq - 2 * zf @ e.t()
     return d.argmin(1).view(b, h, w)
 
 

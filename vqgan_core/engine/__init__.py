@@ -1,0 +1,25 @@
+"""The composable engine: loss terms, the latent parameterisation, the optimiser spec and the stepper.
+
+A run is built from parts, each with one job::
+
+    from vqgan_core.engine import ClipLoss, LatentParam, OptimizerSpec, Stepper, TVLoss, Views
+
+    loss = ClipLoss(guide_a, "a lighthouse", views=Views(cutn=16)) + ClipLoss(guide_b, "at dusk") + TVLoss(0.1)
+    run = Stepper(vqgan, LatentParam(vqgan, z0), loss, OptimizerSpec("adam", 0.1), seed=1, planned_steps=100)
+    result = run.run(50); result = run.run(50)   # == one run of 100 steps
+
+``vqgan_core.engine.from_config`` builds the same parts from a ``GenerationConfig``.
+"""
+
+from vqgan_core.engine.clip_loss import ClipLoss, Views
+from vqgan_core.engine.latent_param import LatentParam
+from vqgan_core.engine.optim_spec import SCHEDULERS, OptimizerSpec
+from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
+from vqgan_core.engine.stepper import StepResult, Stepper, clip_terms
+from vqgan_core.engine.terms import INIT_DECAYS, ImageLoss, InitLoss, LossTerm, SumLoss, TVLoss, as_terms
+
+__all__ = [
+    "INIT_DECAYS", "SCHEDULERS", "ClipLoss", "ImageLoss", "InitLoss", "LatentParam", "LossTerm", "OptimizerSpec",
+    "RunInfo", "StepContext", "StepResult", "Stepper", "SumLoss", "TVLoss", "Views", "as_terms", "clip_terms",
+    "stream_seed",
+]
