@@ -7,8 +7,19 @@ import math
 import pytest
 import torch
 
-from vqgan_core.engine import (ClipLoss, ImageLoss, InitLoss, LatentParam, OptimizerSpec, RunInfo, StepContext,
-                               Stepper, SumLoss, TVLoss, Views)
+from vqgan_core.engine import (
+    ClipLoss,
+    ImageLoss,
+    InitLoss,
+    LatentParam,
+    OptimizerSpec,
+    RunInfo,
+    StepContext,
+    Stepper,
+    SumLoss,
+    TVLoss,
+    Views,
+)
 from vqgan_core.engine.from_config import parts_from_config
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationLoop

@@ -15,7 +15,7 @@ from vqgan_core.engine.clip_loss import ClipLoss, Views
 from vqgan_core.engine.latent_param import LatentParam
 from vqgan_core.engine.optim_spec import SCHEDULERS, OptimizerSpec
 from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
-from vqgan_core.engine.stepper import StepResult, Stepper, clip_terms
+from vqgan_core.engine.stepper import Stepper, StepResult, clip_terms
 from vqgan_core.engine.terms import INIT_DECAYS, ImageLoss, InitLoss, LossTerm, SumLoss, TVLoss, as_terms
 
 __all__ = [
