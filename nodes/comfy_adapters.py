@@ -229,3 +229,16 @@ def _preview_size() -> int:
     except ImportError:
         return 512
     return int(getattr(args, "preview_size", 512) or 512)
+
+
+def send_text(node_id: str | None, text: str) -> None:
+    """Show ``text`` under the node in the editor (ComfyUI's progress text); nothing when it cannot."""
+    if not node_id:
+        return
+    try:
+        from server import PromptServer
+    except ImportError:  # no server (tests, scripts)
+        return
+    server = getattr(PromptServer, "instance", None)
+    if server is not None and hasattr(server, "send_progress_text"):
+        server.send_progress_text(text, node_id)

@@ -21,7 +21,19 @@ def _check_requirements() -> None:
 
 _check_requirements()
 
-from . import animate, codebook, comfy_adapters, latent, latent_files, loaders, optimize, prompts, score  # noqa: E402
+from . import (  # noqa: E402
+    animate,
+    codebook,
+    comfy_adapters,
+    latent,
+    latent_files,
+    loaders,
+    losses,
+    optimize,
+    prompts,
+    score,
+    steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +57,15 @@ NODES: list[type[io.ComfyNode]] = [
     prompts.CLIPNoisePrompt,
     prompts.CombineTargets,
     prompts.RegionTargets,
+    losses.StoryPace,
+    losses.CLIPLoss,
+    losses.TVLoss,
+    losses.ImageLoss,
+    losses.InitImageLoss,
+    losses.CombineLosses,
+    steps.Optimizer,
+    steps.OptimizeSteps,
+    steps.StartNewRun,
     score.CLIPScore,
     optimize.VQGANCLIPOptimize,
     optimize.VQGANCLIPGenerate,

@@ -236,14 +236,19 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
 
 def check_inputs(latent: Latent, model, targets: Targets) -> None:  # noqa: ANN001
     """The latent belongs to this VQGAN and there is something to optimise towards."""
+    check_latent_model(latent, model)
+    if not targets.items:
+        raise ValueError("No targets: connect a CLIP Text Prompt or CLIP Image Prompt.")
+
+
+def check_latent_model(latent: Latent, model) -> None:  # noqa: ANN001
+    """The latent belongs to this VQGAN (same codebook shape)."""
     if latent.model is not model and tuple(latent.model.codebook.shape) != tuple(model.codebook.shape):
         raise ValueError(
             "The latent was made with a different VQGAN (codebook "
             f"{tuple(latent.model.codebook.shape)}) than the one connected ({tuple(model.codebook.shape)}). "
             "Connect the same Load VQGAN to both, or re-encode the image with this VQGAN."
         )
-    if not targets.items:
-        raise ValueError("No targets: connect a CLIP Text Prompt or CLIP Image Prompt.")
 
 
 def latent_settings(latent: Latent, model, settings: dict) -> dict:  # noqa: ANN001

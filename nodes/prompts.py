@@ -200,4 +200,5 @@ class RegionTargets(io.ComfyNode):
             raise ValueError("Noise prompts apply to the whole image: combine them with the regional targets after "
                              "Region Targets, not before.")
         m = m.to(ca.output_device())
-        return io.NodeOutput(Targets(tuple(dataclasses.replace(t, region=m) for t in targets.items)))
+        return io.NodeOutput(dataclasses.replace(targets, items=tuple(dataclasses.replace(t, region=m)
+                                                                      for t in targets.items)))

@@ -6,6 +6,7 @@ and returns new objects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,24 @@ VQCodes = io.Custom("VQ_CODES")
 
 ClipTargets = io.Custom("VQCLIP_TARGETS")
 """A :class:`Targets`: text and image prompts with weights and stops."""
+
+VQLoss = io.Custom("VQCLIP_LOSS")
+"""A :class:`LossRecipe`: builds the ``vqgan_core.engine`` loss term(s) of one run."""
+
+VQOptimizer = io.Custom("VQCLIP_OPTIMIZER")
+"""A ``vqgan_core.engine.OptimizerSpec`` (name, learning rate, schedule)."""
+
+
+@dataclass(frozen=True)
+class LossRecipe:
+    """What travels on a VQCLIP_LOSS socket: a builder of fresh loss terms, since a term binds to one run at a
+    time and ComfyUI hands one cached output to every node downstream. ``label`` says what it is (readout)."""
+
+    build: Callable[[], Any]
+    label: str
+    guides: tuple = ()  # the CLIP guides it uses (memory management: loaded before the run)
+    views: int = 0  # CLIP passes per step (memory estimate)
+    cutn: int = 0  # the largest cutout count of its CLIP terms
 
 
 @dataclass(frozen=True)
@@ -87,10 +106,12 @@ class Targets:
     """An ordered collection of targets (what travels on VQCLIP_TARGETS)."""
 
     items: tuple[Target, ...] = ()
+    pace: tuple[int, int] = (0, 0)  # story mode: (steps per '^' phrase set, crossfade steps); 0 = no story
 
     def __add__(self, other: Targets) -> Targets:
-        """Concatenate two target sets (Combine Targets)."""
-        return Targets(self.items + other.items)
+        """Concatenate two target sets (Combine Targets); a story pace set on either is kept."""
+        pace = tuple(max(a, b) for a, b in zip(self.pace, other.pace, strict=True))
+        return Targets(self.items + other.items, pace)
 
     def describe(self) -> str:
         """One line per target, for previews and errors."""

@@ -38,7 +38,7 @@ def load_pack() -> tuple[types.SimpleNamespace, dict[str, types.ModuleType]]:
         io=importlib.import_module("comfy_api.latest.io"),
         **{name: importlib.import_module(f"nodes.{name}") for name in
            ("types", "comfy_adapters", "loaders", "latent", "codebook", "prompts", "optimize", "animate", "score",
-            "workflow_api", "memory", "latent_files")},
+            "workflow_api", "memory", "latent_files", "losses", "steps")},
     )
     return ns, saved
 
