@@ -105,8 +105,13 @@ def test_two_guides_with_their_own_prompts(pack, vqgan):
     """Prompt A with guide 1 and prompt B with guide 2 in one graph: each guide embeds only its own text."""
     g1, g2 = harness.tiny_guide(), harness.tiny_guide(image_size=12)
     seen = {1: [], 2: []}
-    for k, g in ((1, g1), (2, g2)):
-        g.encode_text = (lambda orig, k: lambda texts: (seen[k].extend(texts), orig(texts))[1])(g.encode_text, k)
+
+    def spy(guide, log):  # noqa: ANN001, ANN202
+        orig = guide.encode_text
+        guide.encode_text = lambda texts: (log.extend(texts), orig(texts))[1]
+
+    spy(g1, seen[1])
+    spy(g2, seen[2])
     (loss,) = run(pack.losses.CombineLosses, loss_1=_loss(pack, g1, "apples"), loss_2=_loss(pack, g2, "pears"),
                   weight_1=1.0, weight_2=0.5, weight_3=1.0, weight_4=1.0)
     (opt,) = run(pack.steps.Optimizer, optimizer="adamw", lr=0.05, schedule="constant", schedule_steps=0)
