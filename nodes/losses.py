@@ -84,13 +84,13 @@ class CLIPLoss(io.ComfyNode):
                 io.Combo.Input("cutout_method", options=cutout_choices(), default="latest",
                                tooltip="How crops are taken: latest (the classic script's mix of pooled views and "
                                "crops), crops (random squares), mixed (half each)."),
-                io.Float.Input("cut_pow", default=1.0, min=0.0, max=10.0, step=0.05,
+                io.Float.Input("cut_pow", default=1.0, min=0.0, max=10.0, step=0.05, round=0.01,
                                tooltip="Crop size power: above 1 favours small crops (detail), below 1 large ones "
                                "(composition)."),
                 io.String.Input("augmentations", default="Af,Pe,Ji,Er",
                                 tooltip="Comma-separated augmentation codes applied to the crops (Af affine, Pe "
                                 "perspective, Ji colour jitter, Er erasing, ...) or 'none'."),
-                io.Float.Input("aug_noise", default=0.1, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("aug_noise", default=0.1, min=0.0, max=1.0, step=0.01, round=0.001,
                                tooltip="Per-crop noise up to this strength (classic 0.1; 0 = none)."),
             ],
             outputs=[VQLoss.Output(display_name="loss")],
@@ -195,7 +195,7 @@ class InitImageLoss(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", optional=True, tooltip="The picture to stay close to (resized and cropped "
                                "to the run's size). Empty: the run's starting latent."),
-                io.Float.Input("weight", default=1.0, min=0.0, max=100.0, step=0.01,
+                io.Float.Input("weight", default=1.0, min=0.0, max=100.0, step=0.01, round=0.0001,
                                tooltip="Strength at the first step (classic -iw)."),
                 io.Combo.Input("decay", options=list(INIT_DECAYS), default="classic",
                                tooltip="classic: 1/(2i+1)/2, strong only at first; linear: 1 -> 0 over the planned "

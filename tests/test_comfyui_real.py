@@ -42,7 +42,9 @@ OUR_NODES = {"VQGAN_Load", "VQClip_LoadGuide", "VQClip_CombineGuides", "VQGAN_En
              "VQGAN_CodebookEdit", "VQClip_TextPrompt", "VQClip_ImagePrompt", "VQClip_CombineTargets",
              "VQClip_Score", "VQGAN_CLIPOptimize", "VQGAN_CLIPGenerate", "VQGAN_CLIPZoomAnimation",
              "VQGAN_CLIPRestyleFrames", "VQClip_RegionTargets", "VQGAN_Seamless", "VQClip_NoisePrompt",
-             "VQGAN_InterpolateLatents", "VQGAN_SaveLatent", "VQGAN_LoadLatent"}
+             "VQGAN_InterpolateLatents", "VQGAN_SaveLatent", "VQGAN_LoadLatent", "VQClip_Loss", "VQGAN_TVLoss",
+             "VQGAN_ImageLoss", "VQGAN_InitImageLoss", "VQGAN_CombineLosses", "VQClip_StoryPace", "VQGAN_Optimizer",
+             "VQGAN_CLIPOptimizeSteps", "VQGAN_StartNewRun"}
 TAMING = Path(os.environ.get("TAMING_FIXTURES", REPO.parent / "shared" / "fixtures" / "taming"))
 BOOT_TIMEOUT = 240
 RUN_TIMEOUT = 420
@@ -335,3 +337,70 @@ def test_interrupt_stops_a_long_optimize(server):
     assert status["status_str"] == "error"
     assert any(m[0] == "execution_interrupted" for m in status["messages"])
     assert time.monotonic() - t0 < 60  # 5000 steps would take minutes
+
+
+def _blocks_prompt(chain: list[int], seed: int) -> dict:
+    """Demo models -> CLIP Loss + TV -> Optimize Steps chained ``chain`` times -> Save Image."""
+    p = {"1": {"class_type": "VQGAN_Load", "inputs": {"vqgan_name": "demo"}},
+         "2": {"class_type": "VQClip_LoadGuide", "inputs": {"clip_name": "demo", "pretrained": "none"}},
+         "3": {"class_type": "VQClip_TextPrompt", "inputs": {"text": "a red circle on a blue background", "weight": 1.0}},
+         "4": {"class_type": "VQClip_Loss", "inputs": {"clip_guide": ["2", 0], "targets": ["3", 0], "weight": 1.0,
+                                                        "cutouts": 8, "cutout_method": "latest", "cut_pow": 1.0,
+                                                        "augmentations": "Af,Pe,Ji,Er", "aug_noise": 0.1}},
+         "5": {"class_type": "VQGAN_TVLoss", "inputs": {"weight": 0.1}},
+         "6": {"class_type": "VQGAN_CombineLosses", "inputs": {"loss_1": ["4", 0], "loss_2": ["5", 0], "weight_1": 1.0,
+                                                                "weight_2": 1.0, "weight_3": 1.0, "weight_4": 1.0}},
+         "7": {"class_type": "VQGAN_Optimizer", "inputs": {"optimizer": "adam", "lr": 0.1, "schedule": "cosine",
+                                                           "schedule_steps": sum(chain)}},
+         "8": {"class_type": "VQGAN_RandomLatent", "inputs": {"vqgan": ["1", 0], "width": 64, "height": 64,
+                                                              "seed": seed, "init": "random", "batch_size": 1}}}
+    src = ["8", 0]
+    for k, n in enumerate(chain):
+        nid = str(10 + k)
+        p[nid] = {"class_type": "VQGAN_CLIPOptimizeSteps", "inputs": {
+            "vqgan": ["1", 0], "latent": src, "loss": ["6", 0], "optimizer": ["7", 0], "steps": n,
+            "seed": seed + 1000 * k, "method": "z_quantize", "preview_every": 0}}
+        src = [nid, 0]
+    p["30"] = {"class_type": "VQGAN_Decode", "inputs": {"latent": src}}
+    p["31"] = {"class_type": "SaveImage", "inputs": {"images": ["30", 0], "filename_prefix": f"vqclip/chain{len(chain)}"}}
+    return p
+
+
+def test_chained_step_nodes_equal_one_node_in_comfyui(server):
+    """Three chained Optimize Steps of 4 steps give the image of one node of 12 steps, pixel for pixel."""
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for chain in ([12], [4, 4, 4]):
+        hist, _ = server.run_prompt(_blocks_prompt(chain, seed=31))
+        assert hist["status"]["status_str"] == "success", json.dumps(hist["status"]["messages"])[-3000:]
+        im = hist["outputs"]["31"]["images"][0]
+        with Image.open(server.base / im["type"] / im["subfolder"] / im["filename"]) as f:
+            images.append(np.asarray(f.convert("RGB")))
+    assert images[0].std() > 1  # a picture, not a flat image
+    assert np.array_equal(images[0], images[1])
+
+
+def test_step_node_shows_its_loss_under_the_node(server):
+    """The loss goes out as progress text for the running node (ComfyUI's binary TEXT event)."""
+    prompt = _blocks_prompt([6], seed=4343)
+    ws = MiniWebSocket(server.port, "vqclip-ws-loss")
+    texts = []
+    try:
+        status, resp = server.post("/prompt", {"prompt": prompt, "client_id": "vqclip-ws-loss"})
+        assert status == 200 and resp["node_errors"] == {}
+        done = False
+        while not done:
+            opcode, data = ws.recv()
+            if opcode == 2 and data[:4] == (3).to_bytes(4, "big"):  # BinaryEventTypes.TEXT
+                n = int.from_bytes(data[4:8], "big")
+                texts.append((data[8:8 + n].decode(), data[8 + n:].decode()))
+            elif opcode == 1:
+                msg = json.loads(data)
+                done = msg["type"] in ("execution_success", "execution_error") and \
+                    msg.get("data", {}).get("prompt_id") == resp["prompt_id"]
+    finally:
+        ws.close()
+    assert texts and all(node == "10" for node, _ in texts), texts
+    assert any("loss" in t for _, t in texts) and texts[-1][1].startswith("done: 6 steps"), texts

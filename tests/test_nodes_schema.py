@@ -151,6 +151,15 @@ RELEASED_WIDGETS = {
     "VQGAN_CLIPRestyleFrames": ["first_steps", "steps_per_frame", "blend", "optimizer", "lr", "cutouts",
                                 "cutout_method", "augmentations", "seed", "init_weight", "tv_weight", "image_losses",
                                 "preview_every", "low_memory", "smooth", "change_prompts_every", "story_fade", "method"],
+    "VQClip_StoryPace": ["change_prompts_every", "story_fade"],
+    "VQClip_Loss": ["weight", "cutouts", "cutout_method", "cut_pow", "augmentations", "aug_noise"],
+    "VQGAN_TVLoss": ["weight"],
+    "VQGAN_ImageLoss": ["name", "weight"],
+    "VQGAN_InitImageLoss": ["weight", "decay"],
+    "VQGAN_CombineLosses": ["weight_1", "weight_2", "weight_3", "weight_4"],
+    "VQGAN_Optimizer": ["optimizer", "lr", "schedule", "schedule_steps"],
+    "VQGAN_CLIPOptimizeSteps": ["steps", "seed", "method", "preview_every"],
+    "VQGAN_StartNewRun": [],
 }
 
 

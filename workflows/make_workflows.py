@@ -81,6 +81,21 @@ def _at(nodes: list[Node], where: dict[int, tuple[int, int]]) -> list[Node]:
     return nodes
 
 
+def _clip_loss(nid: int, guide: tuple[int, int], targets: tuple[int, int], **w: Any) -> Node:
+    return {"id": nid, "type": "VQClip_Loss", "links": {"clip_guide": guide, "targets": targets},
+            "widgets": {"cutouts": 16, **w}}
+
+
+def _steps(nid: int, latent: tuple[int, int], loss: tuple[int, int], opt: tuple[int, int], steps: int,
+           seed: int = 0) -> Node:
+    return {"id": nid, "type": "VQGAN_CLIPOptimizeSteps", "widgets": {"steps": steps, "seed": seed, "preview_every": 10},
+            "links": {"vqgan": (1, 0), "latent": latent, "loss": loss, "optimizer": opt}}
+
+
+def _optimizer(nid: int, **w: Any) -> Node:
+    return {"id": nid, "type": "VQGAN_Optimizer", "widgets": {"optimizer": "adam", "lr": 0.1, **w}}
+
+
 WORKFLOWS: dict[str, list[Node]] = {
     "text_to_image": [
         *_models(), _text(3, "a red circle on a blue background"), _random(4, seed=1),
@@ -200,6 +215,36 @@ WORKFLOWS: dict[str, list[Node]] = {
         _decode(10, (9, 0)), _save(11, (10, 0), "vqclip/inpaint"),
     ], {1: (0, 0), 2: (0, 150), 3: (0, 300), 5: (1, 0), 6: (1, 160), 8: (1, 330), 4: (2, 0), 7: (2, 160),
         9: (3, 0), 10: (4, 0), 11: (4, 120)}),
+    "blocks_two_guides": [  # composable blocks: each guide its own prompt, TV + an image loss, 3 chained steps
+        *_models(), {"id": 3, "type": "VQClip_LoadGuide", "widgets": {"clip_name": "demo", "pretrained": "none"}},
+        _text(4, "a red circle"), _text(5, "a blue background"),
+        _clip_loss(6, (2, 0), (4, 0)), _clip_loss(7, (3, 0), (5, 0), cutouts=8, cut_pow=1.5),
+        {"id": 8, "type": "VQGAN_TVLoss", "widgets": {"weight": 0.1}},
+        {"id": 9, "type": "VQGAN_ImageLoss", "widgets": {"name": "saturation", "weight": 0.2}},
+        {"id": 10, "type": "VQGAN_CombineLosses",
+         "links": {"loss_1": (6, 0), "loss_2": (7, 0), "loss_3": (8, 0), "loss_4": (9, 0)}},
+        _optimizer(11), _random(12, seed=1),
+        _steps(13, (12, 0), (10, 0), (11, 0), 20, seed=1), _steps(14, (13, 0), (10, 0), (11, 0), 20, seed=1),
+        _steps(15, (14, 0), (10, 0), (11, 0), 20, seed=1),
+        _decode(16, (15, 0)), _save(17, (16, 0), "vqclip/blocks_two_guides"),
+        {"id": 18, "type": "PreviewImage", "links": {"images": (15, 1)}},
+    ],
+    "blocks_story": [  # story mode from blocks: the pace on the targets, a cosine schedule over the whole story
+        *_models(),
+        _text(3, "a red square on a white background^a red circle on a white background^"
+                 "a red circle on a blue background"),
+        {"id": 4, "type": "VQClip_StoryPace", "links": {"targets": (3, 0)},
+         "widgets": {"change_prompts_every": 30, "story_fade": 10}},
+        _clip_loss(5, (2, 0), (4, 0)), {"id": 6, "type": "VQGAN_TVLoss", "widgets": {"weight": 0.05}},
+        {"id": 7, "type": "VQGAN_CombineLosses", "links": {"loss_1": (5, 0), "loss_2": (6, 0)}},
+        _optimizer(8, schedule="cosine", schedule_steps=90), _random(9, seed=5),
+        _steps(10, (9, 0), (7, 0), (8, 0), 30, seed=5), _steps(11, (10, 0), (7, 0), (8, 0), 30, seed=5),
+        _steps(12, (11, 0), (7, 0), (8, 0), 30, seed=5),
+        _decode(13, (10, 0)), _save(14, (13, 0), "vqclip/blocks_story_1"),
+        _decode(15, (11, 0)), _save(16, (15, 0), "vqclip/blocks_story_2"),
+        _decode(17, (12, 0)), _save(18, (17, 0), "vqclip/blocks_story_3"),
+        {"id": 19, "type": "PreviewImage", "links": {"images": (12, 1)}},
+    ],
     "seed_batch_ranked": [
         *_models(), _text(3, "a green triangle on a white background"), _random(4, seed=7, batch=4),
         _opt(5, (4, 0), (3, 0), steps=40, seed=7), _decode(6, (5, 0)),
