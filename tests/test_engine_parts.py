@@ -184,5 +184,5 @@ def test_optimizer_spec_uses_torch_schedulers():
     assert isinstance(sched, torch.optim.lr_scheduler.MultiStepLR) and sched.milestones == {6: 1}
     with pytest.raises(ValueError, match="valid names: constant, cosine, plateau, step"):
         OptimizerSpec(schedule="warm")
-    with pytest.raises(ValueError, match="valid: .*adam"):
+    with pytest.raises(ValueError, match="valid names: .*adam"):
         OptimizerSpec("adamz")

@@ -357,7 +357,7 @@ def test_cli_animate_restyles_a_folder(anim_args, tmp_path):
 
 
 def test_init_weight_decay_restarts_every_frame(vqgan, clip, monkeypatch):
-    import vqgan_core.generate as gen
+    import vqgan_core.engine.terms as gen  # the init pull-back term
 
     calls = []
     real = gen.init_weight_factor

@@ -279,12 +279,12 @@ def test_out_of_memory_step_switches_to_checkpointing(vqgan, clip, precision, mo
     loop = GenerationLoop(vqgan, clip, _cfg(steps=4, precision=precision))
     real, failed = GenerationLoop._loss, []
 
-    def tight(self, z, packs, factor):  # runs out of memory at step 2 unless the decoder recomputes
+    def tight(self, z):  # runs out of memory at step 2 unless the decoder recomputes
         if self.step_index == 2 and not any(isinstance(m, Recomputed) for m in (self._dec or vqgan).modules()):
             failed.append(self.step_index)
             torch.rand(64, generator=self.gen)  # the failed step had drawn its cutouts: the retry must redraw them
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(self, z, packs, factor)
+        return real(self, z)
 
     monkeypatch.setattr(loop, "_forward", tight.__get__(loop))
     r = loop.run()
@@ -307,12 +307,12 @@ def test_out_of_memory_asks_the_host_to_free_memory_first(vqgan, clip, persists,
     loop = GenerationLoop(vqgan, clip, _cfg(steps=4), GenerationCallbacks(free_memory=lambda: freed.append(1)))
     real = GenerationLoop._loss
 
-    def tight(self, z, packs, factor):
+    def tight(self, z):
         if self.step_index == 2 and not self._recomputing and (persists or not freed):
             failed.append(self.step_index)
             torch.rand(64, generator=self.gen)
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(self, z, packs, factor)
+        return real(self, z)
 
     monkeypatch.setattr(loop, "_forward", tight.__get__(loop))
     r = loop.run()
@@ -335,7 +335,7 @@ def test_out_of_memory_inside_a_graph_capture_keeps_the_graph(vqgan, clip, monke
         def scalar(self, name, value):
             return value
 
-        def __call__(self, key, packs, factor):
+        def __call__(self, key):
             if FakeGraph.fail:
                 FakeGraph.fail = False
                 try:
@@ -343,7 +343,7 @@ def test_out_of_memory_inside_a_graph_capture_keeps_the_graph(vqgan, clip, monke
                 except torch.OutOfMemoryError:
                     raise RuntimeError("operation not permitted when stream is capturing") from None
             self.z.grad = None
-            loss, img = self.fn(packs, factor)
+            loss, img = self.fn()
             loss.backward()
             return loss.detach(), img.detach()
 
@@ -355,7 +355,7 @@ def test_out_of_memory_inside_a_graph_capture_keeps_the_graph(vqgan, clip, monke
 
 
 def test_region_image_prompts_are_fitted_to_the_region(vqgan, clip, monkeypatch):
-    import vqgan_core.generate as gen
+    import vqgan_core.engine.clip_loss as gen  # where CLIP terms fit their image prompts
 
     sizes = []
     real = gen.fit_image

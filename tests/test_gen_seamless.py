@@ -51,7 +51,7 @@ def test_random_roll_is_a_seeded_circular_shift():
 
 
 def test_seamless_run_uses_the_circular_decoder_and_rolled_views(vqgan, clip, monkeypatch):
-    import vqgan_core.generate as gen
+    import vqgan_core.engine.clip_loss as gen  # CLIP terms roll their view of a tiling image
 
     rolled = []
     monkeypatch.setattr(gen, "random_roll", lambda img, g: rolled.append(1) or random_roll(img, g))
@@ -70,7 +70,7 @@ def test_seamless_run_uses_the_circular_decoder_and_rolled_views(vqgan, clip, mo
 
 
 def test_seamless_tv_weight_smooths_across_the_edges(vqgan, clip, monkeypatch):
-    import vqgan_core.generate as gen
+    import vqgan_core.engine.terms as gen  # the TV term
     from vqgan_core.losses import tv_loss
 
     seen = []

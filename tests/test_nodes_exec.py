@@ -463,11 +463,11 @@ def test_out_of_memory_unloads_comfy_models_and_retries(pack, vqgan, guide, monk
     (a,) = run(pack.optimize.VQGANCLIPOptimize, **kw)
     real, failed = GenerationLoop._loss, []
 
-    def tight(self, z, packs, factor):  # short of memory at step 1 until ComfyUI has unloaded its models
+    def tight(self, z):  # short of memory at step 1 until ComfyUI has unloaded its models
         if self.step_index == 1 and not pack.mm.UNLOADS:
             failed.append(1)
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(self, z, packs, factor)
+        return real(self, z)
 
     pack.mm.UNLOADS.clear()
     monkeypatch.setattr(GenerationLoop, "_loss", tight)

@@ -103,14 +103,14 @@ class MemoryRecovery:
         return (self.cb.free_memory is not None and not self._host_freed) or (
             self.config.checkpoint_decoder is None and not self._recomputing)
 
-    def _loss_and_grad_fitting(self, i: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss_and_grad_fitting(self, key: object) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`_loss_and_grad`, retried after :meth:`_make_room` when it runs out of memory, from the same
         random state (so the image is the one a run that had the room from the start gives)."""
         while True:
             # the state is only needed to retry, or to replace a generator a failed capture left behind
             state = self.gen.get_state() if self._graphed is not None or self._can_make_room() else None
             try:
-                return self._loss_and_grad(i, factor, state)
+                return self._loss_and_grad(key, state)
             except torch.OutOfMemoryError:
                 if state is None or not self._can_make_room():
                     raise

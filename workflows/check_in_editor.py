@@ -2,7 +2,8 @@
 
 For each workflow: ``app.loadGraphData``; no missing-node dialog and every node type registered in
 the editor; ``app.graphToPrompt()`` (the editor's own UI->API conversion) equals
-``nodes.workflow_api.ui_to_api``; a screenshot goes to ``docs/images/workflow_<name>.png``.
+``nodes.workflow_api.ui_to_api``; no two node boxes (title bar included) overlap once the editor has
+sized the nodes; a screenshot goes to ``docs/images/workflow_<name>.png``.
 Needs ``playwright`` (Python) and a system Chromium (``/usr/bin/chromium``); never downloads a browser.
 
     python workflows/check_in_editor.py --server http://127.0.0.1:8188
@@ -39,6 +40,22 @@ FIT_VIEW = """() => {
   c.ds.scale = s; c.ds.offset = [-x0 + 70 / s, -y0 + 60 / s];
   c.setDirty(true, true);
 }"""
+
+
+NODE_BOXES = """() => window.app.graph._nodes.map(n => ({id: n.id, type: n.type,
+  box: [n.pos[0], n.pos[1] - window.LiteGraph.NODE_TITLE_HEIGHT, n.pos[0] + n.size[0], n.pos[1] + n.size[1]]}))"""
+
+
+def _overlaps(nodes: list[dict]) -> list[str]:
+    """Every pair of node boxes ([x0, y0, x1, y1], title bar included) that intersect."""
+    found = []
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a["box"], b["box"]
+            if ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1:
+                found.append(f"#{a['id']} {a['type']} {[round(v) for v in a['box']]} overlaps "
+                             f"#{b['id']} {b['type']} {[round(v) for v in b['box']]}")
+    return found
 
 
 def _prepare_editor(page) -> None:  # noqa: ANN001
@@ -89,6 +106,7 @@ def check(server: str, out_dir: Path, chromium: str, names: list[str] | None) ->
                 problems.append(f"{path.stem}: graphToPrompt differs from ui_to_api:\n"
                                 f"editor {json.dumps(_normalise(editor_prompt), sort_keys=True)}\n"
                                 f"ours   {json.dumps(_normalise(ours), sort_keys=True)}")
+            problems += [f"{path.stem}: node {o}" for o in _overlaps(page.evaluate(NODE_BOXES))]
             page.evaluate(FIT_VIEW)
             page.wait_for_timeout(400)
             shot = out_dir / f"workflow_{path.stem}.png"

@@ -73,14 +73,6 @@ def _load_image(nid: int, name: str) -> Node:
     return {"id": nid, "type": "LoadImage", "widgets": {"image": name}}
 
 
-def _at(nodes: list[Node], where: dict[int, tuple[int, int]]) -> list[Node]:
-    """Pin nodes to (column, y pixel) instead of the automatic by-depth layout."""
-    for n in nodes:
-        if n["id"] in where:
-            n["at"] = where[n["id"]]
-    return nodes
-
-
 def _clip_loss(nid: int, guide: tuple[int, int], targets: tuple[int, int], **w: Any) -> Node:
     return {"id": nid, "type": "VQClip_Loss", "links": {"clip_guide": guide, "targets": targets},
             "widgets": {"cutouts": 16, **w}}
@@ -138,7 +130,7 @@ WORKFLOWS: dict[str, list[Node]] = {
         _opt(6, (4, 0), (5, 0), steps=40, seed=4, init_weight=0.5), _decode(7, (6, 0)),
         _save(8, (7, 0), "vqclip/variation"),
     ],
-    "story": _at([
+    "story": [
         *_models(), _random(3, seed=5),
         _text(4, "a red square on a white background"), _opt(5, (3, 0), (4, 0), steps=40, seed=5),
         _decode(6, (5, 0)), _save(7, (6, 0), "vqclip/story_1"),
@@ -146,7 +138,7 @@ WORKFLOWS: dict[str, list[Node]] = {
         _decode(10, (9, 0)), _save(11, (10, 0), "vqclip/story_2"),
         _text(12, "a red circle on a blue background"), _opt(13, (9, 0), (12, 0), steps=30, seed=5),
         _decode(14, (13, 0)), _save(15, (14, 0), "vqclip/story_3"),
-    ], {1: (0, 0), 2: (0, 150), 3: (0, 300), **{4 + 4 * k + j: (1 + j, 480 * k) for k in range(3) for j in range(4)}}),
+    ],
     "coarse_to_fine": [
         *_models(), _text(3, "a cyan triangle on a purple background"), _random(4, seed=6, size=32),
         _opt(5, (4, 0), (3, 0), steps=40, seed=6),
@@ -189,7 +181,7 @@ WORKFLOWS: dict[str, list[Node]] = {
          "widgets": {"first_steps": 40, "steps_per_frame": 10, "blend": 0.3, "seed": 1, "init_weight": 0.0, **FAST}},
         _save_webp(6, (5, 0), "vqclip/restyle"),
     ],
-    "regional_prompts": _at([
+    "regional_prompts": [
         *_models(), _text(3, "a yellow circle on a green background"),
         {"id": 4, "type": "SolidMask", "widgets": {"value": 0.0, "width": 64, "height": 64}},
         {"id": 5, "type": "SolidMask", "widgets": {"value": 1.0, "width": 32, "height": 64}},
@@ -200,9 +192,8 @@ WORKFLOWS: dict[str, list[Node]] = {
         {"id": 9, "type": "VQClip_CombineTargets", "links": {"targets_1": (3, 0), "targets_2": (8, 0)}},
         _random(10, seed=1), _opt(11, (10, 0), (9, 0), steps=80, seed=1), _decode(12, (11, 0)),
         _save(13, (12, 0), "vqclip/regional"),
-    ], {1: (0, 0), 2: (0, 150), 3: (0, 300), 7: (0, 520), 4: (1, 0), 5: (1, 160), 10: (1, 360), 6: (2, 0),
-        8: (3, 0), 9: (3, 150), 11: (4, 0), 12: (5, 0), 13: (5, 120)}),
-    "inpaint": _at([
+    ],
+    "inpaint": [
         *_models(), _load_image(3, TRIANGLE),
         {"id": 4, "type": "VQGAN_Encode", "links": {"vqgan": (1, 0), "image": (3, 0)}},
         {"id": 5, "type": "SolidMask", "widgets": {"value": 0.0, "width": 64, "height": 64}},
@@ -213,8 +204,7 @@ WORKFLOWS: dict[str, list[Node]] = {
         {**_opt(9, (4, 0), (8, 0), steps=60, seed=1), "links": {"latent": (4, 0), "vqgan": (1, 0), "clip_guide": (2, 0),
                                                                "targets": (8, 0), "mask": (7, 0)}},
         _decode(10, (9, 0)), _save(11, (10, 0), "vqclip/inpaint"),
-    ], {1: (0, 0), 2: (0, 150), 3: (0, 300), 5: (1, 0), 6: (1, 160), 8: (1, 330), 4: (2, 0), 7: (2, 160),
-        9: (3, 0), 10: (4, 0), 11: (4, 120)}),
+    ],
     "blocks_two_guides": [  # composable blocks: each guide its own prompt, TV + an image loss, 3 chained steps
         *_models(), {"id": 3, "type": "VQClip_LoadGuide", "widgets": {"clip_name": "demo", "pretrained": "none"}},
         _text(4, "a red circle"), _text(5, "a blue background"),
@@ -252,6 +242,20 @@ WORKFLOWS: dict[str, list[Node]] = {
         _save(8, (7, 0), "vqclip/ranked"), _save(9, (7, 1), "vqclip/best"),
     ],
 }
+
+
+TITLE, BADGE = 30, 22  # the editor draws a title bar above a node's box, and its pack's label above that
+GAP = TITLE + BADGE + 20  # from one node's bottom to the next node's box in a column
+
+
+def node_height(info: dict[str, Any], widgets: list[Any]) -> int:
+    """The height the editor gives a node (its minimum, measured in ComfyUI 0.3.64's editor): 20 px a socket
+    row, 24 px a widget (a multiline text box about 54), plus margins."""
+    specs = input_specs(info)
+    sockets = sum(not is_widget(kind, opts) for _, kind, opts in specs)
+    multiline = sum(bool(opts.get("multiline")) for _, kind, opts in specs if is_widget(kind, opts))
+    rows = 24 * len(widgets) + 30 * multiline + (8 if widgets else 0)
+    return 6 + 20 * max(sockets, len(info["output"])) + rows
 
 
 def _depths(nodes: list[Node]) -> dict[int, int]:
@@ -316,8 +320,8 @@ def build(nodes: list[Node], object_info: dict[str, Any]) -> dict[str, Any]:
         pending[n["id"]] = inputs
         col = depth[n["id"]]
         row = rows.get(col, 0)
-        height = 60 + 26 * (len(widgets) + len(info["output"])) + (260 if n["type"] == "LoadImage" else 0)
-        rows[col] = row + height + 40
+        height = node_height(info, widgets) + (260 if n["type"] == "LoadImage" else 0)
+        rows[col] = row + height + GAP
         if "at" in n:
             col, row = n["at"]
         ui_nodes.append({

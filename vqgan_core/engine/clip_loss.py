@@ -79,8 +79,9 @@ class ClipLoss(LossTerm):
     def __init__(self, guide: ClipGuide | ClipEnsemble | list, prompts: str | Sequence[str] = "", *,
                  image_prompts: str = "", image_tensors: Sequence[ImagePrompt] = (), noise_prompts: str = "",
                  change_every: int = 0, fade: int = 0, views: Views | None = None, weight: float = 1.0,
-                 region: torch.Tensor | None = None) -> None:
+                 region: torch.Tensor | None = None, label: str = "") -> None:
         super().__init__(weight)
+        self.label = label  # prefixes errors found when the run starts (e.g. "region 2 of 3")
         self.clip = ClipEnsemble.of(guide)
         self.prompts, self.image_prompts, self.noise_prompts = prompts, image_prompts, noise_prompts
         self.image_tensors = list(image_tensors)
@@ -108,6 +109,30 @@ class ClipLoss(LossTerm):
         return self._cutouts.augmenter.not_capturable
 
     def bind(self, run: RunInfo) -> None:  # noqa: D102
+        try:
+            self._bind(run)
+        except ValueError as e:
+            if not self.label:
+                raise
+            raise ValueError(f"{self.label}: {e}") from None
+
+    def use_models(self, models: Sequence[torch.nn.Module | None]) -> None:
+        """The CLIP weights each guide runs with this run (a host's compiled or fp16 copies; None = the guide's)."""
+        if len(models) != len(self.clip.guides):
+            raise ValueError(f"{len(models)} models for {len(self.clip.guides)} guides")
+        self._models = list(models)
+
+    @property
+    def cutouts(self) -> Cutouts:
+        """The cutout + augmentation pipeline of this term's views."""
+        return self._cutouts
+
+    @property
+    def view(self) -> RegionView | None:
+        """The region's view of the image (None: the whole image)."""
+        return self._view
+
+    def _bind(self, run: RunInfo) -> None:
         self._run = run
         strings = [self.prompts] * run.batch if isinstance(self.prompts, str) else list(self.prompts)
         if len(strings) != run.batch:
@@ -123,7 +148,7 @@ class ClipLoss(LossTerm):
         self._models = [None] * len(self.clip.guides)
         if run.low_dtype is not None:  # frozen low-precision copies: no weight casts per step
             self._models = [g.lowp_model(run.low_dtype) for g, _ in self.clip.guides]
-        self.prepare(0)  # encode the prompts now: errors surface before the first step
+        self.prepare(run.start_step)  # encode the prompts now: errors surface before the first step
 
     def _encode_image_prompt(self, guide: ClipGuide, img01: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """An image prompt is seen like the image is: fitted to its size, cut out (its own seeded stream)."""

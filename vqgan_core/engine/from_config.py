@@ -95,7 +95,8 @@ def parts_from_config(vqgan: torch.nn.Module, clip: ClipGuide | ClipEnsemble | l
                               noise_prompts=c.noise_prompts, **story))
     for k, r in enumerate(regions, 1):
         try:
-            terms.append(ClipLoss(ens, r.prompts, image_tensors=r.image_prompts, region=r.mask, **story))
+            terms.append(ClipLoss(ens, r.prompts, image_tensors=r.image_prompts, region=r.mask,
+                                  label=f"region {k} of {len(regions)}", **story))
         except ValueError as e:
             raise ValueError(f"region {k} of {len(regions)}: {e}") from None
     if c.tv_weight:

@@ -8,6 +8,7 @@ keeps some cells at their start (inpainting) in both. The nearest-code search is
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -17,6 +18,8 @@ from vqgan_core.edit_mask import keep_cells
 from vqgan_core.quantize import nearest_code
 
 __all__ = ["LatentParam"]
+
+log = logging.getLogger(__name__)
 
 
 class LatentParam:
@@ -82,11 +85,13 @@ class LatentParam:
         z_q = self._cb[idx].permute(0, 3, 1, 2)
         return z + (z_q - z).detach(), idx
 
-    def render(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(decoder latent, pull-back latent)`` this step; codebook sampling draws from ``gen``."""
+    def render(self, gen: torch.Generator, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(decoder latent, pull-back latent)`` this step (of ``z``, default the optimised tensor); codebook
+        sampling draws from ``gen``."""
+        z = self.z if z is None else z
         if self._codes is None:
-            return self.quantize(self.z)[0], self.z
-        z_q, _ = self._codes.sample(self.z, gen)
+            return self.quantize(z)[0], z
+        z_q, _ = self._codes.sample(z, gen)
         if self._keep is not None:  # inpainting: the kept cells show their code, never a draw
             z_q = torch.where(self._keep, self._latent_keep, z_q)
         return z_q, z_q.float()
@@ -122,13 +127,32 @@ class LatentParam:
         """Go on with a saved code distribution when it still describes this latent (not edited in between)."""
         if state.get("method", self.method) != self.method:
             raise ValueError(f"the saved run optimised with {state.get('method')}, this one with {self.method}")
-        logits = state.get("logits")
-        if self._codes is None or logits is None or tuple(logits.shape) != tuple(self.z.shape):
-            return
+        if state.get("logits") is not None:
+            self.continue_logits(state["logits"])
+
+    def continue_logits(self, logits: torch.Tensor) -> bool:
+        """Codebook sampling: go on with a saved code distribution. Not when its shape differs or the latent is no
+        longer its most likely codes (edited in between: the distribution built from the latent stays)."""
+        if self._codes is None or tuple(logits.shape) != tuple(self.z.shape):
+            return False
         logits = logits.to(self.z.device, self.z.dtype)
         if not torch.equal(logits.argmax(1), self.z.detach().argmax(1)):
-            return  # the latent was edited: the distribution built from it stays
+            log.info("the latent is not the saved run's most likely codes: its code distribution starts afresh")
+            return False
         with torch.inference_mode(False), torch.no_grad():
             self.z.copy_(logits)
-            if self._z_keep is not None:
+            if self._z_keep is not None:  # the kept cells go on with the saved (their start's) logits
                 self._z_keep.copy_(logits)
+        return True
+
+    def set_latent(self, z: torch.Tensor) -> None:
+        """Continue from latent ``z`` (same shape), in place (a captured CUDA graph stays valid); kept cells
+        (inpainting) keep the new latent's."""
+        if tuple(z.shape) != self.shape:
+            raise ValueError(f"set_latent needs shape {self.shape}, got {tuple(z.shape)}")
+        with torch.inference_mode(False), torch.no_grad():
+            z = z.to(self.z.device, torch.float32)
+            self.z.copy_(z if self._codes is None else self._codes.logits_from_latent(z))
+            if self._z_keep is not None:
+                self._z_keep.copy_(self.z)
+                self._latent_keep.copy_(self.latent())

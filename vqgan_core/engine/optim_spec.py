@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim import lr_scheduler
 
-from vqgan_core.optimizers import make_optimizer, optimizer_names
+from vqgan_core.optimizers import OPTIMIZERS, make_optimizer
 from vqgan_core.registry import Registry
 
 __all__ = ["SCHEDULERS", "OptimizerSpec", "Scheduler"]
@@ -66,8 +66,7 @@ class OptimizerSpec:
     schedule_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.name.lower() not in optimizer_names():
-            raise ValueError(f"unknown optimizer {self.name!r}; valid: {', '.join(optimizer_names())}")
+        OPTIMIZERS.get(self.name.lower())  # an unknown name lists the valid ones
         SCHEDULERS.get(self.schedule.lower())  # an unknown name lists the valid ones
         if not (0 < float(self.lr) < float("inf")):
             raise ValueError(f"the learning rate must be a positive finite number, got {self.lr}")

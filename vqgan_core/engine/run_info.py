@@ -34,6 +34,8 @@ class RunInfo:
         planned_steps: steps of the whole planned run (schedules and decays span it).
         seamless: whether the image tiles (views roll across its edges, TV is circular).
         low_dtype: bf16/fp16 when the run computes in low precision, else None.
+        cast_cache: autocast's weight-cast cache (off while a CUDA graph is captured).
+        start_step: the step of the whole run its first step has (a continued run's terms start there).
     """
 
     vqgan: torch.nn.Module
@@ -47,6 +49,7 @@ class RunInfo:
     seamless: bool = False
     low_dtype: torch.dtype | None = None
     cast_cache: bool = True
+    start_step: int = 0
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The run's autocast (a no-op in fp32). CUDA graph capture needs the cast cache off."""

@@ -100,11 +100,11 @@ class Stepper:
         self.low_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.step_index, self.losses = 0, []
         with torch.inference_mode(False):  # ComfyUI calls nodes under inference_mode
-            self._setup(cuda_graph)
+            self._setup(cuda_graph, 0 if state is None else int(state["step"]))
             if state is not None:
                 self.load_state_dict(state)
 
-    def _setup(self, cuda_graph: bool | None) -> None:
+    def _setup(self, cuda_graph: bool | None, start_step: int) -> None:
         clips = clip_terms(self.loss)
         bad = sorted({c for t in clips for c in t.not_capturable})
         use_graph = cuda_graph if cuda_graph is not None else (self.device.type == "cuda" and not bad)
@@ -119,7 +119,7 @@ class Stepper:
         f = self.vqgan.downsample_factor
         self.run_info = RunInfo(self.vqgan, self.device, h * f, w * f, b, self.seed, self.param.latent(),
                                 self.planned_steps, seamless=is_seamless(self.vqgan), low_dtype=self.low_dtype,
-                                cast_cache=not use_graph)
+                                cast_cache=not use_graph, start_step=start_step)
         self.loss.bind(self.run_info)
         self.opt, self.scheduler = self.spec.build(self.param.parameters(), self.planned_steps)
         self._graphed = GraphedLossBackward(self._body, self.param.z, [self.gen]) if use_graph else None

@@ -169,7 +169,7 @@ class InitLoss(LossTerm):
             raise ValueError("give the init loss a target latent or an image, not both")
         self.decay, self._given, self._image = decay, target, image
         self.target: torch.Tensor | None = None
-        self._total, self._factor = 1, 0.0
+        self._origin, self._total, self._factor = 0, 1, 0.0
         self._factor_t: torch.Tensor | None = None
 
     def bind(self, run: RunInfo) -> None:  # noqa: D102
@@ -185,12 +185,22 @@ class InitLoss(LossTerm):
             t = t.expand(want[0], -1, -1, -1)
         if tuple(t.shape) != want:
             raise ValueError(f"the init loss's target latent is {tuple(t.shape)}, the run's latent {want}")
-        self.target, self._total = t.clone(), max(run.planned_steps, 1)
+        self.target = t.clone()
+        self.restart(0, run.planned_steps)
         # a CUDA graph reads the factor from a static device tensor; eager runs multiply by the float
         self._factor_t = torch.zeros((), device=run.device) if run.device.type == "cuda" else None
 
+    def restart(self, origin: int, length: int) -> None:
+        """Decay from step ``origin`` of the run over ``length`` steps (a resumed run: from its first start)."""
+        self._origin, self._total = int(origin), max(int(length), 1)
+
+    @torch.no_grad()
+    def retarget(self, latent: torch.Tensor) -> None:
+        """Pull towards ``latent`` from now on (in place: a captured CUDA graph reads the same tensor)."""
+        self.target.copy_(latent.to(self.target.device, self.target.dtype))
+
     def prepare(self, step: int) -> Hashable:  # noqa: D102
-        self._factor = init_weight_factor(step, self._total, self.decay)
+        self._factor = init_weight_factor(step - self._origin, self._total, self.decay)
         if self._factor_t is not None:
             self._factor_t.fill_(self._factor)
         return None
