@@ -17,6 +17,7 @@ import contextlib
 import copy
 import logging
 import random
+from typing import Any
 
 import torch
 
@@ -26,7 +27,7 @@ from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
 from vqgan_core.engine.from_config import parts_from_config
 from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
-from vqgan_core.engine.stepper import clip_terms
+from vqgan_core.engine.stepper import clip_terms, cpu_copy
 from vqgan_core.engine.terms import InitLoss
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.gen_memory import MemoryRecovery
@@ -329,6 +330,81 @@ class GenerationLoop(MemoryRecovery):
         self.param.after_step()  # clamp to the codebook's range, restore kept cells
         self.step_index += 1
         return loss.detach()
+
+    # -- state -----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What continues this run in another loop, node or session, from its parts' own state (copies on the
+        CPU: a host such as ComfyUI's cache may keep it for long). The keys are ``vqgan_core.run_state``'s file
+        format: ``optimizer``, ``method``, ``shape``, ``steps`` (of the whole run), ``optimizer_state``, ``seed``,
+        ``rng_device``, ``rng_state`` [, ``lr_schedule``, ``z_init``, ``logits``]."""
+        c = self.config
+        with torch.inference_mode(False):  # normal tensors: the next loop's optimiser updates them in place
+            opt_state = cpu_copy(self.opt.state_dict())
+        state = {"optimizer": c.optimizer, "method": c.method, "shape": tuple(self.z.shape),
+                 "steps": self._story_offset + self.step_index, "optimizer_state": opt_state, "seed": c.seed,
+                 "rng_device": self.gen.device.type, "rng_state": self.gen.get_state()}
+        schedule = self.lr_schedule.state_dict()
+        if schedule:  # e.g. plateau's best loss and patience count
+            state["lr_schedule"] = {"name": c.lr_schedule.lower(), "state": schedule}
+        if self._init_term is not None:  # the init pull-back's target (the run's start, not this loop's)
+            state["z_init"] = self._init_term.state_dict()["target"]
+        logits = self.param.state_dict().get("logits")
+        if logits is not None:  # codebook sampling: the latent holds only the most likely codes
+            state["logits"] = logits
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], rng: bool = False) -> bool:
+        """Go on from :meth:`state_dict` when the optimiser and latent shape match (this loop's learning rate wins);
+        returns whether the optimiser state was loaded. ``rng``: a resume: also the random stream, the init
+        pull-back's target and the schedule's state (build the loop with ``story_offset`` and ``schedule_offset``
+        = ``state["steps"]``); without it the loop's own seed draws (chained ComfyUI nodes)."""
+        c = self.config
+        if rng:
+            self._load_stream(state)
+            if self._init_term is not None and state.get("z_init") is not None:
+                self._init_term.load_state_dict({"target": state["z_init"]})
+            saved = state.get("lr_schedule")
+            if isinstance(saved, dict) and saved.get("name") == c.lr_schedule.lower():
+                try:
+                    self.lr_schedule.load_state_dict(saved["state"])
+                except (KeyError, TypeError, ValueError) as e:
+                    log.warning("the saved learning-rate schedule state does not load (%s): it starts afresh", e)
+        method = state.get("method", "z_quantize")
+        if method != c.method:
+            log.info("the saved run used the %s method, this one %s: starting the optimiser afresh", method, c.method)
+            return False
+        if state.get("logits") is not None:
+            self.param.continue_logits(state["logits"])
+        opt_state = state.get("optimizer_state")
+        if opt_state is None:
+            return False
+        if str(state.get("optimizer", "")).lower() != c.optimizer.lower() or \
+                tuple(state.get("shape", ())) != tuple(self.z.shape):
+            log.info("not continuing the optimiser state (saved: %s on %s; now: %s on %s): starting it afresh",
+                     state.get("optimizer"), tuple(state.get("shape", ())), c.optimizer, tuple(self.z.shape))
+            return False
+        try:
+            with torch.inference_mode(False):  # copies: a caller's (ComfyUI's cached) state must never change
+                self.opt.load_state_dict(copy.deepcopy(opt_state))
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:  # e.g. another optimiser version's layout
+            log.warning("the saved optimiser state does not load (%s): starting it afresh", e)
+            self.opt.state.clear()
+            return False
+        for g in self.opt.param_groups:
+            g["lr"] = g["initial_lr"] = c.lr
+        return True
+
+    def _load_stream(self, state: dict[str, Any]) -> None:
+        if state.get("rng_state") is None:
+            return
+        if state.get("rng_device") != self.gen.device.type:
+            log.warning("the saved random stream is for %s, this run is on %s: it draws from its own seed",
+                        state.get("rng_device"), self.gen.device.type)
+            return
+        try:
+            self.gen.set_state(state["rng_state"])
+        except RuntimeError as e:  # another torch version's generator layout
+            log.warning("the saved random stream does not fit this torch (%s): it draws from its own seed", e)
 
     # -- the run -----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -32,7 +32,7 @@ from vqgan_core.gen_types import GenerationCallbacks
 from vqgan_core.losses import clamp_with_grad
 from vqgan_core.seamless import is_seamless
 
-__all__ = ["STATE_VERSION", "StepResult", "Stepper", "clip_terms"]
+__all__ = ["STATE_VERSION", "StepResult", "Stepper", "clip_terms", "cpu_copy"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def clip_terms(loss: LossTerm) -> list[ClipLoss]:
     return [t for t in leaves if isinstance(t, ClipLoss)]
 
 
-def _cpu_copy(tree: Any) -> Any:
+def cpu_copy(tree: Any) -> Any:
     """Detached CPU copies of every tensor in ``tree`` (a host may keep states for long)."""
     return tree_map(lambda v: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v),
                     tree)
@@ -218,8 +218,8 @@ class Stepper:
             return {
                 "version": STATE_VERSION, "step": self.step_index, "seed": self.seed,
                 "planned_steps": self.planned_steps, "latent_shape": tuple(self.param.z.shape),
-                "optimizer": {"name": self.spec.name.lower(), "state": _cpu_copy(self.opt.state_dict())},
-                "scheduler": {"name": self.spec.schedule.lower(), "state": _cpu_copy(self.scheduler.state_dict())},
+                "optimizer": {"name": self.spec.name.lower(), "state": cpu_copy(self.opt.state_dict())},
+                "scheduler": {"name": self.spec.schedule.lower(), "state": cpu_copy(self.scheduler.state_dict())},
                 "rng": {"device": self.gen.device.type, "state": self.gen.get_state()},
                 "latent": self.param.state_dict(), "loss": self.loss.state_dict(),
                 "losses": list(self.losses),
