@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -116,12 +117,45 @@ def use(*models: Any, memory_required: int = 0) -> torch.device:
     return device
 
 
+MAX_PIXELS_ENV = "VQGAN_CLIP_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 2048 * 2048  # per run (width x height x batch); a server owner may raise or lower it
+
+
+def max_pixels() -> int:
+    """The server's cap on pixels per run: ``$VQGAN_CLIP_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(raw) if raw.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        log.warning("%s=%r is not a whole number: using %d", MAX_PIXELS_ENV, raw, DEFAULT_MAX_PIXELS)
+        return DEFAULT_MAX_PIXELS
+
+
+def check_run(vqgan: Any, clip: Any, config: Any, views: int = 1) -> None:
+    """Server-side limits before a run allocates anything: the pixel cap, and on the CPU the RAM it needs (a run
+    too large for the machine must fail with a message, not bring the out-of-memory killer)."""
+    import comfy.model_management as mm
+
+    pixels = config.width * config.height * config.batch_size
+    if pixels > max_pixels():
+        raise ValueError(f"{config.width}x{config.height} x batch {config.batch_size} is {pixels:,} pixels; this "
+                         f"server allows at most {max_pixels():,} per run (its owner sets {MAX_PIXELS_ENV}). Use a "
+                         "smaller size or batch.")
+    device = mm.get_torch_device()
+    if device.type == "cpu":
+        from vqgan_core.memory_budget import check_run_fits
+
+        check_run_fits(vqgan, clip, config, device, views)
+
+
 @contextlib.contextmanager
 def running(vqgan: Any, clip: Any, config: Any, views: int = 1) -> Iterator[None]:
-    """Around an engine run: load the models with room for the run (:func:`run_memory`), and free the
-    low-precision weight copies the run made when it ends (ComfyUI does not see them, so none outlive it)."""
+    """Around an engine run: check it fits (:func:`check_run`), load the models with room for the run
+    (:func:`run_memory`), and free the low-precision weight copies the run made when it ends (ComfyUI does not see
+    them, so none outlive it)."""
     from vqgan_core.clip_guide import ClipEnsemble
 
+    check_run(vqgan, clip, config, views)
     use(vqgan, clip, memory_required=run_memory(vqgan, clip, config, views))
     try:
         yield

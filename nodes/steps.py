@@ -104,6 +104,8 @@ class OptimizeSteps(io.ComfyNode):
         state = latent.state.get(STATE_KEY)
         w, h = latent.pixel_size()
         estimate = GenerationConfig(width=w, height=h, batch_size=latent.batch, cutn=max(loss.cutn, 1), method=method)
+        if loss.guides:
+            memory.check_run(vqgan, list(loss.guides), estimate, max(loss.views, 1))
         needed = memory.run_memory(vqgan, list(loss.guides), estimate, max(loss.views, 1)) if loss.guides else 0
         memory.use(vqgan, *loss.guides, memory_required=needed)
         progress = ca.Progress(steps, models=(vqgan, *loss.guides))

@@ -208,7 +208,7 @@ def test_cli_animate_apng_reproduces_from_png(anim_args, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [f"frame_{i:05d}.png" for i in range(3)]
     assert read_png_metadata(tmp_path / "f" / "frame_00001.png")["frame"] == 1
     again = tmp_path / "again.png"
-    assert main(["animate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["animate", "--trust-png", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     with Image.open(out) as a, Image.open(again) as b:
         assert a.n_frames == b.n_frames == 3
         for i in range(3):
@@ -348,7 +348,7 @@ def test_cli_animate_restyles_a_folder(anim_args, tmp_path):
     assert anim["frames"] == 3 and anim["blend"] == 0.25 and anim["zoom"] == 1.0 and anim["source"] == str(folder)
     assert anim["smooth"] == 0.5
     again = tmp_path / "again.png"
-    assert main(["animate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["animate", "--trust-png", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     with Image.open(out) as a, Image.open(again) as b:
         assert a.n_frames == b.n_frames == 3
         b.seek(2)
@@ -395,7 +395,7 @@ def test_cli_animate_rejects_save_every_and_keeps_frames_on_ctrl_c(anim_args, tm
     again = tmp_path / "again.png"
     for src, frames, steps in ((out, 2, 4), (frames_dir / "frame_00000.png", 1, 2)):
         calls.clear()
-        assert main(["animate", "--from-png", str(src), "--out", str(again), "--no-progress"]) == 0
+        assert main(["animate", "--trust-png", "--from-png", str(src), "--out", str(again), "--no-progress"]) == 0
         assert f"{frames} of 5" in capsys.readouterr().out and len(calls) == steps
         with Image.open(out) as a, Image.open(again) as b:
             assert b.n_frames == frames
@@ -404,6 +404,6 @@ def test_cli_animate_rejects_save_every_and_keeps_frames_on_ctrl_c(anim_args, tm
                 b.seek(f)
                 assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
     calls.clear()
-    assert main(["animate", "--from-png", str(out), "--stop-after-frames", "3", "--out", str(again),
+    assert main(["animate", "--trust-png", "--from-png", str(out), "--stop-after-frames", "3", "--out", str(again),
                  "--no-progress"]) == 0
     assert len(calls) == 6 and "3 of 5" in capsys.readouterr().out

@@ -35,19 +35,19 @@ def test_generate_metadata_and_reproduce(base_args, tmp_path, capsys):
     assert cfg["vqgan"].endswith("last.ckpt") and cfg["clip"] and meta["step"] == 3
     assert Image.open(out).text["prompt"] == "red circle:1|blue:-0.5"
     again = tmp_path / "b.png"
-    assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["generate", "--trust-png", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
     assert "wrote" in capsys.readouterr().out
     # an image saved on the way reproduces as itself (the run stops at its step), or runs on with --stop-at
     mid, early = tmp_path / "a_00002.png", tmp_path / "early.png"
     for extra in ([], ["--stop-at", "3"]):
-        assert main(["generate", "--from-png", str(mid), *extra, "--out", str(again), "--no-progress"]) == 0
+        assert main(["generate", "--trust-png", "--from-png", str(mid), *extra, "--out", str(again), "--no-progress"]) == 0
         assert np.array_equal(np.asarray(Image.open(out if extra else mid)), np.asarray(Image.open(again)))
     assert read_png_metadata(again)["config"]["steps"] == 3
-    assert main(["generate", "--from-png", str(out), "--stop-at", "2", "--out", str(early), "--no-progress"]) == 0
+    assert main(["generate", "--trust-png", "--from-png", str(out), "--stop-at", "2", "--out", str(early), "--no-progress"]) == 0
     assert np.array_equal(np.asarray(Image.open(mid)), np.asarray(Image.open(early)))
     assert read_png_metadata(early)["step"] == 2 and "step 2 of 3" in capsys.readouterr().out
-    assert main(["generate", "--from-png", str(out), "--stop-at", "4", "--out", str(early)]) == 2
+    assert main(["generate", "--trust-png", "--from-png", str(out), "--stop-at", "4", "--out", str(early)]) == 2
     assert "--stop-at 4 is outside the run's 0..3 steps" in capsys.readouterr().err
 
 
@@ -86,7 +86,7 @@ def test_story_fade_is_recorded_and_reproduced(base_args, tmp_path):
     assert main([*base_args, "red ^ blue", "-cpe", "2", "--story-fade", "2", "--steps", "4", "--seed", "1",
                  "--out", str(out)]) == 0
     assert read_png_metadata(out)["config"]["story_fade"] == 2
-    assert main([*base_args, "--from-png", str(out), "--out", str(again)]) == 0
+    assert main([*base_args, "--trust-png", "--from-png", str(out), "--out", str(again)]) == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
 
 
@@ -103,7 +103,7 @@ def test_region_prompts_from_the_command_line(base_args, tmp_path, monkeypatch):
     assert regions == [[str(mask), "blue sky"]]  # absolute: --from-png works from any folder
     monkeypatch.chdir(REPO)
     again = tmp_path / "again.png"
-    assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["generate", "--trust-png", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
 
 
@@ -120,7 +120,7 @@ def test_edit_mask_from_the_command_line(base_args, tmp_path, monkeypatch):
     assert stored["edit_mask"] == str(tmp_path / "right.png") and stored["init_image"] == str(tmp_path / "init.png")
     monkeypatch.chdir(REPO)
     again = tmp_path / "again.png"
-    assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["generate", "--trust-png", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
 
 
@@ -148,7 +148,7 @@ def test_generate_video_of_the_run_and_ctrl_c(base_args, tmp_path, capsys, monke
     assert read_png_metadata(out)["step"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     again = tmp_path / "again.png"  # the interrupted image reproduces: 2 of the planned 50 steps
-    assert main(["generate", "--from-png", str(out), "--out", str(again), "--no-progress"]) == 0
+    assert main(["generate", "--trust-png", "--from-png", str(out), "--out", str(again), "--no-progress"]) == 0
     assert len(calls) == 4 and np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
 
 
@@ -190,11 +190,11 @@ def test_boolean_flags_override_stored_settings_and_threads_work(base_args, tmp_
     t.join()
     assert rc["rc"] == 0 and read_png_metadata(out)["config"]["checkpoint_decoder"] is True  # no signal in a thread
     again = tmp_path / "d.png"
-    assert main(["generate", "--from-png", str(out), "--no-checkpoint-decoder", "--out", str(again), "--no-progress",
+    assert main(["generate", "--trust-png", "--from-png", str(out), "--no-checkpoint-decoder", "--out", str(again), "--no-progress",
                  "--device", "cpu"]) == 0
     assert read_png_metadata(again)["config"]["checkpoint_decoder"] is False
     third = tmp_path / "e.png"  # a stored False (the old default) allows the automatic switch when reproducing
-    assert main(["generate", "--from-png", str(again), "--out", str(third), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["generate", "--trust-png", "--from-png", str(again), "--out", str(third), "--no-progress", "--device", "cpu"]) == 0
     assert read_png_metadata(third)["config"]["checkpoint_decoder"] is None
 
 
@@ -229,7 +229,7 @@ def test_resume_goes_on_exactly_like_one_longer_run(base_args, tmp_path):
     meta = read_png_metadata(rest)
     assert meta["resumed_from"] == str((tmp_path / "half.vqlatent").resolve())
     again = tmp_path / "again.png"  # --from-png of a resumed image resumes from the same file
-    assert main([*base_args, "--from-png", str(rest), "--out", str(again)]) == 0
+    assert main([*base_args, "--trust-png", "--from-png", str(rest), "--out", str(again)]) == 0
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(rest)))
 
 
@@ -254,10 +254,10 @@ def test_codebook_sampling_resumes_exactly_and_is_recorded(base_args, tmp_path):
     assert not torch.equal(a.state["logits"], load_latent(tmp_path / "half.vqlatent").state["logits"])
     assert read_png_metadata(whole)["config"]["method"] == "codebook_sampling"
     again = tmp_path / "again.png"
-    assert main([*base_args, "--from-png", str(whole), "--out", str(again)]) == 0
+    assert main([*base_args, "--trust-png", "--from-png", str(whole), "--out", str(again)]) == 0
     assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(again)))
     mid = tmp_path / "mid.png"  # an image saved on the way is the run's (most likely codes), not a random draw
-    assert main([*base_args, "--from-png", str(tmp_path / "whole_00002.png"), "--out", str(mid)]) == 0
+    assert main([*base_args, "--trust-png", "--from-png", str(tmp_path / "whole_00002.png"), "--out", str(mid)]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "whole_00002.png")), np.asarray(Image.open(mid)))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "half.png")), np.asarray(Image.open(mid)))
 
@@ -286,7 +286,7 @@ def test_resume_takes_seed_size_and_batch_from_the_file_and_checks_the_rest(base
                      *extra]) == 2
         assert needle in capsys.readouterr().err
     assert main([*run, "--steps", "1", "--out", str(tmp_path / "h2.png"), "--save-latent", str(half)]) == 0
-    assert main([*base_args, "--from-png", str(tmp_path / "rest_0.png"), "--out", str(tmp_path / "y.png")]) == 2
+    assert main([*base_args, "--trust-png", "--from-png", str(tmp_path / "rest_0.png"), "--out", str(tmp_path / "y.png")]) == 2
     assert "which was rewritten since" in capsys.readouterr().err
 
 

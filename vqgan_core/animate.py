@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from vqgan_core.config import reject_unknown_keys
+from vqgan_core.finite import check_finite
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.generate import GenerationCallbacks, GenerationLoop
 from vqgan_core.init import fit_image
@@ -56,6 +57,8 @@ class AnimationConfig:
     source: str | None = None  # provenance: the source frames' file or folder (read by the CLI, not here)
 
     def __post_init__(self) -> None:
+        for name in ("zoom", "shift_x", "shift_y", "rotate", "fps", "blend", "smooth"):  # NaN: a black video
+            check_finite(getattr(self, name), name)
         if self.frames < 1 or self.steps_per_frame < 0:
             raise ValueError(f"need frames >= 1 and steps_per_frame >= 0 (got {self.frames}, {self.steps_per_frame})")
         if not (math.isfinite(self.zoom) and self.zoom > 0):

@@ -91,8 +91,19 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
     except Exception as e:  # noqa: BLE001 - the unpickler raises anything from IndexError to UnpicklingError
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or another format): "
-            f"{type(e).__name__}: {e}"
+            f"{type(e).__name__}: {_reason(e)}"
         ) from None
+
+
+def _reason(e: Exception) -> str:
+    """torch's message without its advice to retry with ``weights_only=False``: that would run the file's pickled
+    code, which this loader never does (and never suggests)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:  # the one line that says what the file holds
+        return text.split("WeightsUnpickler error:", 1)[1].split(". Please use", 1)[0].strip()[:300]
+    advice = ("weights_only", "safe_globals", "add_safe_globals", "pytorch.org", "trust the source", "Re-running")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not any(a in ln for a in advice)]
+    return " ".join(lines)[:300] or "unreadable"
 
 
 def _looks_like_safetensors(path: Path) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from vqgan_core.code_sampling import METHODS
+from vqgan_core.png_trust import untrusted_references
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,9 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     g.add_argument("--video-every", type=int, default=1, help="steps between video frames (default 1)")
     g.add_argument("--video-fps", type=float, default=12.0, help="video playback speed (default 12)")
     g.add_argument("--from-png", help="reuse the settings stored in a PNG written by this command")
+    g.add_argument("--trust-png", action="store_true",
+                   help="with --from-png: let its settings read the local files and fetch the URLs they name (model "
+                        "files, init image, image prompts, masks); without it such a PNG is refused, naming them")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -184,6 +189,11 @@ def resolve_config(args: argparse.Namespace):
         from vqgan_core import demo
 
         settings.update(demo.preset())
+    given = set(_explicit(args)) | {k for k in ("vqgan", "clip", "resume") if getattr(args, k, None)}
+    risky = untrusted_references(stored, from_png_metadata(args), given) if stored else []
+    if risky and not getattr(args, "trust_png", False):
+        raise ValueError(f"{args.from_png} asks to read or download: {'; '.join(risky)}. A PNG's settings come from "
+                         "whoever made it: pass --trust-png if you trust them, or give those settings as flags")
     settings.update(stored)
     settings.update(_explicit(args))
     settings["vqgan"], settings["clip"] = str(vqgan), list(clip)
@@ -227,28 +237,65 @@ def load_models(cfg, device_name: str | None) -> tuple:  # noqa: ANN001
 
 @contextlib.contextmanager
 def graceful_interrupt() -> Iterator[Callable[[], bool]]:
-    """First Ctrl-C: ``should_stop()`` turns True (the run ends after this step and writes what it has);
-    a second Ctrl-C aborts. The previous SIGINT handler is restored afterwards."""
+    """First Ctrl-C (or SIGTERM, what ``kill`` and job schedulers send): ``should_stop()`` turns True (the run ends
+    after this step and writes what it has); a second one aborts. The previous handlers are restored afterwards."""
     stop = {"requested": False}
     if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
         yield lambda: False
         return
 
-    def on_sigint(signum: int, frame: object) -> None:
+    def on_signal(signum: int, frame: object) -> None:
         if stop["requested"]:
             raise KeyboardInterrupt
         stop["requested"] = True
-        print("\ninterrupted: finishing this step and writing the result (Ctrl-C again to abort)", file=sys.stderr)
+        what = "interrupted" if signum == signal.SIGINT else "terminated"
+        print(f"\n{what}: finishing this step and writing the result (again to abort)", file=sys.stderr)
 
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN or previous is None:  # Ctrl-C ignored, or a handler set outside Python
-        yield lambda: False
-        return
-    signal.signal(signal.SIGINT, on_sigint)
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler is signal.SIG_IGN or handler is None:  # ignored, or a handler set outside Python
+            continue
+        previous[sig] = handler
+        signal.signal(sig, on_signal)
     try:
         yield lambda: stop["requested"]
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def check_writable(path: Path) -> None:
+    """A ValueError naming ``path`` when its folder is missing or cannot be written (checked by writing)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {path}: the folder {folder} does not exist")
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vqgan_write_check."):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def write_or_fallback(step: int | None, images: torch.Tensor, paths: list[Path],
+                      write: Callable[[int | None, torch.Tensor, list[Path]], None]) -> list[Path]:
+    """Write the result; when that fails at the end (a full disk, a folder gone), write it to the temporary folder
+    instead and say so, so the run's work is never lost. Returns where it went."""
+    try:
+        write(step, images, paths)
+        return paths
+    except OSError as e:
+        spare = [Path(tempfile.gettempdir()) / p.name for p in paths]
+        try:
+            write(step, images, spare)
+        except OSError as e2:
+            raise ValueError(f"could not write {paths[0]} ({e.strerror or e}) nor {spare[0]} ({e2.strerror or e2})") \
+                from None
+        print(f"error: could not write {paths[0]} ({e.strerror or e}); the image was saved to {spare[0]} instead",
+              file=sys.stderr)
+        raise ValueError(f"the output could not be written where asked; it is in {spare[0].parent}") from None
 
 
 def numbered(out: Path, batch: int, tag: str = "") -> list[Path]:
@@ -281,9 +328,11 @@ def run(args: argparse.Namespace) -> int:
     from vqgan_core.animation_io import check_animation_path, save_animation
     from vqgan_core.cli_resume import resume_config, resume_source, save_run
     from vqgan_core.download import file_sha256
+    from vqgan_core.finite import NonFiniteLossError
     from vqgan_core.generate import GenerationCallbacks, GenerationLoop
     from vqgan_core.image_io import save_png, to_pil
     from vqgan_core.latent_io import check_model
+    from vqgan_core.memory_budget import check_run_fits
     from vqgan_core.run_state import continue_run
 
     cfg = resolve_config(args)
@@ -304,9 +353,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--video {args.video} would overwrite the image --out {out}: give it another name")
     if videos:
         cfg = cfg.replace(preview_every=args.video_every)
+    for target in [*numbered(out, cfg.batch_size), *videos, *([Path(args.save_latent)] if args.save_latent else [])]:
+        check_writable(target)  # before the run: an unwritable output must not cost the whole run
     device, vqgan, clip = load_models(cfg, args.device)
     if resume is not None:
         check_model(resume, vqgan, resume_path)
+    check_run_fits(vqgan, clip, cfg, device, views=1 + len(cfg.region_prompts or []))
     holder: dict[str, Any] = {}
 
     def write(step: int | None, images: torch.Tensor, paths: list[Path]) -> None:
@@ -342,10 +394,15 @@ def run(args: argparse.Namespace) -> int:
                  loop.precision, device)
         try:
             result = loop.run(max_steps=stop)
+        except NonFiniteLossError as e:  # keep the last finite image, then fail
+            if e.result is not None:
+                for path in write_or_fallback(e.result.steps_done, e.result.images, numbered(out, cfg.batch_size),
+                                              write):
+                    print(f"wrote {path} (the last finite image, step {e.result.steps_done})")
+            raise
         finally:
             bar.close()
-    paths = numbered(out, cfg.batch_size)
-    write(result.steps_done, result.images, paths)
+    paths = write_or_fallback(result.steps_done, result.images, numbered(out, cfg.batch_size), write)
     if args.save_latent:
         print(f"wrote {save_run(args.save_latent, loop)} (continue with --resume)")
     done = ", interrupted" if result.interrupted else ""

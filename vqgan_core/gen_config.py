@@ -14,6 +14,7 @@ from typing import Any
 from vqgan_core.augment import parse_augments
 from vqgan_core.code_sampling import METHODS
 from vqgan_core.config import reject_unknown_keys
+from vqgan_core.finite import check_finite
 from vqgan_core.image_losses import parse_image_losses
 
 __all__ = ["COMPILE_MODES", "METHODS", "PRECISIONS", "GenerationConfig"]
@@ -95,6 +96,17 @@ class GenerationConfig:
             self.compile = "blocks" if self.compile else "off"
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"unknown compile mode {self.compile!r}; valid: {', '.join(COMPILE_MODES)}")
+        for name in ("lr", "cut_pow", "aug_noise", "tv_weight", "init_weight"):  # NaN/inf: a black image later
+            check_finite(getattr(self, name), name)
+        for name in ("clip_weights",):
+            for w in getattr(self, name) or []:
+                check_finite(w, f"{name} entry")
+        for name in ("steps", "width", "height", "batch_size", "cutn", "change_prompts_every", "story_fade",
+                     "save_every", "preview_every", "log_every"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
+                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"seed must be a whole number, got {self.seed!r}")
         if self.steps < 0 or self.batch_size < 1 or self.cutn < 1:
             raise ValueError(f"need steps >= 0, batch_size >= 1, cutn >= 1 (got {self.steps}, {self.batch_size}, {self.cutn})")
         for name in ("change_prompts_every", "story_fade", "save_every", "preview_every", "log_every"):

@@ -29,6 +29,7 @@ from vqgan_core.engine.from_config import parts_from_config
 from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
 from vqgan_core.engine.stepper import clip_terms, cpu_copy
 from vqgan_core.engine.terms import InitLoss
+from vqgan_core.finite import LastFinite, NonFiniteLossError, loss_error
 from vqgan_core.gen_config import GenerationConfig
 from vqgan_core.gen_memory import MemoryRecovery
 from vqgan_core.gen_runtime import resolve_precision, run_context
@@ -331,6 +332,13 @@ class GenerationLoop(MemoryRecovery):
         self.step_index += 1
         return loss.detach()
 
+    def _non_finite(self, value: float, step: int, watch: LastFinite) -> NonFiniteLossError:
+        """The error for a loss of ``value`` at ``step``, carrying the result of the last finite latent."""
+        err = loss_error(value, step, watch.step, _hints(self.config))
+        err.result = self.result(interrupted=True, z=watch.latent)
+        err.result.steps_done = watch.step
+        return err
+
     # -- state -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """What continues this run in another loop, node or session, from its parts' own state (copies on the
@@ -415,9 +423,9 @@ class GenerationLoop(MemoryRecovery):
             img = (self.vqgan.decode(z_q) if self._dec is None else self._dec(z_q)).float().add(1).div(2).clamp(0, 1)
         return img.cpu(), idx
 
-    def result(self, interrupted: bool = False) -> GenerationResult:
-        """Decode the current latent into the final images."""
-        z = self.latent()
+    def result(self, interrupted: bool = False, z: torch.Tensor | None = None) -> GenerationResult:
+        """Decode the current latent (or ``z``) into the final images."""
+        z = self.latent() if z is None else z
         img, idx = self.decode(z)
         return GenerationResult(img, z, idx, self.config, list(self.losses),
                                 self.step_index, interrupted)
@@ -436,26 +444,39 @@ class GenerationLoop(MemoryRecovery):
             self.vqgan.to(memory_format=torch.channels_last)
         try:
             with run_context(mods, c.deterministic, self.cudnn_benchmark):
+                watch = LastFinite(self.step_index, self.latent())
                 while self.step_index < end:
                     if self.cb.should_stop is not None and self.cb.should_stop():
                         interrupted = True
                         break
                     i = self.step_index
-                    loss = self.step()
-                    value = None
                     # the cadence counts the whole run's steps, so a resumed plateau schedule sees the same losses
                     on_cadence = bool(c.log_every) and (i + self._schedule_offset) % c.log_every == 0
-                    if on_cadence or self.step_index == c.steps:
+                    reads = on_cadence or i + 1 == c.steps
+                    before = self.latent() if reads else None  # kept if this step's loss is finite
+                    loss = self.step()
+                    value = None
+                    if reads:
                         value = float(loss)  # the only host sync of the loop
+                        if not watch.update(value, i, before):
+                            raise self._non_finite(value, i, watch)
                         self.losses.append((i, value))
                         if on_cadence:  # (a part's last step is no check of the whole run's)
                             self.lr_schedule.observe(value)
                     if self.cb.progress is not None:
                         self.cb.progress(self.step_index, c.steps, value)
+                z = self.latent()
+                if not bool(torch.isfinite(z).all()):
+                    raise self._non_finite(float("nan"), self.step_index, watch)
                 return self.result(interrupted)
         finally:
             if converted:  # hand the caller's (possibly cached, shared) model back unchanged
                 self.vqgan.to(memory_format=torch.contiguous_format)
+
+
+def _hints(config: GenerationConfig) -> str:
+    return (f"a learning rate ({config.lr:g}) or weights too large for this model (try --lr {config.lr / 10:g}), or "
+            "NaN in an input")
 
 
 def run_generation(

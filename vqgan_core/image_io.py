@@ -17,25 +17,43 @@ import torch
 
 from vqgan_core.io_utils import atomic_write
 
-__all__ = ["METADATA_KEY", "load_image01", "read_png_metadata", "save_png", "to_pil"]
+__all__ = ["METADATA_KEY", "load_image01", "open_image", "read_png_metadata", "save_png", "to_pil"]
 
 METADATA_KEY = "vqgan_clip"
 
 
 def load_image01(path_or_url: str | os.PathLike) -> torch.Tensor:
     """Read an image file or http(s) URL as RGB ``[1, 3, H, W]`` float32 in [0, 1]."""
-    from PIL import Image
 
     s = str(path_or_url)
     if s.startswith(("http://", "https://")):
         from vqgan_core.download import cache_dir, download
 
         s = str(download(s, dest_dir=cache_dir() / "images"))
+    im = open_image(s)
+    try:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError, SyntaxError) as e:  # truncated or damaged pixel data
+        raise ValueError(f"{s} is not a readable image: {e}") from None
+    finally:
+        im.close()
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
+
+
+def open_image(path: str | os.PathLike):  # noqa: ANN201 - PIL type, lazy import
+    """``PIL.Image.open`` with clear errors: a missing file, a file that is no image, an image too large to
+    decode safely (PIL's decompression-bomb limit) each name the file instead of raising from inside PIL."""
+    from PIL import Image, UnidentifiedImageError
+
+    s = str(path)
     if not Path(s).is_file():
         raise FileNotFoundError(f"image not found: {s}")
-    with Image.open(s) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
+    try:
+        return Image.open(s)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{s} is too large to open safely ({e}); use a smaller image") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ValueError(f"{s} is not a readable image ({type(e).__name__}: {e})") from None
 
 
 def to_pil(img01: torch.Tensor):
@@ -75,10 +93,14 @@ def save_png(path: str | os.PathLike, img01: torch.Tensor, prompt: str = "", set
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The settings dict stored by :func:`save_png` (ValueError if the PNG has none)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with open_image(path) as im:
         text = dict(getattr(im, "text", {}) or im.info)
     if METADATA_KEY not in text:
         raise ValueError(f"{path} has no '{METADATA_KEY}' settings chunk (not written by vqgan_core generate?)")
-    return json.loads(text[METADATA_KEY])
+    try:
+        meta = json.loads(text[METADATA_KEY])
+    except ValueError as e:
+        raise ValueError(f"{path}: its '{METADATA_KEY}' settings are not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+        raise ValueError(f"{path}: its '{METADATA_KEY}' settings are not a settings object")
+    return meta

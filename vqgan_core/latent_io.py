@@ -112,4 +112,49 @@ def load_latent(path: str | os.PathLike) -> LatentFile:
         factor = int(meta["downsample_factor"])
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: damaged VQ latent metadata ({type(e).__name__}: {e})") from None
+    try:
+        _check_contents(tensors["z"], codebook, factor, state)
+    except ValueError as e:
+        raise CheckpointError(f"{path} is not a usable VQ latent: {e}") from None
     return LatentFile(tensors["z"].float(), codebook, factor, state)
+
+
+def _check_contents(z: torch.Tensor, codebook: tuple[int, ...], factor: int, state: dict[str, Any]) -> None:
+    """What a run would trust: shapes that fit the codebook, finite numbers, the run state's types (a crafted
+    file must fail here with its key named, not deep inside torch)."""
+    from vqgan_core.finite import check_finite_tensor
+
+    if len(codebook) != 2 or min(codebook) < 1 or factor < 1:
+        raise ValueError(f"codebook_shape {list(codebook)} / downsample_factor {factor} are not a VQGAN's")
+    if z.dim() != 4 or min(z.shape) < 1 or z.shape[1] != codebook[1]:
+        raise ValueError(f"'z' is {tuple(z.shape)}; a latent of this VQGAN is [B, {codebook[1]}, h, w]")
+    check_finite_tensor(z, "'z'")
+    for key, want in (("seed", int), ("steps", int)):
+        v = state.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, want) or v < 0):
+            raise ValueError(f"state '{key}' must be a whole number >= 0, got {v!r}")
+    rng = state.get("rng_state")
+    if rng is not None and (not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.dim() != 1):
+        raise ValueError("state 'rng_state' must be a 1-D uint8 tensor (a torch.Generator state)")
+    for key in ("z_init", "logits"):
+        if state.get(key) is not None:
+            check_finite_tensor(state[key], f"state '{key}'")
+    if state.get("z_init") is not None and tuple(state["z_init"].shape) != tuple(z.shape):
+        raise ValueError(f"state 'z_init' is {tuple(state['z_init'].shape)}, the latent {tuple(z.shape)}")
+    if state.get("logits") is not None:
+        lg = state["logits"]
+        if lg.dim() != 4 or lg.shape[0] != z.shape[0] or lg.shape[1] != codebook[0] or lg.shape[2:] != z.shape[2:]:
+            raise ValueError(f"state 'logits' is {tuple(lg.shape)}; for this latent it is "
+                             f"[{z.shape[0]}, {codebook[0]}, {z.shape[2]}, {z.shape[3]}]")
+    opt = state.get("optimizer_state")
+    if opt is not None:
+        groups = opt.get("param_groups")
+        if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                                   for g in groups):
+            raise ValueError("the optimiser state's 'param_groups' must be a list of groups with 'params' lists")
+        for pid, entries in opt["state"].items():
+            for name, v in entries.items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    check_finite_tensor(v, f"optimiser state {pid}.{name}")
+                elif not isinstance(v, (torch.Tensor, int, float)) or isinstance(v, bool):
+                    raise ValueError(f"optimiser state {pid}.{name} must be a number or a tensor, got {type(v).__name__}")

@@ -84,10 +84,16 @@ def _is_num(s: str, allow_neg_inf: bool = False) -> bool:
     return bool(_NUM.match(s)) or (allow_neg_inf and bool(_INF.match(s)))
 
 
+MAX_WEIGHT = 1e6  # larger weights overflow the loss (float32) into inf/NaN: a black image
+
+
 def _to_float(s: str, what: str, prompt: str) -> float:
     v = float(s)
     if math.isnan(v) or (math.isinf(v) and not (what == "stop" and v < 0)):
         raise PromptSyntaxError(f"{what} must be a finite number in prompt {prompt!r}, got {s!r}")
+    if what == "weight" and abs(v) > MAX_WEIGHT:
+        raise PromptSyntaxError(f"weight {s} in prompt {prompt!r} is too large: use -{MAX_WEIGHT:g}..{MAX_WEIGHT:g} "
+                                "(larger weights overflow the loss)")
     return v
 
 

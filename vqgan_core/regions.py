@@ -73,11 +73,12 @@ def load_mask(path: str) -> torch.Tensor:
     (e.g. an RGBA export of a black-and-white mask) falls back to brightness.
     """
     import numpy as np
-    from PIL import Image
+
+    from vqgan_core.image_io import open_image
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"mask not found: {path}")
-    with Image.open(path) as im:
+    with open_image(path) as im:
         if "A" in im.getbands():
             alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
             if alpha.min() != alpha.max():

@@ -219,7 +219,7 @@ WORKFLOWS: dict[str, list[Node]] = {
         _decode(16, (15, 0)), _save(17, (16, 0), "vqclip/blocks_two_guides"),
         {"id": 18, "type": "PreviewImage", "links": {"images": (15, 1)}},
     ],
-    "blocks_story": [  # story mode from blocks: the pace on the targets, a cosine schedule over the whole story
+    "blocks_story": [  # story mode from blocks: the pace on the targets, chained steps counting on
         *_models(),
         _text(3, "a red square on a white background^a red circle on a white background^"
                  "a red circle on a blue background"),
@@ -227,7 +227,7 @@ WORKFLOWS: dict[str, list[Node]] = {
          "widgets": {"change_prompts_every": 30, "story_fade": 10}},
         _clip_loss(5, (2, 0), (4, 0)), {"id": 6, "type": "VQGAN_TVLoss", "widgets": {"weight": 0.05}},
         {"id": 7, "type": "VQGAN_CombineLosses", "links": {"loss_1": (5, 0), "loss_2": (6, 0)}},
-        _optimizer(8, schedule="cosine", schedule_steps=90), _random(9, seed=5),
+        _optimizer(8), _random(9, seed=5),
         _steps(10, (9, 0), (7, 0), (8, 0), 30, seed=5), _steps(11, (10, 0), (7, 0), (8, 0), 30, seed=5),
         _steps(12, (11, 0), (7, 0), (8, 0), 30, seed=5),
         _decode(13, (10, 0)), _save(14, (13, 0), "vqclip/blocks_story_1"),

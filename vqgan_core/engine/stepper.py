@@ -26,6 +26,7 @@ from vqgan_core.engine.latent_param import LatentParam
 from vqgan_core.engine.optim_spec import OptimizerSpec
 from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
 from vqgan_core.engine.terms import LossTerm, SumLoss
+from vqgan_core.finite import LastFinite, NonFiniteLossError, loss_error
 from vqgan_core.gen_memory import private_decoder
 from vqgan_core.gen_runtime import resolve_precision, run_context
 from vqgan_core.gen_types import GenerationCallbacks
@@ -191,25 +192,39 @@ class Stepper:
         """Run ``steps`` more steps with the callbacks, then decode. Call again to go on."""
         end, done, interrupted = self.step_index + int(steps), 0, False
         with run_context(self._modules, deterministic=False, cudnn_benchmark=self.device.type == "cuda"):
+            watch = LastFinite(self.step_index, self.param.latent())
             while self.step_index < end:
                 if self.cb.should_stop is not None and self.cb.should_stop():
                     interrupted = True
                     break
                 i = self.step_index
+                on_cadence = bool(self.log_every) and i % self.log_every == 0
+                reads = on_cadence or i + 1 == end
+                before = self.param.latent() if reads else None  # kept if this step's loss is finite
                 loss = self.step()
                 done += 1
                 value = None
-                on_cadence = bool(self.log_every) and i % self.log_every == 0
-                if on_cadence or self.step_index == end:
+                if reads:
                     value = float(loss)  # the only host sync of the loop
+                    if not watch.update(value, i, before):
+                        raise self._non_finite(value, i, watch)
                     self.losses.append((i, value))
                     if on_cadence and self.spec.needs_loss:
                         self.scheduler.step(value)
                 if self.cb.progress is not None:
                     self.cb.progress(done, int(steps), value)
             z = self.param.latent()
+            if not bool(torch.isfinite(z).all()):
+                raise self._non_finite(float("nan"), self.step_index, watch)
             images, idx = self.decode(z)
         return StepResult(images, z, idx, list(self.losses), done, interrupted, self.state_dict())
+
+    def _non_finite(self, value: float, step: int, watch: LastFinite) -> NonFiniteLossError:
+        err = loss_error(value, step, watch.step, f"a learning rate ({self.spec.lr:g}) or loss weights too large, "
+                         "or NaN in an input")
+        images, idx = self.decode(watch.latent)
+        err.result = StepResult(images, watch.latent, idx, list(self.losses), watch.step, True, {})
+        return err
 
     # -- state -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from vqgan_core.engine.run_info import RunInfo, StepContext
+from vqgan_core.finite import check_finite
 from vqgan_core.image_losses import IMAGE_LOSSES
 from vqgan_core.losses import init_weight_factor, tv_loss
 
@@ -34,7 +35,7 @@ class LossTerm:
     name = "loss"
 
     def __init__(self, weight: float = 1.0) -> None:
-        self.weight = _finite(weight, f"{self.name} weight")
+        self.weight = check_finite(weight, f"{self.name} weight")
 
     def bind(self, run: RunInfo) -> None:
         """Called once when a run starts, before the first :meth:`prepare`."""
@@ -64,13 +65,6 @@ class LossTerm:
 
     def __add__(self, other: LossTerm) -> SumLoss:
         return SumLoss([self, other])
-
-
-def _finite(value: float, what: str) -> float:
-    value = float(value)
-    if not torch.isfinite(torch.tensor(value)):
-        raise ValueError(f"{what} must be a finite number, got {value}")
-    return value
 
 
 class SumLoss(LossTerm):
