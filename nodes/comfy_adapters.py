@@ -119,6 +119,88 @@ def model_path(folder: str, name: str) -> str:
     return path
 
 
+# -- files a client may name ----------------------------------------------------------------------------
+# ComfyUI 0.3.64 does not check a V3 combo value against its options, so whatever a client sends over the API
+# reaches the node. A node reads only files inside ComfyUI's model/input/output folders: a plain relative name,
+# joined to a folder from folder_paths, whose real path (links resolved) stays inside that folder. Every refusal
+# happens before (or regardless of) looking at the file, so it never tells a client whether a file exists.
+
+
+def is_plain_relative(name: object) -> bool:
+    """True for a relative name that stays below the folder it is joined to: not absolute, no drive or home
+    (``C:``, ``~``), no ``..`` part (either separator), no NUL. Decided from the text alone."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return False
+    if os.path.isabs(name) or name.startswith(("/", "\\", "~")) or (name[:1].isalpha() and name[1:2] == ":"):
+        return False
+    return ".." not in name.replace("\\", "/").split("/")
+
+
+def is_inside(path: str, base: str) -> bool:
+    """True when ``path``'s real path (links resolved) is ``base``'s real path or lies below it."""
+    real, root = os.path.realpath(path), os.path.realpath(base)
+    try:
+        return os.path.commonpath([real, root]) == root
+    except ValueError:  # different drives (Windows)
+        return False
+
+
+def find_model_file(folder: str, name: str, *, directory: bool = False) -> str | None:
+    """Full path of the file (or, with ``directory``, the folder) ``name`` in the model folder ``folder``, or None.
+
+    Only a plain relative name is looked up, and only a path whose real path stays inside the folder is
+    returned, except for a name ComfyUI itself lists there (a link the server's owner made to a model kept
+    elsewhere is one of the offered options).
+    """
+    import folder_paths
+
+    if not is_plain_relative(name):
+        return None
+    try:
+        bases = folder_paths.get_folder_paths(folder)
+    except KeyError:
+        return None
+    listed = name in (list_model_folders(folder) if directory else list_models(folder))
+    for base in bases:
+        path = os.path.join(base, name)
+        if (os.path.isdir(path) if directory else os.path.isfile(path)) and (listed or is_inside(path, base)):
+            return path
+    return None
+
+
+def user_file_choices(suffix: str) -> list[str]:
+    """Files ending in ``suffix`` in the input folder, then the output folder's (annotated ``[output]``); files whose
+    real path leaves its folder (a link to elsewhere) are not offered, as :func:`find_user_file` refuses them."""
+    import folder_paths
+
+    found = []
+    for base, tag in ((folder_paths.get_input_directory(), ""), (folder_paths.get_output_directory(), " [output]")):
+        for root, _dirs, files in os.walk(base):
+            found += [os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/") + tag
+                      for f in sorted(files) if f.endswith(suffix) and is_inside(os.path.join(root, f), base)]
+    return found
+
+
+def find_user_file(name: str, suffix: str | None = None) -> str | None:
+    """Full path of a file in ComfyUI's input folder (``name``, or ``"name [input]"``) or output folder
+    (``"name [output]"``), or None: a plain relative name ending in ``suffix``, a file whose real path (links
+    resolved) stays inside that folder. None says nothing about whether anything exists elsewhere."""
+    import folder_paths
+
+    if not isinstance(name, str):
+        return None
+    if name.endswith(" [output]"):
+        base, rel = folder_paths.get_output_directory(), name[: -len(" [output]")]
+    elif name.endswith(" [input]"):
+        base, rel = folder_paths.get_input_directory(), name[: -len(" [input]")]
+    else:
+        base, rel = folder_paths.get_input_directory(), name
+    if not is_plain_relative(rel) or (suffix and not rel.endswith(suffix)):
+        return None
+    path = os.path.join(base, rel)
+    return path if os.path.isfile(path) and is_inside(path, base) else None
+
+
 def compute_device() -> torch.device:
     """Device where the maths runs (``--cpu`` gives cpu)."""
     import comfy.model_management as mm

@@ -2,12 +2,16 @@
 
 The file (``vqgan_core.latent_io``) holds the latent, the optimiser state a continued Optimize picks up,
 and the VQGAN's codebook shape, so loading it next to a different VQGAN is refused with a clear message.
-Saved files go to ComfyUI's output folder; Load lists the input folder and the output folder (``[output]``).
+Saved files go to ComfyUI's output folder; Load lists the input folder and the output folder (``[output]``) and
+reads nothing else: ComfyUI does not check the value a client sends against the list, so Load resolves it itself
+(``comfy_adapters.find_user_file``: a plain relative name, links resolved, inside one of the two folders) and
+refuses anything else with one message, whether or not such a file exists.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from comfy_api.latest import io
@@ -15,21 +19,33 @@ from comfy_api.latest import io
 from . import comfy_adapters as ca
 from .types import Latent, VQGANModel, VQLatent
 
+log = logging.getLogger(__name__)
+
 CATEGORY = "vqgan_clip/latent"
 
 
 def latent_choices() -> list[str]:
     """``.vqlatent`` files of the input folder, then those of the output folder (annotated ``[output]``)."""
-    import folder_paths
-
     from vqgan_core.latent_io import SUFFIX
 
-    found = []
-    for base, tag in ((folder_paths.get_input_directory(), ""), (folder_paths.get_output_directory(), " [output]")):
-        for root, _dirs, files in os.walk(base):
-            found += [os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/") + tag
-                      for f in sorted(files) if f.endswith(SUFFIX)]
-    return found
+    return ca.user_file_choices(SUFFIX)
+
+
+def latent_path(latent_file: str) -> str | None:
+    """Full path of a listed latent file, or None for anything else (never says whether it exists elsewhere)."""
+    from vqgan_core.latent_io import SUFFIX
+
+    return ca.find_user_file(latent_file, SUFFIX)
+
+
+def refusal(latent_file: str) -> str:
+    """The one message for every name that is not a latent file in the input/output folders (existing or not)."""
+    from vqgan_core.latent_io import SUFFIX
+
+    return (f"Latent file {latent_file!r} is not available: Load VQ Latent reads only {SUFFIX} files in ComfyUI's "
+            f"input folder ('name{SUFFIX}') or output folder ('name{SUFFIX} [output]'), as listed in its menu. "
+            "Absolute paths, '..' and links leading out of these folders are refused. Save one with Save VQ Latent "
+            "or copy it into the input folder.")
 
 
 class SaveVQLatent(io.ComfyNode):
@@ -84,28 +100,27 @@ class LoadVQLatent(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, latent_file: str) -> bool | str:
-        """The file must exist (ComfyUI shows this message before the run)."""
-        import folder_paths
-
-        return True if folder_paths.exists_annotated_filepath(latent_file) else f"Invalid latent file: {latent_file}"
+        """The file must be a latent file in the input/output folders (ComfyUI shows this message before the run;
+        the same text whether or not a file of that name exists outside them)."""
+        return True if latent_file is None or latent_path(latent_file) else f"Invalid latent file: {latent_file}"
 
     @classmethod
     def fingerprint_inputs(cls, latent_file: str, **_: object) -> str:
-        """A file saved again under the same name is read again."""
-        import folder_paths
-
-        path = folder_paths.get_annotated_filepath(latent_file)
-        st = os.stat(path) if os.path.exists(path) else None
-        return f"{path}:{st.st_mtime_ns}:{st.st_size}" if st else path
+        """A file saved again under the same name is read again (nothing outside the folders is looked at)."""
+        path = latent_path(latent_file)
+        st = os.stat(path) if path else None
+        return f"{path}:{st.st_mtime_ns}:{st.st_size}" if st else latent_file
 
     @classmethod
     def execute(cls, vqgan, latent_file: str) -> io.NodeOutput:  # noqa: ANN001
         """Read the file and check it belongs to this VQGAN."""
-        import folder_paths
-
         from vqgan_core.latent_io import check_model, load_latent
 
+        path = latent_path(latent_file)
+        if path is None:
+            log.warning("Load VQ Latent refused %r (not a latent file in the input/output folders)", latent_file)
+            raise ValueError(refusal(latent_file))
         with ca.outside_inference_mode():  # normal tensors: a continued run updates the optimiser state in place
-            f = load_latent(folder_paths.get_annotated_filepath(latent_file))
+            f = load_latent(path)
         check_model(f, vqgan, latent_file)
         return io.NodeOutput(Latent(z=f.z.to(ca.output_device()), model=vqgan, state=f.state))

@@ -4,6 +4,11 @@ Models are built outside ``inference_mode`` (see comfy_adapters.outside_inferenc
 through a module-level *weak* cache (V3 node classes are cloned per run, so state on ``cls`` would be
 lost): the same file gives the same object while anything (ComfyUI's output cache, a latent) still uses
 it, and ComfyUI's "free model and node cache" really frees the memory.
+
+ComfyUI 0.3.64 does not check a V3 combo value against its options, so the loaders check what a client sent
+themselves: a file or folder inside the node's model folder (``comfy_adapters.find_model_file``), one of the
+offered names, or (Load CLIP Guide) a URL the server's owner allowed in ``$VQGAN_CLIP_ALLOWED_URLS``. Anything else
+is refused with one message that lists what is allowed and does not depend on whether the file exists.
 """
 
 from __future__ import annotations
@@ -41,10 +46,25 @@ def vqgan_choices() -> list[str]:
 
 def resolve_vqgan(name: str) -> str:
     """Full path (or 'demo') of a VQGAN choice. A taming .ckpt's config is found like the core's loader does
-    (its yaml beside it, else read from the weights: ``vqgan_core.checkpoint.resolve_config``)."""
+    (its yaml beside it, else read from the weights: ``vqgan_core.checkpoint.resolve_config``).
+
+    Only files in models/vqgan: absolute paths, '..' and links leading out get the not-found message.
+    """
+    import folder_paths
+
     if name == ca.DEMO_NAME:
         return name
-    return ca.model_path(ca.VQGAN_FOLDER, name)
+    path = ca.find_model_file(ca.VQGAN_FOLDER, name)
+    if path is None:
+        try:
+            dirs = ", ".join(folder_paths.get_folder_paths(ca.VQGAN_FOLDER))
+        except KeyError:
+            dirs = "not registered"
+        log.warning("Load VQGAN refused %r (not a file in models/%s)", name, ca.VQGAN_FOLDER)
+        raise ValueError(f"Model file '{name}' was not found in models/{ca.VQGAN_FOLDER} (searched: {dirs}). "
+                         f"Choose 'demo' or a file listed in the menu; paths leading out of models/{ca.VQGAN_FOLDER} "
+                         "are refused.")
+    return path
 
 
 class LoadVQGAN(io.ComfyNode):
@@ -123,12 +143,77 @@ def clip_model_choices() -> list[str]:
     return [ca.DEMO_NAME, *(f"local:{d}" for d in ca.list_model_folders(ca.CLIP_FOLDER)), *open_clip.list_models()]
 
 
-def clip_pretrained_choices() -> list[str]:
-    """'none', weight files in models/clip_guide, then every open_clip pretrained tag (downloaded when online)."""
+def _open_clip_tags() -> list[str]:
     import open_clip
 
-    tags = sorted({tag for _name, tag in open_clip.list_pretrained()})
-    return ["none", *ca.list_models(ca.CLIP_FOLDER), *tags]
+    return sorted({tag for _name, tag in open_clip.list_pretrained()})
+
+
+def clip_pretrained_choices() -> list[str]:
+    """'none', weight files in models/clip_guide, then every open_clip pretrained tag (downloaded when online)."""
+    return ["none", *ca.list_models(ca.CLIP_FOLDER), *_open_clip_tags()]
+
+
+def _few(items: list[str], n: int = 8) -> str:
+    """``a, b, c ... (N in all)`` for a message."""
+    shown = ", ".join(items[:n]) or "none"
+    return f"{shown} ... ({len(items)} in all)" if len(items) > n else shown
+
+
+def _clip_dirs() -> str:
+    import folder_paths
+
+    try:
+        return ", ".join(folder_paths.get_folder_paths(ca.CLIP_FOLDER))
+    except KeyError:
+        return "not registered"
+
+
+def resolve_clip_name(clip_name: str) -> str:
+    """'demo', the full path of a 'local:<folder>' in models/clip_guide, or an open_clip model name; anything else
+    is refused (ValueError listing what is allowed; the same message whether or not such a path exists)."""
+    import open_clip
+
+    if clip_name == ca.DEMO_NAME:
+        return clip_name
+    if isinstance(clip_name, str) and clip_name.startswith("local:"):
+        path = ca.find_model_file(ca.CLIP_FOLDER, clip_name[len("local:"):], directory=True)
+        if path is not None and os.path.isfile(os.path.join(path, "open_clip_config.json")):
+            return path
+    elif clip_name in open_clip.list_models():
+        return clip_name
+    log.warning("Load CLIP Guide refused clip_name %r", clip_name)
+    folders = [f"local:{d}" for d in ca.list_model_folders(ca.CLIP_FOLDER)]
+    raise ValueError(
+        f"Load CLIP Guide: clip_name {clip_name!r} is not one of the offered options. Allowed: 'demo', "
+        f"'local:<folder>' for an open_clip folder (with open_clip_config.json) in models/{ca.CLIP_FOLDER} "
+        f"(found: {_few(folders)}; searched: {_clip_dirs()}), or an open_clip model name "
+        f"({_few(open_clip.list_models())}). Paths outside models/{ca.CLIP_FOLDER} are refused.")
+
+
+def resolve_clip_pretrained(pretrained: str) -> str:
+    """'none', the full path of a weights file in models/clip_guide, an open_clip tag, or a URL the server's owner
+    allowed (``$VQGAN_CLIP_ALLOWED_URLS``); anything else is refused (ValueError listing what is allowed, the same
+    message whether or not such a file exists)."""
+    from vqgan_core.download import ALLOWED_URLS_ENV, allowed_url_prefixes, url_allowed
+
+    if pretrained == "none":
+        return pretrained
+    tags = _open_clip_tags()
+    if pretrained in tags and pretrained not in ca.list_models(ca.CLIP_FOLDER):
+        return pretrained
+    path = ca.find_model_file(ca.CLIP_FOLDER, pretrained)
+    if path is not None:
+        return path
+    if isinstance(pretrained, str) and pretrained.startswith(("http://", "https://")) and url_allowed(pretrained):
+        return pretrained
+    log.warning("Load CLIP Guide refused pretrained %r", pretrained)
+    urls = ("a URL under one of the prefixes the server's owner listed in " + ALLOWED_URLS_ENV if allowed_url_prefixes()
+            else f"no URL (the server's owner can allow URL prefixes in {ALLOWED_URLS_ENV})")
+    raise ValueError(
+        f"Load CLIP Guide: pretrained {pretrained!r} is not one of the offered options. Allowed: 'none', a weights "
+        f"file in models/{ca.CLIP_FOLDER} (found: {_few(ca.list_models(ca.CLIP_FOLDER))}; searched: {_clip_dirs()}), "
+        f"an open_clip pretrained tag ({_few(sorted(tags, key=lambda t: (t != 'openai', t)))}), or {urls}. Paths outside models/{ca.CLIP_FOLDER} are refused.")
 
 
 class LoadCLIPGuide(io.ComfyNode):
@@ -142,8 +227,10 @@ class LoadCLIPGuide(io.ComfyNode):
             display_name="Load CLIP Guide",
             category=CATEGORY,
             description="Loads an open_clip model. 'pretrained' is a weights file from models/clip_guide or an "
-            "open_clip tag (downloaded by open_clip when online). 'demo' is the tiny shipped CLIP (64x64 "
-            "shapes) and 'local:<folder>' an open_clip folder in models/clip_guide; both ignore 'pretrained'.",
+            "open_clip tag (downloaded by open_clip when online); over the API also a URL under a prefix the "
+            "server's owner listed in VQGAN_CLIP_ALLOWED_URLS. 'none' gives random weights (the same in every "
+            "run). 'demo' is the tiny shipped CLIP (64x64 shapes) and 'local:<folder>' an open_clip folder in "
+            "models/clip_guide; both ignore 'pretrained'.",
             inputs=[
                 io.Combo.Input("clip_name", options=clip_model_choices(), default=ca.DEMO_NAME),
                 io.Combo.Input("pretrained", options=clip_pretrained_choices(), default="none",
@@ -153,24 +240,33 @@ class LoadCLIPGuide(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, clip_name: str, pretrained: str) -> bool | str:
+        """Refuse, before the run, names that are neither offered options nor files in models/clip_guide (a linked
+        input arrives as None here and is checked when the node runs)."""
+        try:
+            if clip_name is not None:
+                resolve_clip_name(clip_name)
+            if pretrained is not None:
+                resolve_clip_pretrained(pretrained)
+        except ValueError as e:
+            return str(e)
+        return True
+
+    @classmethod
     def execute(cls, clip_name: str, pretrained: str) -> io.NodeOutput:
-        """Resolve names to paths and load (cached) where ComfyUI keeps idle models."""
+        """Resolve names to paths and load (cached) where ComfyUI keeps idle models; Cancel stops a URL download."""
         from vqgan_core.clip_guide import load_clip
 
-        name = clip_name
-        if clip_name.startswith("local:"):
-            name = ca.model_folder_path(ca.CLIP_FOLDER, clip_name[len("local:"):])
-        weights = pretrained
-        if pretrained in ca.list_models(ca.CLIP_FOLDER):
-            weights = ca.model_path(ca.CLIP_FOLDER, pretrained)
-        elif pretrained == "none" and clip_name != ca.DEMO_NAME and not clip_name.startswith("local:"):
+        name = resolve_clip_name(clip_name)
+        weights = resolve_clip_pretrained(pretrained)
+        if pretrained == "none" and clip_name != ca.DEMO_NAME and not clip_name.startswith("local:"):
             log.warning("CLIP %s with pretrained 'none' has random weights: it will not guide anything useful",
                         clip_name)
         device = memory.offload_device()
 
         def build():  # noqa: ANN202
             with ca.outside_inference_mode():
-                guide = load_clip(name, weights, device=device)
+                guide = load_clip(name, weights, device=device, check_interrupt=ca.check_interrupt)
             memory.manage(guide.model)
             return guide
 

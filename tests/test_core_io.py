@@ -75,7 +75,8 @@ def test_load_by_url_downloads_once_into_cache(taming_fixtures, http_dir, tmp_pa
     assert torch.equal(r.codebook, m.codebook)
     (root / "tiny.safetensors").unlink()  # second load must come from the cache
     assert torch.equal(load_vqgan(f"{base}/tiny.safetensors").codebook, m.codebook)
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    cached = sorted(p.suffix for p in (tmp_path / "cache").iterdir())
+    assert cached == [".safetensors", ".sha256"]  # the one download, and the hash it is checked against
 
 
 def test_download_error_is_actionable(http_dir, tmp_path):

@@ -173,7 +173,10 @@ def build_optimizers(
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any], lr: float, what: str) -> bool:
-    """Load an optimiser state (learning rate reset to ours); skip with a warning if shapes differ."""
+    """Load an optimiser state (moments from the file, hyperparameters ours); skip with a warning if shapes differ.
+
+    Why ours: a resume or fine-tune that sets optim.learning_rate/betas/eps/weight_decay must get those values.
+    """
     params = [p for g in opt.param_groups for p in g["params"]]
     st = state.get("state", {})
     if len(state.get("param_groups", [{}])[0].get("params", [])) != len(params) or any(
@@ -181,8 +184,9 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any], lr: 
     ):
         logger.warning("%s optimiser state does not fit the model; starting that optimiser fresh", what)
         return False
-    impl = [{k: g[k] for k in ("fused", "foreach", "capturable", "differentiable") if k in g} for g in opt.param_groups]
+    ours = ("fused", "foreach", "capturable", "differentiable", "betas", "eps", "weight_decay")
+    impl = [{k: g[k] for k in ours if k in g} for g in opt.param_groups]
     opt.load_state_dict(state)
     for g, keep in zip(opt.param_groups, impl, strict=True):
-        g.update(keep, lr=lr)  # our kernel choice and learning rate, not the file's
+        g.update(keep, lr=lr)  # our kernel choice and hyperparameters, not the file's
     return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,17 +10,34 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from training.data import coco_image_path, read_coco
 from training.shapes import CAPTION_TEMPLATES, PALETTE, SHAPES, shape_polygon
 
 
 def load_coco(data: Path, split: str) -> tuple[torch.Tensor, list[dict]]:
     """Images as uint8 [N,3,H,W] plus the per-image ``shapes`` attributes from a shapes-world COCO json."""
-    doc = json.loads((data / "annotations" / f"captions_{split}2017.json").read_text())
-    if not doc["images"] or "shapes" not in doc["images"][0]:
-        raise ValueError(f"{data}: captions_{split}2017.json has no 'shapes' attributes; "
-                         "make it with `python -m training.shapes`")
-    imgs = [np.asarray(Image.open(data / f"{split}2017" / im["file_name"]).convert("RGB")) for im in doc["images"]]
-    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(), [im["shapes"] for im in doc["images"]]
+    ann = data / "annotations" / f"captions_{split}2017.json"
+    if not ann.is_file():
+        raise FileNotFoundError(f"{ann} not found; make the dataset with `python -m training.shapes`")
+    images, _ = read_coco(ann)
+    if not images:
+        raise ValueError(f"{ann}: 'images' is empty")
+    for i, im in enumerate(images):
+        if "shapes" not in im:
+            raise ValueError(f"{ann}: images[{i}] has no 'shapes' attributes; make it with `python -m training.shapes`")
+    img_dir = data / f"{split}2017"
+    imgs = []
+    for i, im in enumerate(images):
+        path = coco_image_path(img_dir, im["file_name"], f"{ann}: images[{i}]")
+        try:
+            with Image.open(path) as f:
+                imgs.append(np.asarray(f.convert("RGB")))
+        except (OSError, ValueError) as e:  # missing, unreadable or not an image
+            raise ValueError(f"{ann}: images[{i}] ({path}) cannot be read: {e}") from None
+    if len({a.shape for a in imgs}) > 1:
+        raise ValueError(f"{img_dir}: images differ in size {sorted({a.shape[:2] for a in imgs})[:4]}; "
+                         "shapes-world images all have one size")
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(), [im["shapes"] for im in images]
 
 
 TEMPLATES = CAPTION_TEMPLATES

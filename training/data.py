@@ -16,7 +16,7 @@ import math
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
 import numpy as np
 import torch
@@ -38,6 +38,53 @@ def find_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
+def read_coco(ann: Path) -> tuple[list[dict], list[dict]]:
+    """``images`` and ``annotations`` of a COCO annotation file, each entry checked to be an object with its keys.
+
+    Why: a hand-made or damaged file must fail with the file and the entry named, not with a KeyError deep inside.
+    """
+    try:
+        doc = json.loads(ann.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{ann}: not a readable COCO annotation file ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise ValueError(f"{ann}: not a COCO annotation file (expected an object with an 'images' list)")
+    anns = doc.get("annotations", [])
+    if not isinstance(anns, list):
+        raise ValueError(f"{ann}: 'annotations' must be a list, got {type(anns).__name__}")
+    for i, im in enumerate(doc["images"]):
+        where = f"{ann}: images[{i}]"
+        if not isinstance(im, dict):
+            raise ValueError(f"{where} is a {type(im).__name__}, expected an object with 'id' and 'file_name'")
+        for k in ("id", "file_name"):
+            if k not in im:
+                raise ValueError(f"{where} has no {k!r} key (it has {sorted(im)[:8]})")
+        if not isinstance(im["file_name"], str) or not im["file_name"].strip() or "\0" in im["file_name"]:
+            raise ValueError(f"{where}: 'file_name' must be a non-empty string, got {im['file_name']!r}")
+        if isinstance(im["id"], bool) or not isinstance(im["id"], (int, str)):
+            raise ValueError(f"{where}: 'id' must be an integer (or a string), got {im['id']!r}")
+    for i, a in enumerate(anns):
+        if not isinstance(a, dict):
+            raise ValueError(f"{ann}: annotations[{i}] is a {type(a).__name__}, expected an object with 'image_id'")
+        if isinstance(a.get("image_id"), (list, dict)):
+            raise ValueError(f"{ann}: annotations[{i}]: 'image_id' must be an image id, got {a['image_id']!r}")
+    return doc["images"], anns
+
+
+def coco_image_path(img_dir: Path, file_name: str, where: str) -> Path:
+    """``img_dir / file_name``, refused when the name leads outside ``img_dir`` (``..``, absolute paths).
+
+    The check is on the name as written, so a dataset may still keep its files behind symlinks of its own.
+    """
+    rel = PurePath(file_name)
+    if rel.anchor or file_name.startswith(("/", "\\")) or ".." in PurePosixPath(file_name.replace("\\", "/")).parts:
+        raise ValueError(
+            f"{where}: file_name {file_name!r} points outside the image folder {img_dir}; refusing to read it "
+            f"(COCO file names are plain names inside the split folder)"
+        )
+    return img_dir / rel
+
+
 def coco_split(root: Path, split: str) -> tuple[list[Path], dict[str, list[str]]]:
     """Image paths and captions of a COCO 2017 split (``train`` or ``val``).
 
@@ -48,17 +95,18 @@ def coco_split(root: Path, split: str) -> tuple[list[Path], dict[str, list[str]]
     ann = root / "annotations" / f"captions_{split}2017.json"
     if not ann.is_file():
         return find_images(img_dir), {}
+    images, anns = read_coco(ann)
     try:
-        doc = json.loads(ann.read_text(encoding="utf-8"))
-        images = sorted(doc["images"], key=lambda im: im["id"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{ann}: not a COCO captions file ({e})") from None
+        order = sorted(range(len(images)), key=lambda i: images[i]["id"])
+    except TypeError:
+        raise ValueError(f"{ann}: image ids mix numbers and strings; COCO ids are integers") from None
     caps: dict[int, list[str]] = {}
-    for a in doc.get("annotations", []):
+    for a in anns:
         caps.setdefault(a.get("image_id"), []).append(a.get("caption", ""))
     paths, captions, missing = [], {}, 0
-    for im in images:
-        p = img_dir / im["file_name"]
+    for i in order:
+        im = images[i]
+        p = coco_image_path(img_dir, im["file_name"], f"{ann}: images[{i}]")
         if not p.is_file():
             missing += 1
             continue
@@ -132,6 +180,27 @@ class ImageDataset(Dataset):
         self.min_size = int(min_size) if min_size > 0 else max(1, self.resolution // 2)
         self.random_crop = random_crop
         self.seed = int(seed)
+        self._check_usable()
+
+    def _check_usable(self) -> None:
+        """Fail now, naming the files, when no image is usable (not with a traceback from a loader worker later).
+
+        Stops at the first usable image, so a healthy dataset costs one decode.
+        """
+        stats: Counter = Counter()
+        tried: list[str] = []
+        for path in self.paths:
+            before = dict(stats)
+            if self._load(path, stats) is not None:
+                return
+            why = next((k.removeprefix("skipped_") for k in stats if stats[k] != before.get(k, 0)), "unreadable")
+            tried.append(f"{path.name} ({why})")
+        folders = sorted({str(p.parent) for p in self.paths})
+        raise ValueError(
+            f"no usable image in {', '.join(folders[:3])}{' ...' if len(folders) > 3 else ''}: tried all "
+            f"{len(tried)} files, none decodes to an image with a short side of at least {self.min_size} px "
+            f"(data.min_size); first ones: {', '.join(tried[:5])}"
+        )
 
     def __len__(self) -> int:
         return len(self.paths)

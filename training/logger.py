@@ -12,6 +12,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from vqgan_core.io_utils import atomic_write
+
 from .codebook import CodeUsage
 from .config import TrainConfig
 
@@ -21,7 +23,7 @@ logger = logging.getLogger("training")
 class RunLogger:
     """Everything a run reports. On ranks other than 0 every method is a no-op (except returning values)."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, is_main: bool) -> None:
+    def __init__(self, cfg: TrainConfig, out: Path, is_main: bool, resume_step: int | None = None) -> None:
         self.cfg, self.out, self.main = cfg, out, is_main
         self.tb = None
         self.pbar: tqdm | None = None
@@ -30,17 +32,20 @@ class RunLogger:
         if not is_main:
             return
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        atomic_write(out / "config.yaml", lambda p: Path(p).write_text(text, encoding="utf-8"))
         if cfg.log.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ImportError(
-                    "TensorBoard logging is on (log.tensorboard=true) but the tensorboard package is missing: "
-                    "pip install tensorboard (or install the [train] extra), or pass log.tensorboard=false"
-                ) from None
-
-            self.tb = SummaryWriter(str(out / "tb"))
+            except ImportError:  # an optional extra: the README install has no tensorboard, and the run must go on
+                logger.info(
+                    "tensorboard not installed: logging to metrics.jsonl only "
+                    "(pip install tensorboard to get TensorBoard logs, or set log.tensorboard=false)"
+                )
+            else:
+                # A resumed run drops the events it logged after its checkpoint (they are logged again).
+                purge = resume_step + 1 if resume_step is not None else None
+                self.tb = SummaryWriter(str(out / "tb"), purge_step=purge)
 
     def info_once(self, msg: str) -> None:
         """Log on rank 0 only."""
@@ -128,6 +133,40 @@ class RunLogger:
 def metrics_path(out: str | Path) -> Path:
     """Where a run's JSON-lines scalar log lives (the one definition: the logger writes it, tools read it)."""
     return Path(out) / "metrics.jsonl"
+
+
+def truncate_metrics(out: str | Path, step: int) -> int:
+    """Drop records after ``step`` from ``metrics.jsonl`` (atomically); returns how many went.
+
+    Why: a run killed after its last checkpoint logged steps that the resumed run logs again; without this each of
+    them would appear twice. A torn last line (killed mid-write) goes too.
+    """
+    p = metrics_path(out)
+    if not p.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            dropped += 1
+            continue
+        if rec_step <= step:
+            keep.append(line + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write(p, lambda tmp: Path(tmp).write_text("".join(keep), encoding="utf-8"))
+        logger.info(
+            "%s: dropped %d records logged after step %d (after the checkpoint this run resumes from; "
+            "they are logged again)",
+            p,
+            dropped,
+            step,
+        )
+    return dropped
 
 
 def read_metrics(out: str | Path) -> list[dict[str, Any]]:

@@ -18,8 +18,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from vqgan_core import VQGANConfig
+
 from . import checkpointing as ck
 from .build import (
+    StartPoint,
     build_loss,
     build_optimizers,
     learning_rate,
@@ -28,41 +31,60 @@ from .build import (
     taming_lpips_state,
 )
 from .codebook import CodeUsage, kmeans_init, restart_dead_codes
-from .config import InitConfig, TrainConfig
+from .config import InitConfig, TrainConfig, TrainConfigError
 from .data import ImageDataset, ResumableSampler, collate, resolve_splits
 from .discriminator import DiscPair
 from .distributed import all_reduce_sum_, any_rank, barrier, broadcast_, init_distributed
 from .ema import EMA
-from .logger import RunLogger
+from .logger import RunLogger, truncate_metrics
+from .runlock import RunLock
 from .state import gather_rng_states, install_signal_handlers, restore_signal_handlers, set_rng_state
 from .validate import InceptionFeatures, validate
 
 logger = logging.getLogger(__name__)
 _PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_STATE_KEYS = {"step", "samples_seen", "rng", "usage_log", "usage_dead", "code_gen"}  # what _restore reads
+# Settings a resume cannot change: the weights (model.*) and the discriminator are built from the checkpoint.
+_FIXED_ON_RESUME = ("loss.disc_ndf", "loss.disc_num_layers")
 
 
 class Trainer:
     """One training run. ``Trainer(cfg, resume=True).fit()`` continues the newest checkpoint in ``cfg.out``."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
-        self.cfg, tc = cfg, cfg.train
-        self.dist = init_distributed(tc.device)
-        self.device = self.dist.device
+        self.cfg = cfg
+        self.dist = init_distributed(cfg.train.device)
         self.out = Path(cfg.out)
+        # One training per run folder; rank 0 holds the lock for the whole group (runlock.py says why).
+        self.lock = RunLock(self.out) if self.dist.is_main else None
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- setup -------------------------------------------------------------------------------------------
+    def _setup(self, resume: bool) -> None:
+        cfg, tc = self.cfg, self.cfg.train
+        self.device = self.dist.device
         prec = tc.precision if tc.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
         if prec not in _PRECISIONS:
             raise ValueError(f"train.precision must be one of {['auto', *_PRECISIONS]}, got {tc.precision!r}")
         self.amp_dtype = _PRECISIONS[prec]
-        self.resume_from = ck.find_latest(self.out) if resume else None
-        if resume and self.resume_from is None:
-            logger.warning("--resume: no checkpoint in %s, starting a new run", self.out)
-        start_cfg = cfg
-        if self.resume_from is not None:
-            start_cfg = copy.deepcopy(cfg)
-            start_cfg.init = InitConfig(from_checkpoint=str(self.resume_from), taming_yaml=cfg.init.taming_yaml)
+        if self.dist.is_main:
+            ck.remove_leftovers(self.out)  # what a killed run left (we hold the lock: no other run writes here)
+        barrier(self.dist)
 
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
-        sp = load_start_point(start_cfg)
+        self.resume_from, start_cfg, sp = self._resume_point() if resume else (None, cfg, None)
+        if resume and self.resume_from is None:
+            logger.warning("--resume: no checkpoint in %s, starting a new run", self.out)
+        if sp is None:
+            sp = load_start_point(start_cfg)
+        else:
+            check_resume_config(cfg, sp.train_state, self.resume_from)
         if sp.lpips_state is None and start_cfg is not cfg:  # LPIPS that came from the original taming .ckpt
             sp.lpips_state = taming_lpips_state(cfg.init.from_checkpoint)
         self.model = sp.model.to(self.device).train().requires_grad_(True)
@@ -104,10 +126,33 @@ class Trainer:
         if tc.compile:
             self.g, self.d_single, self.d_pair = (torch.compile(m) for m in (self.g, self.d_single, self.d_pair))
         self._stop = False
-        self.log = RunLogger(cfg, self.out, self.dist.is_main)
+        resume_step = self.step if self.resume_from is not None else None
+        if resume_step is not None and self.dist.is_main:
+            truncate_metrics(self.out, resume_step)
+        self.log = RunLogger(cfg, self.out, self.dist.is_main, resume_step)
         self._build_data()
 
-    # -- setup -------------------------------------------------------------------------------------------
+    def _resume_point(self) -> tuple[Path | None, TrainConfig, StartPoint | None]:
+        """The newest checkpoint that loads, with its start config; broken newer ones are skipped with a warning."""
+        tried: list[str] = []
+        for cand in ck.resume_candidates(self.out):
+            start_cfg = copy.deepcopy(self.cfg)
+            start_cfg.init = InitConfig(from_checkpoint=str(cand), taming_yaml=self.cfg.init.taming_yaml)
+            try:
+                sp = load_start_point(start_cfg)
+                missing = sorted(_STATE_KEYS - set(sp.train_state or {}))
+                if missing:
+                    raise ValueError(f"{ck.STATE} lacks {missing}")
+            except Exception as e:  # noqa: BLE001  any failure to read this one means "try the one before"
+                why = " ".join(str(e).split()) or type(e).__name__
+                tried.append(f"{cand.name}: {why}")
+                logger.warning("checkpoint %s cannot be loaded (%s); falling back to an older checkpoint", cand, why)
+                continue
+            return cand, start_cfg, sp
+        if tried:
+            raise ValueError(f"--resume: no loadable checkpoint in {self.out / 'checkpoints'}: " + "; ".join(tried))
+        return None, self.cfg, None
+
     def _build_data(self) -> None:
         dc, tc = self.cfg.data, self.cfg.train
         train, val = resolve_splits(dc)
@@ -125,10 +170,16 @@ class Trainer:
         self.train_loader = DataLoader(self.train_set, batch_size=tc.batch_size, sampler=sampler, **kw)
         self.val_loader = None
         if val and self.dist.is_main:
-            vset = ImageDataset(val[: dc.val_max_images], dc.resolution, dc.min_size, random_crop=False, seed=tc.seed)
-            self.val_loader = DataLoader(
-                vset, batch_size=tc.batch_size, shuffle=False, collate_fn=collate, num_workers=min(dc.num_workers, 2)
-            )
+            vpaths = val[: dc.val_max_images]
+            try:
+                vset = ImageDataset(vpaths, dc.resolution, dc.min_size, random_crop=False, seed=tc.seed)
+            except ValueError as e:  # training can go on; only the validation metrics are lost
+                logger.warning("validation off: %s", e)
+            else:
+                workers = min(dc.num_workers, 2)
+                self.val_loader = DataLoader(
+                    vset, batch_size=tc.batch_size, shuffle=False, collate_fn=collate, num_workers=workers
+                )
         self.log.info_once(f"data: {len(train)} train / {len(val)} val images from {dc.path}")
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -160,6 +211,13 @@ class Trainer:
     def _no_sync(module: torch.nn.Module, skip: bool) -> contextlib.AbstractContextManager:
         inner = getattr(module, "_orig_mod", module)
         return inner.no_sync() if skip and isinstance(inner, DDP) else contextlib.nullcontext()
+
+    def close(self) -> None:
+        """Flush the logs and release the run folder (fit() does this when it returns or fails)."""
+        if getattr(self, "log", None) is not None:
+            self.log.close()
+        if self.lock is not None:
+            self.lock.release()
 
     def request_stop(self) -> None:
         """Finish the current step, write a checkpoint and return from :meth:`fit` (signal handlers call this)."""
@@ -283,6 +341,8 @@ class Trainer:
         """Train until ``max_steps`` (default ``train.max_steps``) or a stop request; returns the last logs."""
         tc, lc = self.cfg.train, self.cfg.log
         max_steps = max_steps if max_steps is not None else tc.max_steps
+        if self.lock is not None:
+            self.lock.acquire()  # again, if an earlier fit() released it
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore)
         if self.cfg.codebook.kmeans_init and not self.kmeans_done and self.step == 0:
@@ -323,7 +383,7 @@ class Trainer:
                 self.save()
         finally:
             restore_signal_handlers(old)
-            self.log.close()
+            self.close()
         return last
 
     def run_validation(self) -> dict[str, float]:
@@ -343,6 +403,49 @@ class Trainer:
         if not hasattr(self, "_inc"):
             self._inc = InceptionFeatures(self.cfg.log.inception_weights).to(self.device)
         return self._inc
+
+
+def check_resume_config(cfg: TrainConfig, state: dict[str, Any] | None, ckpt: Path | None) -> None:
+    """Refuse a resume whose config asks for another architecture than the checkpoint holds.
+
+    Why: the resumed weights come from the checkpoint whatever ``model.*`` says, so a changed architecture would be
+    ignored silently while the saved configs claim it. Everything else (steps, logging, learning rate, batch size,
+    data, loss weights) may change on resume.
+    """
+    saved = (state or {}).get("train_config")
+    if not isinstance(saved, dict):
+        return  # a checkpoint without its config (older writer): nothing to compare against
+    given = cfg.to_dict()
+    diffs = [
+        f"model.{k}: checkpoint {a!r}, given {b!r}"
+        for k, (a, b) in _dict_diff(_model_dict(saved.get("model") or {}), _model_dict(given["model"])).items()
+    ]
+    for key in _FIXED_ON_RESUME:
+        sect, name = key.split(".")
+        a, b = (saved.get(sect) or {}).get(name), given[sect][name]
+        if a is not None and a != b:
+            diffs.append(f"{key}: checkpoint {a!r}, given {b!r}")
+    if diffs:
+        raise TrainConfigError(
+            f"cannot resume {ckpt} with another architecture: {'; '.join(diffs)}. A resume keeps the checkpoint's "
+            f"model.* and {', '.join(_FIXED_ON_RESUME)} (its weights are built from them); steps, log.*, "
+            f"optim.* (learning rate, betas), train.batch_size, data.* and loss weights may change. Drop those "
+            f"overrides, or train the new architecture in a new run folder (another --out)"
+        )
+
+
+def _model_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """``model`` section with defaults filled in, so ``ch: 128`` and an absent ``ch`` compare equal."""
+    try:
+        full = VQGANConfig.from_dict(dict(d)).to_dict()
+    except (ValueError, TypeError):  # not a valid VQGAN config: compare what was written
+        return dict(d)
+    full.pop("extra", None)  # provenance, not architecture
+    return full
+
+
+def _dict_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def _accumulate(acc: dict[str, torch.Tensor], logs: dict[str, torch.Tensor], n: int) -> None:

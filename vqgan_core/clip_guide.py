@@ -6,7 +6,8 @@
   cache when online; offline, a :class:`ClipLoadError` says which file to fetch and where to put it;
 * a local weights file (``.pt``/``.pth``/``.bin``/``.safetensors``, loaded with ``weights_only``);
 * an ``http(s)`` URL: downloaded atomically into ``<vqgan_core cache>/clip`` once, then loaded;
-* ``"none"``: random initialisation (tests, benchmarks).
+* ``"none"``: random initialisation (tests, benchmarks), from a seed derived from the model name so the same
+  command gives the same image in every process; the caller's RNG state is left untouched.
 
 ``name`` may also be ``"demo"`` (the shipped tiny CLIP) or a folder holding ``open_clip_config.json`` +
 ``open_clip_model.safetensors`` (+ ``bpe_vocab.txt.gz`` for a custom vocabulary: open_clip's
@@ -16,10 +17,12 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,8 +224,27 @@ def _load_folder(folder: Path, label: str) -> tuple[torch.nn.Module, object]:
     return model, tokenizer
 
 
-def _with_weights(name: str, path: str) -> torch.nn.Module:
-    """open_clip model ``name`` with weights from ``path`` (weights_only), or an error naming both."""
+def random_init_seed(name: str) -> int:
+    """The fixed seed of ``name``'s random weights (stable across processes, unlike ``hash()``)."""
+    return int.from_bytes(hashlib.sha256(f"vqgan_core.clip_guide:{name}".encode()).digest()[:8], "little") >> 1
+
+
+def _random_model(name: str) -> torch.nn.Module:
+    """open_clip model ``name`` with random weights drawn from :func:`random_init_seed`.
+
+    Built on the CPU inside ``fork_rng`` with only the CPU generator reseeded, so the global RNG states (CPU and
+    CUDA) are the same afterwards: loading a guide never changes what a seeded run draws next.
+    """
+    import open_clip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(random_init_seed(name))
+        return open_clip.create_model(name, pretrained=None, device="cpu")
+
+
+def _with_weights(name: str, path: str, downloaded_from: str | None = None) -> torch.nn.Module:
+    """open_clip model ``name`` with weights from ``path`` (weights_only), or an error naming both (and, for a
+    cached download, how to get it again)."""
     import open_clip
 
     model = open_clip.create_model(name, pretrained=None)
@@ -230,12 +252,16 @@ def _with_weights(name: str, path: str) -> torch.nn.Module:
         open_clip.load_checkpoint(model, path, weights_only=True)
     except Exception as e:  # noqa: BLE001 - wrong architecture (RuntimeError), corrupt file (UnpicklingError)...
         msg = str(e).splitlines()[0].split(". ")[0][:300]
+        hint = (f" It is the cached download of {downloaded_from}: delete {path} (and {path}.sha256) to download it "
+                "again." if downloaded_from else "")
         raise ClipLoadError(f"could not load CLIP weights {path} into open_clip model {name!r}: {type(e).__name__}: "
-                            f"{msg}. Is the file for this model name, complete, and a PyTorch/safetensors file?") from None
+                            f"{msg}. Is the file for this model name, complete, and a PyTorch/safetensors file?"
+                            f"{hint}") from None
     return model
 
 
-def _load_builtin(name: str, pretrained: str | None) -> tuple[torch.nn.Module, object, str]:
+def _load_builtin(name: str, pretrained: str | None,
+                  check_interrupt: Callable[[], object] | None = None) -> tuple[torch.nn.Module, object, str]:
     import open_clip
 
     name = name.replace("/", "-")  # OpenAI spelling ViT-B/32 -> open_clip's ViT-B-32
@@ -244,12 +270,12 @@ def _load_builtin(name: str, pretrained: str | None) -> tuple[torch.nn.Module, o
     tokenizer = open_clip.get_tokenizer(name)
     p = (pretrained or "none").strip()
     if p.lower() in _NONE:
-        return open_clip.create_model(name, pretrained=None), tokenizer, "none"
+        return _random_model(name), tokenizer, "none"
     if p.startswith(("http://", "https://")):
         from vqgan_core.download import cache_dir, download
 
-        local = download(p, dest_dir=cache_dir() / "clip")
-        return _with_weights(name, str(local)), tokenizer, p
+        local = download(p, dest_dir=cache_dir() / "clip", check_interrupt=check_interrupt)
+        return _with_weights(name, str(local), downloaded_from=p), tokenizer, p
     if os.path.isfile(os.path.expanduser(p)):
         return _with_weights(name, os.path.expanduser(p)), tokenizer, p
     if _looks_like_path(p):
@@ -276,6 +302,8 @@ def load_clip(
     pretrained: str | None = "none",
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    *,
+    check_interrupt: Callable[[], object] | None = None,
 ) -> ClipGuide:
     """Load a frozen CLIP guide (eval mode, ``requires_grad=False``).
 
@@ -284,6 +312,8 @@ def load_clip(
         pretrained: tag, weights file, URL or ``none`` (see module doc); ignored for folders.
         device: where to put the weights.
         dtype: weight dtype (float32; float16 reproduces the classic CUDA numerics).
+        check_interrupt: called between the chunks of a URL download; what it raises stops the download
+            (ComfyUI passes its Cancel check). open_clip's own tag downloads are not covered.
     """
     if name == "demo":
         from vqgan_core import demo
@@ -297,7 +327,7 @@ def load_clip(
         model, tokenizer = _load_folder(folder, label)
         used = ""
     else:
-        model, tokenizer, used = _load_builtin(name, pretrained)
+        model, tokenizer, used = _load_builtin(name, pretrained, check_interrupt)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     apply_speed_patches(model)
     size, mean, std = _preprocess(model)

@@ -7,6 +7,7 @@ The URLs are the public CompVis download links; mirrors rot (users' most common 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,11 @@ class KnownVQGAN:
     ckpt_url: str
     yaml_url: str | None  # None: published without one (the architecture is read from the weights)
     description: str
+    # Published sha256 of the files, checked after download and whenever the cached file is used. None where no
+    # digest is published: then the digest of the first complete download is recorded beside it (<file>.sha256)
+    # and checked from then on (see vqgan_core.download).
+    ckpt_sha256: str | None = None
+    yaml_sha256: str | None = None
 
 
 def _heibox(share: str) -> tuple[str, str]:
@@ -40,9 +46,10 @@ KNOWN_VQGANS.register("vqgan_coco_oi_f16_8192", KnownVQGAN(
     "COCO + Open Images f16, 8192 codes (coco_oi_epoch12)"))
 
 
-def fetch_known(name: str) -> tuple[Path, Path | None]:
+def fetch_known(name: str, check_interrupt: Callable[[], object] | None = None) -> tuple[Path, Path | None]:
     """Download (once, into the cache) the checkpoint and the yaml (None when none is published) of a released
-    model; ``$VQGAN_CORE_MIRROR`` serves ``<name>.ckpt`` (and ``<name>.yaml``) instead."""
+    model; ``$VQGAN_CORE_MIRROR`` serves ``<name>.ckpt`` (and ``<name>.yaml``) instead (the same files: the same
+    digests apply). ``check_interrupt`` is called between chunks (see :func:`vqgan_core.download.download`)."""
     spec = KNOWN_VQGANS.get(name)
     mirror = os.environ.get("VQGAN_CORE_MIRROR")
     if mirror:
@@ -50,4 +57,7 @@ def fetch_known(name: str) -> tuple[Path, Path | None]:
         ckpt_url, yaml_url = f"{base}.ckpt", (f"{base}.yaml" if spec.yaml_url else None)
     else:
         ckpt_url, yaml_url = spec.ckpt_url, spec.yaml_url
-    return download(ckpt_url, name=f"{name}.ckpt"), (download(yaml_url, name=f"{name}.yaml") if yaml_url else None)
+    ckpt = download(ckpt_url, name=f"{name}.ckpt", sha256=spec.ckpt_sha256, check_interrupt=check_interrupt)
+    yaml = download(yaml_url, name=f"{name}.yaml", sha256=spec.yaml_sha256,
+                    check_interrupt=check_interrupt) if yaml_url else None
+    return ckpt, yaml

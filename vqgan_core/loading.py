@@ -62,17 +62,27 @@ def load_vqgan(
     """
     from .known_models import KNOWN_VQGANS, fetch_known
 
+    downloaded_from = None  # a cached download: a damaged one is named with how to get it again
     if os.fspath(path) in KNOWN_VQGANS:
+        downloaded_from = f"the released model {os.fspath(path)!r}"
         path, known_yaml = fetch_known(os.fspath(path))
         config = config or known_yaml
+    elif os.fspath(path).startswith(("http://", "https://")):
+        downloaded_from = os.fspath(path)
     file = resolve_model_path(path)
     if isinstance(config, str) and config.startswith(("http://", "https://")):
         config = resolve_model_path(config)
     meta: dict[str, str] | None = None
-    if file.suffix == ".safetensors":
-        sd, meta = read_safetensors(file)
-    else:
-        sd = read_state_dict(file)
+    try:
+        if file.suffix == ".safetensors":
+            sd, meta = read_safetensors(file)
+        else:
+            sd = read_state_dict(file)
+    except CheckpointError as e:
+        if downloaded_from is None:
+            raise
+        raise CheckpointError(f"{e}. It is the cached download of {downloaded_from}: delete {file} (and "
+                              f"{file}.sha256 if present) to download it again.") from None
     cfg = resolve_config(file, config, meta, sd)
     raw, sd = sd, generator_state_dict(sd, str(cfg.extra.get("key_prefix", "")))
     cfg_source = "the file's metadata" if config is None and meta and "vqgan_config" in meta else str(
