@@ -33,9 +33,9 @@ def optimizer_choices() -> list[str]:
 
 def lr_schedule_input() -> io.Combo.Input:
     """The learning-rate schedule widget (the engine's registry)."""
-    from vqgan_core.schedules import LR_SCHEDULES
+    from vqgan_core.engine.optim_spec import SCHEDULERS
 
-    return io.Combo.Input("lr_schedule", options=LR_SCHEDULES.names(), default="constant",
+    return io.Combo.Input("lr_schedule", options=SCHEDULERS.names(), default="constant",
                           tooltip="Learning rate over this node's steps: constant (classic), cosine (decays to "
                           "0.1x: finer detail at the end), step (x0.1 after 75%, pixray), plateau (halves when "
                           "the loss stalls).")

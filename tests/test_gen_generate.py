@@ -404,19 +404,21 @@ def test_private_bf16_decoder_keeps_group_norm_parameters_fp32(vqgan, clip):
 def test_resumed_plateau_schedule_goes_on_like_one_run(vqgan, clip):
     """The plateau schedule's best loss and patience survive a resume, and its checks fall on the whole run's
     cadence: 3 steps + a resume for 3 more == 6 in one go (without the carried state, the drop at step 4 is lost)."""
+    from vqgan_core.engine.optim_spec import ScheduleFactor
     from vqgan_core.run_state import continue_run, run_state
-    from vqgan_core.schedules import PlateauLR
 
     def loop(steps, **kw):
         lp = GenerationLoop(vqgan, clip, _cfg(steps=steps, lr_schedule="plateau", log_every=2), **kw)
-        lp.lr_schedule = PlateauLR(total_steps=6, patience=0, threshold=10.0)  # every check after the first drops
+        lp.lr_schedule = ScheduleFactor("plateau", 6, patience=0, threshold=10.0)  # every check after the first drops
         return lp
 
     whole = loop(6).run()
     first = loop(6)
     first.run(max_steps=3)
     state = run_state(first)
-    assert state["lr_schedule"] == {"name": "plateau", "state": {"best": first.losses[0][1], "bad": 0, "factor": 0.5}}
+    saved = state["lr_schedule"]
+    assert saved["name"] == "plateau" and saved["state"]["factor"] == 0.5
+    assert saved["state"]["scheduler"]["best"] == first.losses[0][1]
     rest = loop(3, init_latent=first.z.detach(), story_offset=3, schedule_offset=3)
     assert continue_run(rest, state, rng=True)
     assert torch.equal(rest.run().latent, whole.latent)

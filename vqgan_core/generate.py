@@ -26,6 +26,7 @@ from vqgan_core.compile_blocks import compile_blocks
 from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
 from vqgan_core.engine.from_config import parts_from_config
+from vqgan_core.engine.optim_spec import ScheduleFactor
 from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
 from vqgan_core.engine.stepper import clip_terms, cpu_copy
 from vqgan_core.engine.terms import InitLoss
@@ -38,7 +39,6 @@ from vqgan_core.init import encode_image01
 from vqgan_core.losses import clamp_with_grad
 from vqgan_core.optimizers import make_optimizer
 from vqgan_core.regions import RegionPrompt, RegionView
-from vqgan_core.schedules import make_lr_schedule
 from vqgan_core.seamless import is_seamless
 from vqgan_core.targets import TargetBank
 
@@ -115,7 +115,9 @@ class GenerationLoop(MemoryRecovery):
         # randomness of cutouts/augmentations: a generator on the run device
         self.gen = torch.Generator(self.device).manual_seed(stream_seed(c.seed, 17))
         self.opt = make_optimizer(c.optimizer, [self.z], lr=c.lr)
-        self.lr_schedule = make_lr_schedule(c.lr_schedule, max(c.steps + self._schedule_offset, 1))
+        # the schedule spans the whole run (a resumed one from its first start): a torch scheduler's multiplier
+        self.lr_schedule = ScheduleFactor(c.lr_schedule, c.steps + self._schedule_offset)
+        self.lr_schedule.advance(self._schedule_offset)
         self._forward = torch.compile(self._loss) if c.compile == "full" else self._loss
         use_graph = self._use_graph()  # before any autocast use: capture needs autocast's cast cache off
         self._prepare_models()
@@ -315,7 +317,7 @@ class GenerationLoop(MemoryRecovery):
         """One optimisation step; returns the (device) loss of the image before the update."""
         c, i = self.config, self.step_index
         for g in self.opt.param_groups:
-            g["lr"] = c.lr * self.lr_schedule.factor(i + self._schedule_offset)
+            g["lr"] = c.lr * self.lr_schedule.factor()
         key = self.objective.prepare(i + self._story_offset)  # this step's targets and pull-back factor
         loss, img = self._loss_and_grad_fitting(key)
         wants_img = (c.save_every and i % c.save_every == 0 and self.cb.save) or (
@@ -328,6 +330,7 @@ class GenerationLoop(MemoryRecovery):
             if c.preview_every and i % c.preview_every == 0 and self.cb.preview:
                 self.cb.preview(i, shown)
         self.opt.step()
+        self.lr_schedule.step()
         self.param.after_step()  # clamp to the codebook's range, restore kept cells
         self.step_index += 1
         return loss.detach()
@@ -351,9 +354,8 @@ class GenerationLoop(MemoryRecovery):
         state = {"optimizer": c.optimizer, "method": c.method, "shape": tuple(self.z.shape),
                  "steps": self._story_offset + self.step_index, "optimizer_state": opt_state, "seed": c.seed,
                  "rng_device": self.gen.device.type, "rng_state": self.gen.get_state()}
-        schedule = self.lr_schedule.state_dict()
-        if schedule:  # e.g. plateau's best loss and patience count
-            state["lr_schedule"] = {"name": c.lr_schedule.lower(), "state": schedule}
+        # the torch scheduler's state and the multiplier (plateau: its best loss and patience count too)
+        state["lr_schedule"] = {"name": c.lr_schedule.lower(), "state": cpu_copy(self.lr_schedule.state_dict())}
         if self._init_term is not None:  # the init pull-back's target (the run's start, not this loop's)
             state["z_init"] = self._init_term.state_dict()["target"]
         logits = self.param.state_dict().get("logits")

@@ -1,15 +1,22 @@
-"""The optimiser of a composed run as a spec (name, learning rate, schedule), built on ``torch.optim`` and
+"""The optimiser of a run as a spec (name, learning rate, schedule), built on ``torch.optim`` and
 ``torch.optim.lr_scheduler``.
 
 Why a spec, not an optimiser: the optimiser belongs to the latent it moves, which exists only when a run
-starts; the spec is what a user chooses (a graph node, a script) and can be shared by several runs. The
-built optimiser and scheduler carry their whole state in their own ``state_dict``.
+starts; the spec is what a user chooses (a graph node, a script) and can be shared by several runs.
+
+The schedule is a torch scheduler driving a one-parameter *unit* optimiser (learning rate 1): its learning
+rate is the run's multiplier (:class:`ScheduleFactor`), applied to the run's own learning rate every step. So
+a resumed run may change ``lr`` and keep its schedule's position and state (plateau's best loss), and a
+scheduler's state never depends on the optimiser it happens to sit on.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.optim import lr_scheduler
@@ -17,35 +24,85 @@ from torch.optim import lr_scheduler
 from vqgan_core.optimizers import OPTIMIZERS, make_optimizer
 from vqgan_core.registry import Registry
 
-__all__ = ["SCHEDULERS", "OptimizerSpec", "Scheduler"]
+__all__ = ["SCHEDULERS", "OptimizerSpec", "ScheduleFactor"]
 
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
-SCHEDULERS: Registry[Callable[[torch.optim.Optimizer, int, float], Scheduler]] = Registry("lr schedule")
+SCHEDULERS: Registry[Callable[..., Scheduler]] = Registry("lr schedule")
 
 
 @SCHEDULERS.register("constant")
-def _constant(opt: torch.optim.Optimizer, total: int, lr: float) -> Scheduler:
+def _constant(opt: torch.optim.Optimizer, total: int) -> Scheduler:
     """The classic fixed learning rate."""
     return lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
 
 @SCHEDULERS.register("cosine")
-def _cosine(opt: torch.optim.Optimizer, total: int, lr: float) -> Scheduler:
-    """Half-cosine from lr to 0.1 lr over the planned steps: finer detail at the end."""
-    return lr_scheduler.CosineAnnealingLR(opt, T_max=max(total - 1, 1), eta_min=0.1 * lr)
+def _cosine(opt: torch.optim.Optimizer, total: int, min_factor: float = 0.1) -> Scheduler:
+    """Half-cosine from 1 to ``min_factor`` over the planned steps: finer detail at the end."""
+    return lr_scheduler.CosineAnnealingLR(opt, T_max=max(total - 1, 1), eta_min=min_factor)
 
 
 @SCHEDULERS.register("step")
-def _step(opt: torch.optim.Optimizer, total: int, lr: float) -> Scheduler:
-    """pixray's drop: x0.1 once 75 % of the planned steps are done."""
-    return lr_scheduler.MultiStepLR(opt, milestones=[int(0.75 * total)], gamma=0.1)
+def _step(opt: torch.optim.Optimizer, total: int, at: float = 0.75, drop: float = 0.1) -> Scheduler:
+    """pixray's drop: x``drop`` once ``at`` of the planned steps are done."""
+    return lr_scheduler.MultiStepLR(opt, milestones=[int(at * total)], gamma=drop)
 
 
 @SCHEDULERS.register("plateau")
-def _plateau(opt: torch.optim.Optimizer, total: int, lr: float) -> Scheduler:
-    """Halve when the logged loss has not improved by 0.1 % for 5 checks (down to 0.01 lr)."""
-    return lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=5, threshold=1e-3,
-                                          min_lr=0.01 * lr)
+def _plateau(opt: torch.optim.Optimizer, total: int, factor: float = 0.5, patience: int = 5,
+             threshold: float = 1e-3, min_factor: float = 0.01) -> Scheduler:
+    """Halve when the logged loss has not improved by ``threshold`` for ``patience`` checks (down to 0.01). The
+    threshold is absolute: right for negative losses too (negative prompt weights), where torch's relative mode
+    would call a worsening an improvement."""
+    return lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=factor, patience=patience, threshold=threshold,
+                                          threshold_mode="abs", min_lr=min_factor)
+
+
+class ScheduleFactor:
+    """A run's learning-rate multiplier: schedule ``name`` over ``total`` steps (``kwargs`` tune it), read with
+    :meth:`factor`, moved on with :meth:`step` (after each optimiser step) and :meth:`observe` (logged losses)."""
+
+    def __init__(self, name: str, total: int, **kwargs: Any) -> None:
+        self.name = name.lower()
+        self._unit = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        self.scheduler = SCHEDULERS.get(self.name)(self._unit, max(int(total), 1), **kwargs)
+        self.needs_loss = isinstance(self.scheduler, lr_scheduler.ReduceLROnPlateau)
+
+    def factor(self) -> float:
+        """The multiplier for the next step."""
+        return float(self._unit.param_groups[0]["lr"])
+
+    def step(self) -> None:
+        """One step done (a loss-driven schedule moves in :meth:`observe` instead)."""
+        if not self.needs_loss:
+            self._unit.step()  # (no gradient: nothing moves; keeps torch's order check quiet)
+            self.scheduler.step()
+
+    def advance(self, steps: int) -> None:
+        """Skip ``steps`` steps (a run that goes on from a step of a longer one, without saved state)."""
+        for _ in range(int(steps)):
+            self.step()
+
+    def observe(self, loss: float) -> None:
+        """A logged loss (plateau only; NaN is never an improvement)."""
+        if self.needs_loss and math.isfinite(loss):
+            self.scheduler.step(loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state and the current multiplier (plain JSON types: it travels in latent files)."""
+        sd = dict(self.scheduler.state_dict())
+        if isinstance(sd.get("milestones"), Counter):  # MultiStepLR: {step: count}, JSON keeps only lists
+            sd["milestones"] = [[int(k), int(v)] for k, v in sd["milestones"].items()]
+        return {"scheduler": sd, "factor": self.factor()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from :meth:`state_dict` of the same schedule."""
+        sd = dict(state["scheduler"])
+        if "milestones" in sd:
+            sd["milestones"] = Counter({int(k): int(v) for k, v in sd["milestones"]})
+        factor = float(state["factor"])
+        self.scheduler.load_state_dict(sd)
+        self._unit.param_groups[0]["lr"] = factor
 
 
 @dataclass(frozen=True)
@@ -67,22 +124,16 @@ class OptimizerSpec:
 
     def __post_init__(self) -> None:
         OPTIMIZERS.get(self.name.lower())  # an unknown name lists the valid ones
-        SCHEDULERS.get(self.schedule.lower())  # an unknown name lists the valid ones
+        SCHEDULERS.get(self.schedule.lower())
         if not (0 < float(self.lr) < float("inf")):
             raise ValueError(f"the learning rate must be a positive finite number, got {self.lr}")
         if self.schedule_steps < 0:
             raise ValueError(f"schedule_steps must be >= 0 (0 = the run's planned steps), got {self.schedule_steps}")
 
-    @property
-    def needs_loss(self) -> bool:
-        """Whether the scheduler steps on the loss (plateau): the run feeds it its logged losses."""
-        return self.schedule.lower() == "plateau"
-
-    def build(self, params: Iterable[torch.Tensor], planned_steps: int) -> tuple[torch.optim.Optimizer, Scheduler]:
-        """``(optimizer, scheduler)`` over ``params`` for a run that plans ``planned_steps`` steps."""
+    def build(self, params: Iterable[torch.Tensor], planned_steps: int) -> tuple[torch.optim.Optimizer, ScheduleFactor]:
+        """``(optimizer, schedule)`` over ``params`` for a run that plans ``planned_steps`` steps."""
         opt = make_optimizer(self.name, params, lr=self.lr)
-        total = self.schedule_steps or max(planned_steps, 1)
-        return opt, SCHEDULERS.get(self.schedule.lower())(opt, total, self.lr)
+        return opt, ScheduleFactor(self.schedule, self.schedule_steps or max(planned_steps, 1))
 
     def describe(self) -> str:
         """One line for logs."""

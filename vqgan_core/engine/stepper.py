@@ -122,7 +122,7 @@ class Stepper:
                                 self.planned_steps, seamless=is_seamless(self.vqgan), low_dtype=self.low_dtype,
                                 cast_cache=not use_graph, start_step=start_step)
         self.loss.bind(self.run_info)
-        self.opt, self.scheduler = self.spec.build(self.param.parameters(), self.planned_steps)
+        self.opt, self.schedule = self.spec.build(self.param.parameters(), self.planned_steps)
         self._graphed = GraphedLossBackward(self._body, self.param.z, [self.gen]) if use_graph else None
         self._modules = [self.vqgan, *(g.model for t in clips for g, _ in t.clip.guides)]
 
@@ -162,6 +162,8 @@ class Stepper:
     def step(self) -> torch.Tensor:
         """One optimisation step; returns the (device) loss of the image before the update."""
         i = self.step_index
+        for g in self.opt.param_groups:
+            g["lr"] = self.spec.lr * self.schedule.factor()
         key = self.loss.prepare(i)
         loss, img = self._loss_and_grad(key)
         want_save = bool(self.save_every) and i % self.save_every == 0 and self.cb.save is not None
@@ -173,8 +175,7 @@ class Stepper:
             if want_preview:
                 self.cb.preview(i, shown)
         self.opt.step()
-        if not self.spec.needs_loss:
-            self.scheduler.step()
+        self.schedule.step()
         self.param.after_step()
         self.step_index += 1
         return loss
@@ -209,8 +210,8 @@ class Stepper:
                     if not watch.update(value, i, before):
                         raise self._non_finite(value, i, watch)
                     self.losses.append((i, value))
-                    if on_cadence and self.spec.needs_loss:
-                        self.scheduler.step(value)
+                    if on_cadence:
+                        self.schedule.observe(value)
                 if self.cb.progress is not None:
                     self.cb.progress(done, int(steps), value)
             z = self.param.latent()
@@ -234,7 +235,7 @@ class Stepper:
                 "version": STATE_VERSION, "step": self.step_index, "seed": self.seed,
                 "planned_steps": self.planned_steps, "latent_shape": tuple(self.param.z.shape),
                 "optimizer": {"name": self.spec.name.lower(), "state": cpu_copy(self.opt.state_dict())},
-                "scheduler": {"name": self.spec.schedule.lower(), "state": cpu_copy(self.scheduler.state_dict())},
+                "scheduler": {"name": self.spec.schedule.lower(), "state": cpu_copy(self.schedule.state_dict())},
                 "rng": {"device": self.gen.device.type, "state": self.gen.get_state()},
                 "latent": self.param.state_dict(), "loss": self.loss.state_dict(),
                 "losses": list(self.losses),
@@ -258,7 +259,7 @@ class Stepper:
             self.param.load_state_dict(state["latent"])
             self.loss.load_state_dict(state["loss"])
             self.opt.load_state_dict(copy.deepcopy(opt["state"]))  # copies: a host's cached state never changes
-            self.scheduler.load_state_dict(copy.deepcopy(sched["state"]))
+            self.schedule.load_state_dict(copy.deepcopy(sched["state"]))
             rng = state["rng"]
             if rng["device"] == self.gen.device.type:
                 self.gen.set_state(rng["state"])
