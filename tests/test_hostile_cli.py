@@ -176,9 +176,17 @@ def test_sigterm_writes_the_image_like_ctrl_c(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "vqgan_core", *DEMO, "red", "--steps", "5000", "--out", str(out)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # models loaded, the loop running
+    seen = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 180:  # the loop has started once it logs its seed (the handler is in place)
+        line = proc.stderr.readline()
+        seen.append(line)
+        if not line or "seed 1," in line:
+            break
+    time.sleep(1)
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=120)
+    stderr = "".join(seen) + stderr
     assert proc.returncode == 0, stderr[-2000:]
     assert "terminated" in stderr and out.is_file() and "interrupted" in stdout
 
