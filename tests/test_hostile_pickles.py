@@ -78,9 +78,9 @@ def test_malicious_checkpoints_are_refused_everywhere_and_never_run(tmp_path, ca
             assert main(["generate", "red", "--vqgan", str(path), "--steps", "1", "--out", str(tmp_path / "x.png"),
                          "--no-progress", "--device", "cpu"]) == 2, name
         else:
-            from training.cli import main as train_main
-
             from PIL import Image
+
+            from training.cli import main as train_main
 
             data = tmp_path / "images"
             if not data.is_dir():  # a real (tiny) image folder, so the run gets as far as its start point
