@@ -29,7 +29,18 @@ from .optimize import (
     story_fade_input,
     target_settings,
 )
-from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
+from .types import (
+    GUIDE_TIP,
+    LATENT_TIP,
+    TARGETS_TIP,
+    VQGAN_TIP,
+    ClipGuide,
+    ClipTargets,
+    Latent,
+    Targets,
+    VQGANModel,
+    VQLatent,
+)
 
 PADDINGS = ["auto", "reflection", "border", "zeros", "wrap"]  # auto: wrap for a seamless VQGAN, else reflection
 
@@ -98,10 +109,10 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
             "image, re-encodes it and optimises it towards the targets again. Frame 0 is the input latent. "
             "Connect the frames to Save Animated WEBP or Save Animated PNG.",
             inputs=[
-                VQLatent.Input("latent"),
-                VQGANModel.Input("vqgan"),
-                ClipGuide.Input("clip_guide"),
-                ClipTargets.Input("targets"),
+                VQLatent.Input("latent", tooltip=LATENT_TIP),
+                VQGANModel.Input("vqgan", tooltip=VQGAN_TIP),
+                ClipGuide.Input("clip_guide", tooltip=GUIDE_TIP),
+                ClipTargets.Input("targets", tooltip=TARGETS_TIP),
                 *animation_inputs(),
                 per_frame,
                 *rest,
@@ -111,6 +122,7 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
                 method_input(),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
+            hidden=[io.Hidden.unique_id],  # the loss shows under the node
         )
 
     @classmethod
@@ -131,7 +143,8 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
             tv_weight=tv_weight, image_losses=image_losses, story_fade=story_fade, method=method))
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
         regions = region_prompts(targets)
-        callbacks = ca.Progress((frames - 1) * steps_per_frame, models=(vqgan, clip_guide)).callbacks()
+        callbacks = ca.Progress((frames - 1) * steps_per_frame, models=(vqgan, clip_guide),
+                                node_id=ca.node_id(cls)).callbacks()
         with memory.running(vqgan, clip_guide, config, views=run_views(targets, regions)):
             result = run_animation(vqgan, clip_guide, config, anim, callbacks,
                                    init_latent=latent.z.to(ca.compute_device()), image_prompts=image_prompts(targets),
@@ -154,10 +167,10 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
             "multiple of the VQGAN's factor) mixed with the previous output by 'blend', and is optimised "
             "towards the targets. Load a video as an IMAGE batch; save with Save Animated WEBP / PNG.",
             inputs=[
-                io.Image.Input("frames"),
-                VQGANModel.Input("vqgan"),
-                ClipGuide.Input("clip_guide"),
-                ClipTargets.Input("targets"),
+                io.Image.Input("frames", tooltip="The video's frames as an IMAGE batch (Load Image of an animated file, a video loader)."),
+                VQGANModel.Input("vqgan", tooltip=VQGAN_TIP),
+                ClipGuide.Input("clip_guide", tooltip=GUIDE_TIP),
+                ClipTargets.Input("targets", tooltip=TARGETS_TIP),
                 io.Int.Input("first_steps", default=50, min=0, max=10000, step=1,
                              tooltip="Optimisation steps for the first frame."),
                 io.Int.Input("steps_per_frame", default=10, min=0, max=10000, step=1,
@@ -175,6 +188,7 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                 method_input(),
             ],
             outputs=[io.Image.Output(display_name="frames"), VQLatent.Output(display_name="latent")],
+            hidden=[io.Hidden.unique_id],  # the loss shows under the node
         )
 
     @classmethod
@@ -201,7 +215,8 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                                    method=method)
         config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
         regions = region_prompts(targets)
-        callbacks = ca.Progress(first_steps + (n - 1) * steps_per_frame, models=(vqgan, clip_guide)).callbacks()
+        callbacks = ca.Progress(first_steps + (n - 1) * steps_per_frame, models=(vqgan, clip_guide),
+                                node_id=ca.node_id(cls)).callbacks()
         with memory.running(vqgan, clip_guide, config, views=run_views(targets, regions)):
             result = run_animation(vqgan, clip_guide, config, anim, callbacks, source=src,
                                    image_prompts=image_prompts(targets), regions=regions)

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from . import comfy_adapters as ca
 from . import memory
-from .types import Codes, Latent, VQCodes, VQLatent
+from .types import LATENT_TIP, Codes, Latent, VQCodes, VQLatent
 
 CATEGORY = "vqgan_clip/codebook"
 
@@ -50,7 +50,7 @@ class CodebookLookup(io.ComfyNode):
             display_name="Codebook Lookup",
             category=CATEGORY,
             description="Finds the nearest codebook entry of every latent token.",
-            inputs=[VQLatent.Input("latent")],
+            inputs=[VQLatent.Input("latent", tooltip=LATENT_TIP)],
             outputs=[VQCodes.Output(display_name="codes"), io.Image.Output(display_name="code_map"),
                      io.String.Output(display_name="codes_text")],
         )
@@ -79,7 +79,7 @@ class CodesToLatent(io.ComfyNode):
             display_name="Codes To VQ Latent",
             category=CATEGORY,
             description="Turns code indices back into a latent (each token = its codebook vector).",
-            inputs=[VQCodes.Input("codes")],
+            inputs=[VQCodes.Input("codes", tooltip="Code indices (Codebook Lookup).")],
             outputs=[VQLatent.Output(display_name="latent")],
         )
 
@@ -107,16 +107,17 @@ class CodebookEdit(io.ComfyNode):
             description="Sets the tokens inside a region to chosen codes. The region is the optional mask "
             "(> 0.5) or else the pixel rectangle x, y, width, height.",
             inputs=[
-                VQLatent.Input("latent"),
+                VQLatent.Input("latent", tooltip=LATENT_TIP),
                 io.String.Input("codes", default="0", tooltip="Code indices, e.g. '12' or '3, 40, 7'."),
                 io.Combo.Input("pattern", options=list(FILL_PATTERNS), default="tile",
                                tooltip="tile: repeat the list over the region; random: pick per token (seeded)."),
-                io.Int.Input("x", default=0, **px),
-                io.Int.Input("y", default=0, **px),
-                io.Int.Input("width", default=64, **px),
-                io.Int.Input("height", default=64, **px),
-                io.Int.Input("seed", default=0, min=0, max=2**32 - 1, step=1, control_after_generate=True),
-                io.Mask.Input("mask", optional=True),
+                io.Int.Input("x", default=0, **px, tooltip="Left edge of the rectangle in pixels (without a mask)."),
+                io.Int.Input("y", default=0, **px, tooltip="Top edge of the rectangle in pixels (without a mask)."),
+                io.Int.Input("width", default=64, **px, tooltip="Rectangle width in pixels (without a mask)."),
+                io.Int.Input("height", default=64, **px, tooltip="Rectangle height in pixels (without a mask)."),
+                io.Int.Input("seed", default=0, min=0, max=2**32 - 1, step=1, control_after_generate=True,
+                             tooltip="Seed of the random pattern."),
+                io.Mask.Input("mask", optional=True, tooltip="Where to set the codes (> 0.5); instead of the rectangle."),
             ],
             outputs=[VQLatent.Output(display_name="latent")],
         )

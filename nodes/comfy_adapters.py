@@ -263,11 +263,14 @@ class Progress:
     with the next progress update as a ``("JPEG", PIL image, max size)`` tuple (what KSampler sends).
     """
 
-    def __init__(self, total: int, *, models: tuple, preview_size: int | None = None) -> None:
+    def __init__(self, total: int, *, models: tuple, preview_size: int | None = None,
+                 node_id: str | None = None) -> None:
         """Create the ComfyUI bar for ``total`` steps (preview size: ComfyUI's ``--preview-size``).
 
         ``models``: what the run uses (VQGAN, guides); they stay loaded when memory is freed for the run.
+        ``node_id``: the running node (its ``hidden.unique_id``): the loss shows under it as progress text.
         """
+        self.node_id, self.last_loss = node_id, None
         import comfy.utils
 
         self.models = models
@@ -298,7 +301,11 @@ class Progress:
         self._pending = ("JPEG", to_pil(images), self.preview_size)
 
     def progress(self, step: int, total: int, loss: float | None = None) -> None:
-        """Engine hook after every step: update the bar (with a pending preview), check Cancel."""
+        """Engine hook after every step: update the bar (with a pending preview), show the loss when it was read
+        (under the node, while tuning), check Cancel."""
+        if loss is not None:
+            self.last_loss = loss
+            send_text(self.node_id, f"step {step}/{total} · loss {loss:.4f}")
         preview, self._pending = self._pending, None
         self.bar.update_absolute(step, total, preview)
         check_interrupt()
@@ -311,6 +318,12 @@ def _preview_size() -> int:
     except ImportError:
         return 512
     return int(getattr(args, "preview_size", 512) or 512)
+
+
+def node_id(cls: type) -> str | None:
+    """The running node's id (``hidden.unique_id``) of a V3 node class, when ComfyUI gave one."""
+    hidden = getattr(cls, "hidden", None)
+    return getattr(hidden, "unique_id", None) if hidden is not None else None
 
 
 def send_text(node_id: str | None, text: str) -> None:

@@ -11,7 +11,7 @@ from comfy_api.latest import io
 
 from . import comfy_adapters as ca
 from . import memory
-from .types import Latent, VQGANModel, VQLatent
+from .types import LATENT_TIP, VQGAN_TIP, Latent, VQGANModel, VQLatent
 
 CATEGORY = "vqgan_clip/latent"
 MAX_SIZE = 4096
@@ -38,7 +38,9 @@ class VQGANEncode(io.ComfyNode):
             category=CATEGORY,
             description="Encodes an image into the VQGAN's latent (centre-cropped to a multiple of the "
             "downsampling factor).",
-            inputs=[VQGANModel.Input("vqgan"), io.Image.Input("image")],
+            inputs=[VQGANModel.Input("vqgan", tooltip=VQGAN_TIP),
+                    io.Image.Input("image", tooltip="The picture(s) to encode; centre-cropped to a multiple of the "
+                                   "VQGAN's factor (16 or 8 pixels).")],
             outputs=[VQLatent.Output(display_name="latent")],
         )
 
@@ -65,7 +67,7 @@ class VQGANDecode(io.ComfyNode):
             display_name="VQGAN Decode",
             category=CATEGORY,
             description="Quantises the latent to its nearest codes and decodes it to an image.",
-            inputs=[VQLatent.Input("latent")],
+            inputs=[VQLatent.Input("latent", tooltip=LATENT_TIP)],
             outputs=[io.Image.Output(display_name="image")],
         )
 
@@ -97,13 +99,17 @@ class RandomVQLatent(io.ComfyNode):
             description="Creates a seeded starting latent (image i of the batch uses seed + i, so it equals a "
             "single run with that seed). init 'image' resizes and crops the init image to width x height.",
             inputs=[
-                VQGANModel.Input("vqgan"),
-                io.Int.Input("width", default=256, min=8, max=MAX_SIZE, step=8),
-                io.Int.Input("height", default=256, min=8, max=MAX_SIZE, step=8),
-                io.Int.Input("seed", default=0, min=0, max=2**32 - 1, step=1, control_after_generate=True),
+                VQGANModel.Input("vqgan", tooltip=VQGAN_TIP),
+                io.Int.Input("width", default=256, min=8, max=MAX_SIZE, step=8,
+                             tooltip="Image width in pixels (rounded down to the VQGAN's factor; CPU: 64-256)."),
+                io.Int.Input("height", default=256, min=8, max=MAX_SIZE, step=8,
+                             tooltip="Image height in pixels (rounded down to the VQGAN's factor)."),
+                io.Int.Input("seed", default=0, min=0, max=2**32 - 1, step=1, control_after_generate=True,
+                             tooltip="Seed of the starting codes or noise; image i of a batch uses seed + i."),
                 io.Combo.Input("init", options=init_type_names(), default="random",
                                tooltip="random: random codes; image: the init image; others: encoded noise."),
-                io.Int.Input("batch_size", default=1, min=1, max=64, step=1),
+                io.Int.Input("batch_size", default=1, min=1, max=64, step=1,
+                             tooltip="Images optimised together in one batched step (different seeds)."),
                 io.Image.Input("init_image", optional=True, tooltip="Used when init is 'image'."),
             ],
             outputs=[VQLatent.Output(display_name="latent")],
@@ -148,9 +154,11 @@ class ResizeVQLatent(io.ComfyNode):
             description="Scales the latent's token grid (nearest keeps the codes, bilinear blends). Chain with "
             "VQGAN+CLIP Optimize for coarse-to-fine.",
             inputs=[
-                VQLatent.Input("latent"),
-                io.Float.Input("scale", default=2.0, min=0.25, max=8.0, step=0.25, round=0.01),
-                io.Combo.Input("mode", options=["nearest", "bilinear"], default="nearest"),
+                VQLatent.Input("latent", tooltip=LATENT_TIP),
+                io.Float.Input("scale", default=2.0, min=0.25, max=8.0, step=0.25, round=0.01,
+                               tooltip="Size factor of the token grid (2 = twice as wide and high: coarse to fine)."),
+                io.Combo.Input("mode", options=["nearest", "bilinear"], default="nearest",
+                               tooltip="nearest keeps every code (blocky, exact); bilinear blends neighbours."),
             ],
             outputs=[VQLatent.Output(display_name="latent")],
         )
@@ -179,9 +187,10 @@ class InterpolateVQLatents(io.ComfyNode):
             "it and save it with Save Animated WEBP for a morph. Both latents must come from the same VQGAN and "
             "have the same size and batch.",
             inputs=[
-                VQLatent.Input("latent_a"),
-                VQLatent.Input("latent_b"),
-                io.Int.Input("frames", default=16, min=2, max=1000, step=1),
+                VQLatent.Input("latent_a", tooltip="The first frame's latent."),
+                VQLatent.Input("latent_b", tooltip="The last frame's latent (same VQGAN, size and batch)."),
+                io.Int.Input("frames", default=16, min=2, max=1000, step=1,
+                             tooltip="Frames from A to B, both included."),
                 io.Combo.Input("mode", options=list(INTERPOLATIONS), default="slerp",
                                tooltip="slerp keeps the in-between latents as typical as the ends."),
             ],

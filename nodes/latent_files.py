@@ -17,7 +17,7 @@ import os
 from comfy_api.latest import io
 
 from . import comfy_adapters as ca
-from .types import Latent, VQGANModel, VQLatent
+from .types import LATENT_TIP, VQGAN_TIP, Latent, VQGANModel, VQLatent
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class SaveVQLatent(io.ComfyNode):
             category=CATEGORY,
             description="Saves the latent and its optimiser state (.vqlatent in the output folder). Load VQ Latent "
             "with the same VQGAN and a VQGAN+CLIP Optimize with continue_run goes on exactly where this run stopped.",
-            inputs=[VQLatent.Input("latent"), io.String.Input("filename_prefix", default="vqgan_clip/latent")],
+            inputs=[VQLatent.Input("latent", tooltip=LATENT_TIP), io.String.Input("filename_prefix", default="vqgan_clip/latent",
+                                    tooltip="File name under ComfyUI's output folder (a counter and .vqlatent are added).")],
             outputs=[],
             hidden=[io.Hidden.prompt],
             is_output_node=True,
@@ -94,7 +95,8 @@ class LoadVQLatent(io.ComfyNode):
             category=CATEGORY,
             description="Loads a .vqlatent written by Save VQ Latent (input folder, or output folder marked "
             "[output]) with its optimiser state. Connect the VQGAN it was made with.",
-            inputs=[VQGANModel.Input("vqgan"), io.Combo.Input("latent_file", options=latent_choices())],
+            inputs=[VQGANModel.Input("vqgan", tooltip=VQGAN_TIP), io.Combo.Input("latent_file", options=latent_choices(),
+                                   tooltip="A .vqlatent from the input folder, or the output folder (marked [output]).")],
             outputs=[VQLatent.Output(display_name="latent")],
         )
 

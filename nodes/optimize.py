@@ -16,7 +16,18 @@ from comfy_api.latest import io
 
 from . import comfy_adapters as ca
 from . import memory
-from .types import ClipGuide, ClipTargets, Latent, Targets, VQGANModel, VQLatent
+from .types import (
+    GUIDE_TIP,
+    LATENT_TIP,
+    TARGETS_TIP,
+    VQGAN_TIP,
+    ClipGuide,
+    ClipTargets,
+    Latent,
+    Targets,
+    VQGANModel,
+    VQLatent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +85,7 @@ def check_augments(augmentations: str) -> str | None:
     try:
         parse_augments(augmentations)
     except ValueError:
-        return (f"Unknown augmentation in '{augmentations}'. Use comma-separated codes from: "
+        return (f"augmentations: Unknown augmentation in '{augmentations}'. Use comma-separated codes from: "
                 f"{', '.join(augment_names())} (or 'none').")
     return None
 
@@ -86,7 +97,7 @@ def check_image_losses(spec: str | None) -> str | None:
     try:
         parse_image_losses(spec)
     except ValueError as e:
-        return f"Image losses: {e}. Write 'name:weight,...', e.g. 'symmetry:0.5,saturation:0.2'."
+        return f"image_losses: {e}. Write 'name:weight,...', e.g. 'symmetry:0.5,saturation:0.2'."
     return None
 
 
@@ -209,22 +220,27 @@ def make_config(settings: dict, **extra):  # noqa: ANN003, ANN201
 
 
 def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings: dict,  # noqa: ANN001
-               state: dict, preview_every: int, edit_mask: torch.Tensor | None = None):  # noqa: ANN201
+               state: dict, preview_every: int, edit_mask: torch.Tensor | None = None,
+               node_id: str | None = None, snapshots: list | None = None):  # noqa: ANN201
     """Run ``vqgan_core.generate`` from ``z0`` (or its own init when None).
 
     Returns the engine's GenerationResult and the state to continue from (``vqgan_core.run_state``): the
     optimiser's state, restored into the next Optimize when the optimiser and the latent shape match, so a
     chained Optimize continues the run instead of restarting it. The state is copied both ways: Adam updates
     its moments in place, and the upstream node's cached output must never change (re-running the workflow
-    must give the same image).
+    must give the same image). ``snapshots``: a list that receives the image every ``snapshot_every`` steps.
     """
     from vqgan_core.generate import GenerationLoop
     from vqgan_core.run_state import continue_run, run_state
 
+    settings = dict(settings)
+    every = int(settings.pop("snapshot_every", 0) or 0)
     config = make_config(settings, **target_settings(targets, settings.get("change_prompts_every", 0)),
-                         preview_every=preview_every)
+                         preview_every=preview_every, save_every=every if snapshots is not None else 0)
     regions = region_prompts(targets)
-    callbacks = ca.Progress(settings["steps"], models=(model, guide)).callbacks()
+    callbacks = ca.Progress(settings["steps"], models=(model, guide), node_id=node_id).callbacks()
+    if snapshots is not None and every:
+        callbacks.save = lambda step, images: snapshots.append(images.detach().cpu())
     with memory.running(model, guide, config, views=run_views(targets, regions)):
         loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
                               regions=regions, edit_mask=first_mask(edit_mask),
@@ -232,6 +248,18 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
         continue_run(loop, state)  # the new lr widget wins over the stored one
         result = loop.run()
     return result, run_state(loop)
+
+
+def snapshot_input() -> io.Int.Input:
+    """How often the optimising nodes keep a frame of the run (the ``snapshots`` output)."""
+    return io.Int.Input("snapshot_every", default=0, min=0, max=10000, step=1, optional=True,
+                        tooltip="Also keep the image every N steps: the snapshots output is the run as an IMAGE batch "
+                        "(for Save Animated WEBP/PNG). 0 = only the final image.")
+
+
+def snapshot_batch(frames: list[torch.Tensor], final: torch.Tensor) -> torch.Tensor:
+    """The kept frames and the final images as one ComfyUI IMAGE batch, frame after frame."""
+    return ca.bchw_to_image(torch.cat([*frames, final.detach().cpu()]))
 
 
 def check_inputs(latent: Latent, model, targets: Targets) -> None:  # noqa: ANN001
@@ -266,32 +294,39 @@ def first_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def optimize_latent(latent: Latent, model, guide, targets: Targets, settings: dict,  # noqa: ANN001
-                    preview_every: int, continue_run: bool, edit_mask: torch.Tensor | None = None) -> Latent:
+                    preview_every: int, continue_run: bool, edit_mask: torch.Tensor | None = None,
+                    node_id: str | None = None) -> tuple[Latent, torch.Tensor]:
     """Shared body of Optimize and Generate: checks, device moves, grad mode, engine call."""
     check_inputs(latent, model, targets)
     state = dict(latent.state) if continue_run else {}
     device = ca.compute_device()
     settings = latent_settings(latent, model, settings)
     # GenerationLoop leaves inference mode and enables gradients itself; it clones z0 (never modifies it)
+    frames: list[torch.Tensor] = []
     result, new_state = run_engine(model, guide, targets, latent.z.to(device), settings, state, preview_every,
-                                   edit_mask)
-    return Latent(z=result.latent.detach().to(ca.output_device()), model=model, state=new_state)
+                                   edit_mask, node_id, frames)
+    out = Latent(z=result.latent.detach().to(ca.output_device()), model=model, state=new_state)
+    return out, snapshot_batch(frames, result.images)
 
 
 def common_inputs(steps: int = 50) -> list:
     """Widgets shared by Optimize and Generate."""
     return [
-        io.Int.Input("steps", default=steps, min=1, max=10000, step=1),
-        io.Combo.Input("optimizer", options=optimizer_choices(), default="adam"),
+        io.Int.Input("steps", default=steps, min=1, max=10000, step=1,
+                     tooltip="Optimisation steps (classic 300-500 for a finished image; the demo: 60)."),
+        io.Combo.Input("optimizer", options=optimizer_choices(), default="adam",
+                       tooltip="adam (classic), adamw, lion, radam, ... (torch.optim and timm)."),
         io.Float.Input("lr", default=0.1, min=0.0001, max=10.0, step=0.001, round=0.0001,
                        tooltip="Learning rate of the latent (classic 0.1)."),
         io.Int.Input("cutouts", default=32, min=1, max=256, step=1,
                      tooltip="Cutouts per image per step (CPU: 8-16)."),
-        io.Combo.Input("cutout_method", options=cutout_choices(), default="latest"),
+        io.Combo.Input("cutout_method", options=cutout_choices(), default="latest",
+                       tooltip="How crops are taken: latest (the classic script's), crops, mixed."),
         io.String.Input("augmentations", default="Af,Pe,Ji,Er",
                         tooltip="Comma-separated kornia-style codes (Af affine, Pe perspective, Ji jitter, "
                         "Er erasing, ...) or 'none'."),
-        io.Int.Input("seed", default=0, min=0, max=SEED_MAX, step=1, control_after_generate=True),
+        io.Int.Input("seed", default=0, min=0, max=SEED_MAX, step=1, control_after_generate=True,
+                     tooltip="Seed of the random starting codes, cutouts and augmentations: same seed, same image."),
     ]
 
 
@@ -309,10 +344,10 @@ class VQGANCLIPOptimize(TextWidgetNode):
             "keeps the optimiser state, so a second Optimize continues the same run (story: change the "
             "prompt; coarse-to-fine: Resize VQ Latent in between).",
             inputs=[
-                VQLatent.Input("latent"),
-                VQGANModel.Input("vqgan"),
-                ClipGuide.Input("clip_guide"),
-                ClipTargets.Input("targets"),
+                VQLatent.Input("latent", tooltip=LATENT_TIP),
+                VQGANModel.Input("vqgan", tooltip=VQGAN_TIP),
+                ClipGuide.Input("clip_guide", tooltip=GUIDE_TIP),
+                ClipTargets.Input("targets", tooltip=TARGETS_TIP),
                 *common_inputs(),
                 io.Float.Input("init_weight", default=0.0, min=0.0, max=100.0, step=0.01, round=0.001,
                                tooltip="Pull back towards the input latent (keeps an init image's layout)."),
@@ -329,11 +364,13 @@ class VQGANCLIPOptimize(TextWidgetNode):
                 change_prompts_input(),
                 story_fade_input(),
                 method_input(),
+                snapshot_input(),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Inpainting: only the masked area (> 0.5) changes; the rest keeps the "
                               "input latent. Each latent cell is 16x16 pixels for f16 models (8x8 for f8)."),
             ],
-            outputs=[VQLatent.Output(display_name="latent")],
+            outputs=[VQLatent.Output(display_name="latent"), io.Image.Output(display_name="snapshots")],
+            hidden=[io.Hidden.unique_id],  # the loss shows under the node
         )
 
     @classmethod
@@ -342,14 +379,15 @@ class VQGANCLIPOptimize(TextWidgetNode):
                 tv_weight: float, continue_run: bool, preview_every: int, image_losses: str = "",
                 low_memory: bool = False, mask: torch.Tensor | None = None,
                 lr_schedule: str = "constant", change_prompts_every: int = 0, story_fade: int = 0,
-                method: str = "z_quantize") -> io.NodeOutput:
+                method: str = "z_quantize", snapshot_every: int = 0) -> io.NodeOutput:
         """Run ``steps`` steps."""
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
                                    init_weight=init_weight, tv_weight=tv_weight, image_losses=image_losses,
                                    lr_schedule=lr_schedule, change_prompts_every=change_prompts_every,
-                                   story_fade=story_fade, method=method)
-        out = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask)
-        return io.NodeOutput(out)
+                                   story_fade=story_fade, method=method, snapshot_every=snapshot_every)
+        out, frames = optimize_latent(latent, vqgan, clip_guide, targets, settings, preview_every, continue_run, mask,
+                              ca.node_id(cls))
+        return io.NodeOutput(out, frames)
 
 
 class VQGANCLIPGenerate(io.ComfyNode):
@@ -365,20 +403,27 @@ class VQGANCLIPGenerate(io.ComfyNode):
             description="The whole VQGAN+CLIP run in one node: random codes, optimise towards the prompt, "
             "decode. For more control use Random VQ Latent -> VQGAN+CLIP Optimize -> VQGAN Decode.",
             inputs=[
-                VQGANModel.Input("vqgan"),
-                ClipGuide.Input("clip_guide"),
-                io.String.Input("prompt", multiline=True, default="a red circle on a blue background"),
-                io.Int.Input("width", default=256, min=8, max=4096, step=8),
-                io.Int.Input("height", default=256, min=8, max=4096, step=8),
+                VQGANModel.Input("vqgan", tooltip=VQGAN_TIP),
+                ClipGuide.Input("clip_guide", tooltip=GUIDE_TIP),
+                io.String.Input("prompt", multiline=True, default="a red circle on a blue background",
+                                tooltip="Prompts in the classic grammar: 'text[:weight[:stop]]', several joined by '|' ('a lighthouse:1|fog:-0.5': a negative weight pushes away; stop ends a prompt's pull once the image is that close). '^' separates story phrase sets ('a forest ^ a city'), switched every change_prompts_every steps."),
+                io.Int.Input("width", default=256, min=8, max=4096, step=8,
+                             tooltip="Image width in pixels (rounded down to the VQGAN's factor; CPU: 64-256)."),
+                io.Int.Input("height", default=256, min=8, max=4096, step=8,
+                             tooltip="Image height in pixels (rounded down to the VQGAN's factor)."),
                 *common_inputs(steps=100),
-                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1),
+                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
+                             tooltip="Show the image on the node every N steps (0 = never)."),
                 low_memory_input(),
                 lr_schedule_input(),
                 change_prompts_input(),
                 story_fade_input(),
                 method_input(),
+                snapshot_input(),
             ],
-            outputs=[io.Image.Output(display_name="image"), VQLatent.Output(display_name="latent")],
+            outputs=[io.Image.Output(display_name="image"), VQLatent.Output(display_name="latent"),
+                     io.Image.Output(display_name="snapshots")],
+            hidden=[io.Hidden.unique_id],  # the loss shows under the node
         )
 
     @classmethod
@@ -392,8 +437,9 @@ class VQGANCLIPGenerate(io.ComfyNode):
                 targets = parse_text_targets(prompt, 1.0)
                 if change_prompts_every is not None:  # None: a linked input, known only at run time
                     target_settings(targets, change_prompts_every)
-            except ValueError as e:
-                return str(e)
+            except ValueError as e:  # (ComfyUI shows a node's message under each widget it checks: name ours)
+                name = "change_prompts_every" if "change_prompts_every" in str(e) else "prompt"
+                return f"{name}: {e}"
         if augmentations is not None:
             return check_augments(augmentations) or True
         return True
@@ -402,7 +448,8 @@ class VQGANCLIPGenerate(io.ComfyNode):
     def execute(cls, vqgan, clip_guide, prompt: str, width: int, height: int, steps: int,  # noqa: ANN001
                 optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str, seed: int,
                 preview_every: int, low_memory: bool = False, lr_schedule: str = "constant",
-                change_prompts_every: int = 0, story_fade: int = 0, method: str = "z_quantize") -> io.NodeOutput:
+                change_prompts_every: int = 0, story_fade: int = 0, method: str = "z_quantize",
+                snapshot_every: int = 0) -> io.NodeOutput:
         """The engine's own run (same seed and settings give the same image as the CLI)."""
         from .prompts import parse_text_targets
 
@@ -413,7 +460,9 @@ class VQGANCLIPGenerate(io.ComfyNode):
         settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
                                    width=(width // f) * f, height=(height // f) * f, init="random",
                                    lr_schedule=lr_schedule, change_prompts_every=change_prompts_every,
-                                   story_fade=story_fade, method=method)
-        result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every)
+                                   story_fade=story_fade, method=method, snapshot_every=snapshot_every)
+        frames: list[torch.Tensor] = []
+        result, state = run_engine(vqgan, clip_guide, targets, None, settings, {}, preview_every,
+                                   node_id=ca.node_id(cls), snapshots=frames)
         latent = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan, state=state)
-        return io.NodeOutput(ca.bchw_to_image(result.images), latent)
+        return io.NodeOutput(ca.bchw_to_image(result.images), latent, snapshot_batch(frames, result.images))

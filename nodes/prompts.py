@@ -12,7 +12,7 @@ import torch
 from comfy_api.latest import io
 
 from . import comfy_adapters as ca
-from .types import ClipTargets, Target, Targets
+from .types import TARGETS_TIP, ClipTargets, Target, Targets
 
 CATEGORY = "vqgan_clip/prompts"
 WEIGHT = {"min": -100.0, "max": 100.0, "step": 0.05, "round": 0.001}
@@ -65,8 +65,9 @@ class CLIPTextPrompt(io.ComfyNode):
             "negative weight pushes the image away. 'weight' multiplies all of them. '^' separates story phrase "
             "sets: the engine nodes switch to the next set every 'change_prompts_every' steps.",
             inputs=[
-                io.String.Input("text", multiline=True, default="a red circle on a blue background"),
-                io.Float.Input("weight", default=1.0, **WEIGHT),
+                io.String.Input("text", multiline=True, default="a red circle on a blue background",
+                                tooltip="Prompts in the classic grammar: 'text[:weight[:stop]]', several joined by '|' ('a lighthouse:1|fog:-0.5': a negative weight pushes away; stop ends a prompt's pull once the image is that close). '^' separates story phrase sets ('a forest ^ a city'), switched every change_prompts_every steps."),
+                io.Float.Input("weight", default=1.0, **WEIGHT, tooltip="Multiplies every prompt's weight."),
             ],
             outputs=[ClipTargets.Output(display_name="targets")],
         )
@@ -101,8 +102,8 @@ class CLIPImagePrompt(io.ComfyNode):
             description="Image target: pulls the generated image towards this image's CLIP embedding. A batch "
             "gives one target per image.",
             inputs=[
-                io.Image.Input("image"),
-                io.Float.Input("weight", default=1.0, **WEIGHT),
+                io.Image.Input("image", tooltip="The image the result should resemble in CLIP's eyes."),
+                io.Float.Input("weight", default=1.0, **WEIGHT, tooltip="Strength (negative: away from it)."),
                 io.Float.Input("stop", **STOP),
             ],
             outputs=[ClipTargets.Output(display_name="targets")],
@@ -131,7 +132,7 @@ class CLIPNoisePrompt(io.ComfyNode):
             inputs=[
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, step=1,
                              tooltip="The same seed gives the same direction for a given CLIP model."),
-                io.Float.Input("weight", default=0.3, **WEIGHT),
+                io.Float.Input("weight", default=0.3, **WEIGHT, tooltip="Strength (small: variety; negative: away from it)."),
                 io.Float.Input("stop", **STOP),
             ],
             outputs=[ClipTargets.Output(display_name="targets")],
@@ -154,8 +155,9 @@ class CombineTargets(io.ComfyNode):
             display_name="Combine Targets",
             category=CATEGORY,
             description="All targets of the inputs together; their losses add up.",
-            inputs=[ClipTargets.Input("targets_1"), ClipTargets.Input("targets_2"),
-                    ClipTargets.Input("targets_3", optional=True), ClipTargets.Input("targets_4", optional=True)],
+            inputs=[ClipTargets.Input("targets_1", tooltip=TARGETS_TIP), ClipTargets.Input("targets_2", tooltip=TARGETS_TIP),
+                    ClipTargets.Input("targets_3", optional=True, tooltip=TARGETS_TIP),
+                    ClipTargets.Input("targets_4", optional=True, tooltip=TARGETS_TIP)],
             outputs=[ClipTargets.Output(display_name="targets")],
         )
 
@@ -183,7 +185,7 @@ class RegionTargets(io.ComfyNode):
             description="The targets apply to the masked region only (mask > 0.5; it is resized to the image): "
             "CLIP sees the region's bounding box, grey outside the mask. Combine with whole-image targets "
             "for composition, e.g. 'blue sky' on the top, 'a meadow' on the bottom.",
-            inputs=[ClipTargets.Input("targets"), io.Mask.Input("mask")],
+            inputs=[ClipTargets.Input("targets", tooltip=TARGETS_TIP), io.Mask.Input("mask", tooltip="The region (> 0.5), any size: resized to the image.")],
             outputs=[ClipTargets.Output(display_name="targets")],
         )
 

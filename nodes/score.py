@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 
 from . import comfy_adapters as ca
 from . import memory
-from .types import ClipGuide, ClipTargets, Targets
+from .types import GUIDE_TIP, TARGETS_TIP, ClipGuide, ClipTargets, Targets
 
 CATEGORY = "vqgan_clip/score"
 
@@ -32,7 +32,7 @@ class CLIPScore(io.ComfyNode):
             category=CATEGORY,
             description="Scores each image of a batch against the targets (weighted cosine similarity x 100) "
             "and sorts the batch best first, e.g. to pick the best of several seeds.",
-            inputs=[ClipGuide.Input("clip_guide"), ClipTargets.Input("targets"), io.Image.Input("images")],
+            inputs=[ClipGuide.Input("clip_guide", tooltip=GUIDE_TIP), ClipTargets.Input("targets", tooltip=TARGETS_TIP), io.Image.Input("images", tooltip="The images to score and rank (a batch).")],
             outputs=[io.Image.Output(display_name="ranked_images"), io.Image.Output(display_name="best_image"),
                      io.String.Output(display_name="scores"), io.Float.Output(display_name="best_score")],
             is_output_node=True,

@@ -13,7 +13,15 @@ from comfy_api.latest import io
 
 from . import comfy_adapters as ca
 from . import memory
-from .optimize import SEED_MAX, check_latent_model, first_mask, method_input, optimizer_choices
+from .optimize import (
+    SEED_MAX,
+    check_latent_model,
+    first_mask,
+    method_input,
+    optimizer_choices,
+    snapshot_batch,
+    snapshot_input,
+)
 from .types import Latent, LossRecipe, VQGANModel, VQLatent, VQLoss, VQOptimizer
 
 log = logging.getLogger(__name__)
@@ -82,25 +90,29 @@ class OptimizeSteps(io.ComfyNode):
                 method_input(),
                 io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
                              tooltip="Show the image on the node every N steps (0 = never)."),
+                snapshot_input(),
                 io.Mask.Input("mask", optional=True, tooltip="Inpainting: only the masked area (> 0.5) changes; "
                               "the rest keeps the input latent."),
             ],
             outputs=[VQLatent.Output(display_name="latent"),
                      io.Image.Output(display_name="loss_curve", tooltip="The run's logged loss so far, as a plot."),
-                     io.String.Output(display_name="losses", tooltip="step<TAB>loss lines of the whole run.")],
+                     io.String.Output(display_name="losses", tooltip="step<TAB>loss lines of the whole run."),
+                     io.Image.Output(display_name="snapshots", tooltip="The image every snapshot_every steps and "
+                                     "at the end, as one IMAGE batch (for Save Animated WEBP/PNG).")],
             hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, vqgan, latent: Latent, loss: LossRecipe, optimizer, steps: int, seed: int,  # noqa: ANN001
-                preview_every: int, method: str = "z_quantize", mask: torch.Tensor | None = None) -> io.NodeOutput:
+                preview_every: int, method: str = "z_quantize", mask: torch.Tensor | None = None,
+                snapshot_every: int = 0) -> io.NodeOutput:
         """Build the run's parts, continue the latent's run when it carries one, and step."""
         from vqgan_core.engine import LatentParam, Stepper
         from vqgan_core.engine.loss_curve import loss_table, plot_losses
         from vqgan_core.gen_config import GenerationConfig
 
         check_latent_model(latent, vqgan)
-        node_id = getattr(cls.hidden, "unique_id", None) if cls.hidden is not None else None
+        node_id = ca.node_id(cls)
         state = latent.state.get(STATE_KEY)
         w, h = latent.pixel_size()
         estimate = GenerationConfig(width=w, height=h, batch_size=latent.batch, cutn=max(loss.cutn, 1), method=method)
@@ -108,17 +120,10 @@ class OptimizeSteps(io.ComfyNode):
             memory.check_run(vqgan, list(loss.guides), estimate, max(loss.views, 1))
         needed = memory.run_memory(vqgan, list(loss.guides), estimate, max(loss.views, 1)) if loss.guides else 0
         memory.use(vqgan, *loss.guides, memory_required=needed)
-        progress = ca.Progress(steps, models=(vqgan, *loss.guides))
+        progress = ca.Progress(steps, models=(vqgan, *loss.guides), node_id=node_id)
         callbacks = progress.callbacks()
-        last = {"loss": None}
-
-        def report(step: int, total: int, value: float | None) -> None:
-            if value is not None:
-                last["loss"] = value
-                ca.send_text(node_id, f"step {step}/{total} · loss {value:.4f}")
-            progress.progress(step, total, value)
-
-        callbacks.progress = report
+        frames: list[torch.Tensor] = []
+        callbacks.save = lambda step, images: frames.append(images.detach().cpu())
         device = ca.compute_device()
         try:
             with torch.inference_mode(False):
@@ -126,7 +131,8 @@ class OptimizeSteps(io.ComfyNode):
                 term = loss.build()
                 try:
                     run = Stepper(vqgan, param, term, optimizer, seed=seed, planned_steps=optimizer.schedule_steps
-                                  or steps, callbacks=callbacks, preview_every=preview_every, state=state)
+                                  or steps, callbacks=callbacks, preview_every=preview_every,
+                                  save_every=snapshot_every, state=state)
                 except ValueError as e:
                     if state is None:
                         raise
@@ -137,12 +143,12 @@ class OptimizeSteps(io.ComfyNode):
         finally:
             for g in loss.guides:
                 g.drop_copies()
-        if last["loss"] is not None:
-            ca.send_text(node_id, f"done: {result.steps_done} steps · loss {last['loss']:.4f}")
+        if progress.last_loss is not None:
+            ca.send_text(node_id, f"done: {result.steps_done} steps · loss {progress.last_loss:.4f}")
         out = Latent(z=result.latent.detach().to(ca.output_device()), model=vqgan,
                      state={STATE_KEY: result.state})
         curve = plot_losses(result.losses).unsqueeze(0)
-        return io.NodeOutput(out, curve, loss_table(result.losses))
+        return io.NodeOutput(out, curve, loss_table(result.losses), snapshot_batch(frames, result.images))
 
 
 class StartNewRun(io.ComfyNode):

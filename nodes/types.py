@@ -125,3 +125,10 @@ class Targets:
             where += "" if t.phase is None else f", phrase set {t.phase + 1}"
             lines.append(f"{t.kind}: {what} (weight {t.weight:g}, stop {t.stop:g}{where})")
         return "\n".join(lines)
+
+
+# Tooltips of the pack's sockets (one wording everywhere a socket of that type appears).
+VQGAN_TIP = "The VQGAN that encodes and decodes (Load VQGAN, or VQGAN Seamless for tiles)."
+GUIDE_TIP = "The CLIP model that judges the image (Load CLIP Guide, or Combine CLIP Guides for an ensemble)."
+LATENT_TIP = "A VQ latent: Random VQ Latent, VQGAN Encode, Load VQ Latent or an optimising node's output."
+TARGETS_TIP = "What the image should show: CLIP Text / Image / Noise Prompt, Combine Targets, Region Targets."

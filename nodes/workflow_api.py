@@ -80,7 +80,10 @@ def ui_to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str
         if isinstance(node.get("widgets_values"), dict):
             raise ValueError(f"Node {node['id']} ({ntype}) stores widgets as a dict; not supported.")
         pos = 0
+        optional = info.get("input", {}).get("optional", {})
         for name, width in widget_names(info):
+            if pos >= len(values) and name in optional:
+                continue  # saved before the widget existed: the editor (and the node) use its default
             if pos >= len(values):
                 raise ValueError(f"Node {node['id']} ({ntype}) has {len(values)} widget values; "
                                  f"'{name}' is missing.")

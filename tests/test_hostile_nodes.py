@@ -54,5 +54,5 @@ def test_ram_budget_on_the_cpu(pack, monkeypatch):
     with pytest.raises(memory_budget.MemoryBudgetError, match="GiB of RAM"):
         _generate(pack, width=32, height=32)
     monkeypatch.undo()
-    image, _ = _generate(pack, width=32, height=32)
+    image, _, _ = _generate(pack, width=32, height=32)
     assert image.shape == (1, 32, 32, 3)

@@ -70,10 +70,10 @@ def test_chained_step_nodes_equal_one_node(pack, vqgan, guide):
                   weight_1=1.0, weight_2=1.0, weight_3=0.5, weight_4=1.0)
     (opt,) = run(pack.steps.Optimizer, optimizer="adam", lr=0.1, schedule="cosine", schedule_steps=6)
     start = _latent(pack, vqgan)
-    one, curve, table = _steps(pack, vqgan, start, loss, opt, 6, seed=7)
+    one, curve, table, _ = _steps(pack, vqgan, start, loss, opt, 6, seed=7)
     lat = start
     for k, seed in enumerate((7, 123, 456)):
-        lat, _, chained_table = _steps(pack, vqgan, lat, loss, opt, 2, seed=seed)
+        lat, _, chained_table, _ = _steps(pack, vqgan, lat, loss, opt, 2, seed=seed)
         assert lat.state["engine"]["step"] == 2 * (k + 1)
     assert torch.equal(lat.z, one.z)
     # log_every 10: steps 0 and the last; each chained node also logs its own last step, with the same values
@@ -86,8 +86,8 @@ def test_chained_step_nodes_equal_one_node(pack, vqgan, guide):
     # a branch: Start New Run then another seed gives another image
     (fresh,) = run(pack.steps.StartNewRun, latent=one)
     assert fresh.state == {} and torch.equal(fresh.z, one.z)
-    a, _, _ = _steps(pack, vqgan, fresh, loss, opt, 2, seed=1)
-    b, _, _ = _steps(pack, vqgan, fresh, loss, opt, 2, seed=2)
+    a, *_ = _steps(pack, vqgan, fresh, loss, opt, 2, seed=1)
+    b, *_ = _steps(pack, vqgan, fresh, loss, opt, 2, seed=2)
     assert not torch.equal(a.z, b.z)
 
 
@@ -95,9 +95,9 @@ def test_cached_inputs_never_change(pack, vqgan, guide):
     """Re-running a node with the same (cached) inputs gives the same output: its inputs were not mutated."""
     loss = _loss(pack, guide)
     (opt,) = run(pack.steps.Optimizer, optimizer="adam", lr=0.1, schedule="constant", schedule_steps=0)
-    first, _, _ = _steps(pack, vqgan, _latent(pack, vqgan), loss, opt, 2)
-    a, _, _ = _steps(pack, vqgan, first, loss, opt, 2)
-    b, _, _ = _steps(pack, vqgan, first, loss, opt, 2)
+    first, *_ = _steps(pack, vqgan, _latent(pack, vqgan), loss, opt, 2)
+    a, *_ = _steps(pack, vqgan, first, loss, opt, 2)
+    b, *_ = _steps(pack, vqgan, first, loss, opt, 2)
     assert torch.equal(a.z, b.z) and first.state["engine"]["step"] == 2
 
 
@@ -115,7 +115,7 @@ def test_two_guides_with_their_own_prompts(pack, vqgan):
     (loss,) = run(pack.losses.CombineLosses, loss_1=_loss(pack, g1, "apples"), loss_2=_loss(pack, g2, "pears"),
                   weight_1=1.0, weight_2=0.5, weight_3=1.0, weight_4=1.0)
     (opt,) = run(pack.steps.Optimizer, optimizer="adamw", lr=0.05, schedule="constant", schedule_steps=0)
-    out, _, table = _steps(pack, vqgan, _latent(pack, vqgan), loss, opt, 2)
+    out, _, table, _ = _steps(pack, vqgan, _latent(pack, vqgan), loss, opt, 2)
     assert set(seen[1]) == {"apples"} and set(seen[2]) == {"pears"}
     assert "engine" in out.state and table
 
@@ -124,7 +124,7 @@ def test_continuing_with_other_parts_is_a_clear_error(pack, vqgan, guide):
     loss = _loss(pack, guide)
     (adam,) = run(pack.steps.Optimizer, optimizer="adam", lr=0.1, schedule="constant", schedule_steps=0)
     (adamw,) = run(pack.steps.Optimizer, optimizer="adamw", lr=0.1, schedule="constant", schedule_steps=0)
-    lat, _, _ = _steps(pack, vqgan, _latent(pack, vqgan), loss, adam, 1)
+    lat, *_ = _steps(pack, vqgan, _latent(pack, vqgan), loss, adam, 1)
     with pytest.raises(ValueError, match="Start New Run"):
         _steps(pack, vqgan, lat, loss, adamw, 1)
 
@@ -164,3 +164,31 @@ def test_block_schemas_stay_small_and_explained(pack):
         missing = [i.id for i in schema.inputs if not i.tooltip]
         assert not missing, (schema.node_id, missing)
         assert schema.description
+
+
+def test_every_optimising_node_shows_its_loss(pack, vqgan, guide, monkeypatch):
+    """Optimize, Generate, Zoom Animation and Restyle Frames show the loss under the node too."""
+    sent = []
+    monkeypatch.setattr(pack.comfy_adapters, "send_text", lambda node, text: sent.append((node, text)))
+    common = {"optimizer": "adam", "lr": 0.1, "cutouts": 2, "cutout_method": "latest", "augmentations": "none",
+              "seed": 0, "preview_every": 0}
+    for cls in (pack.optimize.VQGANCLIPGenerate, pack.optimize.VQGANCLIPOptimize, pack.animate.VQGANCLIPZoomAnimation,
+                pack.animate.VQGANCLIPRestyleFrames):
+        assert any(h == pack.io.Hidden.unique_id for h in cls.define_schema().hidden), cls.__name__
+    monkeypatch.setattr(pack.optimize.VQGANCLIPGenerate, "hidden", type("H", (), {"unique_id": "7"})())
+    run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="red", width=32, height=32, steps=11,
+        **common)
+    assert [n for n, _ in sent] == ["7", "7"] and "step 1/11 · loss" in sent[0][1]  # steps 0 and 10 are read
+
+
+def test_snapshots_are_an_image_batch_of_the_run(pack, vqgan, guide):
+    (opt,) = run(pack.steps.Optimizer, optimizer="adam", lr=0.1, schedule="constant", schedule_steps=0)
+    _, _, _, frames = _steps(pack, vqgan, _latent(pack, vqgan), _loss(pack, guide), opt, 5, snapshot_every=2)
+    assert frames.shape == (4, 32, 32, 3)  # steps 0, 2, 4 and the result
+    _, _, _, final = _steps(pack, vqgan, _latent(pack, vqgan), _loss(pack, guide), opt, 5)
+    assert final.shape == (1, 32, 32, 3) and torch.equal(final[0], frames[-1])
+    common = {"optimizer": "adam", "lr": 0.1, "cutouts": 2, "cutout_method": "latest", "augmentations": "none",
+              "seed": 0, "preview_every": 0}
+    image, _, snaps = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="red", width=32,
+                          height=32, steps=3, snapshot_every=1, **common)
+    assert snaps.shape == (4, 32, 32, 3) and torch.equal(snaps[-1], image[0])

@@ -238,7 +238,7 @@ def _start(pack, vqgan, batch=1, seed=0):
 def test_optimize_runs_under_inference_mode_with_progress_and_previews(pack, vqgan, guide):
     lat = _start(pack, vqgan)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
-    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt, **OPT)
+    out, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt, **OPT)
     assert out.z.shape == lat.z.shape and not torch.equal(out.z, lat.z)
     assert not out.z.requires_grad and out.z.device.type == "cpu"
     ups = pack.comfy_utils.UPDATES
@@ -252,12 +252,12 @@ def test_optimize_is_deterministic_and_chaining_continues(pack, vqgan, guide):
     lat = _start(pack, vqgan)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {"vqgan": vqgan, "clip_guide": guide, "targets": tt}
-    (a,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw, **OPT)
-    (b,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw, **OPT)
+    a, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw, **OPT)
+    b, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw, **OPT)
     assert torch.equal(a.z, b.z)
     assert a.state["steps"] == 3 and a.state["optimizer"] == "adam"
-    (cont,) = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **OPT)
-    (fresh,) = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **{**OPT, "continue_run": False})
+    cont, _ = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **OPT)
+    fresh, _ = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **{**OPT, "continue_run": False})
     assert cont.state["steps"] == 6 and fresh.state["steps"] == 3
     assert not torch.equal(cont.z, fresh.z)  # Adam moments carried over change the steps
 
@@ -267,12 +267,12 @@ def test_chained_optimize_never_mutates_the_upstream_latent(pack, vqgan, guide):
     lat = _start(pack, vqgan)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {"vqgan": vqgan, "clip_guide": guide, "targets": tt}
-    (a,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw, **OPT)
+    a, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw, **OPT)
     opt_state = a.state["optimizer_state"]["state"]
     before = {k: {n: t.clone() for n, t in v.items() if torch.is_tensor(t)} for k, v in opt_state.items()}
     z_before = a.z.clone()
-    (b1,) = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **OPT)
-    (b2,) = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **OPT)
+    b1, _ = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **OPT)
+    b2, _ = run(pack.optimize.VQGANCLIPOptimize, latent=a, **kw, **OPT)
     assert torch.equal(b1.z, b2.z)
     assert torch.equal(a.z, z_before)
     assert set(before) == set(opt_state) and len(before) == 1
@@ -291,7 +291,7 @@ def test_optimize_with_image_targets_ensemble_and_batch(pack, vqgan, guide):
     (targets,) = run(pack.prompts.CombineTargets, targets_1=ti, targets_2=tt)
     (ens,) = run(pack.loaders.CombineCLIPGuides, guide_1=guide, weight_1=1.0, guide_2=harness.tiny_guide(24),
                  weight_2=1.0)
-    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=ens, targets=targets, **OPT)
+    out, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=ens, targets=targets, **OPT)
     assert out.z.shape == (2, 8, 4, 4)
 
 
@@ -322,10 +322,10 @@ def test_optimize_validation_messages(pack, vqgan, guide):
 
 def test_generate_one_node(pack, vqgan, guide):
     kw = {k: v for k, v in OPT.items() if k not in ("init_weight", "tv_weight", "continue_run")}
-    img, lat = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="a red circle",
+    img, lat, _ = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="a red circle",
                    width=18, height=16, **kw)
     assert img.shape == (1, 16, 16, 3) and lat.z.shape == (1, 8, 4, 4)
-    img2, _ = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="a red circle",
+    img2, _, _ = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="a red circle",
                   width=16, height=16, **kw)
     assert torch.equal(img, img2)
     assert "Prompt not understood" in pack.optimize.VQGANCLIPGenerate.validate_inputs(prompt="a:1:2:x|")
@@ -401,8 +401,8 @@ def test_region_targets_reach_the_engine(pack, vqgan, guide):
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     (whole,) = run(pack.prompts.RegionTargets, targets=tt, mask=torch.ones(1, 9, 9))  # any size: resized
     kw = {"vqgan": vqgan, "clip_guide": guide}
-    (a,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, targets=tt, **kw, **OPT)
-    (b,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, targets=whole, **kw, **OPT)
+    a, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, targets=tt, **kw, **OPT)
+    b, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, targets=whole, **kw, **OPT)
     assert torch.equal(a.z, b.z)  # a region covering everything is the whole-image prompt
     top = torch.zeros(16, 16)
     top[:8] = 1
@@ -413,7 +413,7 @@ def test_region_targets_reach_the_engine(pack, vqgan, guide):
     regions = pack.optimize.region_prompts(both)
     assert len(regions) == 1 and regions[0].prompts == "blue sky:1.0:-inf" and regions[0].mask is regional.items[0].region
     assert pack.optimize.prompt_string(both) == "a red circle:1.0:-inf"
-    (c,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, targets=both, **kw, **OPT)
+    c, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, targets=both, **kw, **OPT)
     assert not torch.equal(c.z, a.z)
     with pytest.raises(ValueError, match="mask is empty"):
         run(pack.prompts.RegionTargets, targets=tt, mask=torch.zeros(16, 16))
@@ -424,7 +424,7 @@ def test_optimize_with_a_mask_inpaints(pack, vqgan, guide):
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     mask = torch.zeros(1, 16, 16)
     mask[:, 8:, :] = 1  # the bottom half may change
-    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt, mask=mask,
+    out, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=vqgan, clip_guide=guide, targets=tt, mask=mask,
                  **OPT)
     assert torch.equal(out.z[..., :2, :], lat.z[..., :2, :]) and not torch.equal(out.z[..., 2:, :], lat.z[..., 2:, :])
     with pytest.raises(ValueError, match="covers no latent cell"):
@@ -441,14 +441,14 @@ def test_optimize_image_losses_widget(pack, vqgan, guide, monkeypatch):
     lat = _start(pack, vqgan)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {"latent": lat, "vqgan": vqgan, "clip_guide": guide, "targets": tt}
-    (a,) = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT)
-    (b,) = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT, image_losses="symmetry:5,saturation:1")
+    a, _ = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT)
+    b, _ = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT, image_losses="symmetry:5,saturation:1")
     assert not torch.equal(a.z, b.z)
     msg = pack.optimize.VQGANCLIPOptimize.validate_inputs(image_losses="glow:1")
-    assert "Image losses" in msg and "symmetry" in msg
+    assert "image_losses:" in msg and "symmetry" in msg
     assert pack.optimize.VQGANCLIPOptimize.validate_inputs(image_losses="") is True
-    assert "Image losses" in pack.animate.VQGANCLIPZoomAnimation.validate_inputs(image_losses="x:y")
-    (c,) = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT, low_memory=True)
+    assert "image_losses:" in pack.animate.VQGANCLIPZoomAnimation.validate_inputs(image_losses="x:y")
+    c, _ = run(pack.optimize.VQGANCLIPOptimize, **kw, **OPT, low_memory=True)
     assert torch.equal(a.z, c.z)  # decoder checkpointing: the same result
     assert seen == [None, None, True]  # off: only after running out of memory; on: always
 
@@ -460,7 +460,7 @@ def test_out_of_memory_unloads_comfy_models_and_retries(pack, vqgan, guide, monk
     lat = _start(pack, vqgan)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {"latent": lat, "vqgan": vqgan, "clip_guide": guide, "targets": tt, **OPT}
-    (a,) = run(pack.optimize.VQGANCLIPOptimize, **kw)
+    a, _ = run(pack.optimize.VQGANCLIPOptimize, **kw)
     real, failed = GenerationLoop._loss, []
 
     def tight(self, z):  # short of memory at step 1 until ComfyUI has unloaded its models
@@ -471,7 +471,7 @@ def test_out_of_memory_unloads_comfy_models_and_retries(pack, vqgan, guide, monk
 
     pack.mm.UNLOADS.clear()
     monkeypatch.setattr(GenerationLoop, "_loss", tight)
-    (b,) = run(pack.optimize.VQGANCLIPOptimize, **kw)
+    b, _ = run(pack.optimize.VQGANCLIPOptimize, **kw)
     assert failed == [1] and pack.mm.UNLOADS == [1] and torch.equal(a.z, b.z)
 
 
@@ -483,7 +483,7 @@ def test_seamless_vqgan_node_makes_tileable_runs_and_decodes(pack, vqgan, guide)
     assert is_seamless(twin) and not is_seamless(vqgan) and twin.codebook is vqgan.codebook
     lat = _start(pack, twin)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
-    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=twin, clip_guide=guide, targets=tt, **OPT)
+    out, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=twin, clip_guide=guide, targets=tt, **OPT)
     assert out.model is twin  # VQGAN Decode follows the latent's model: the circular decoder
     (img,) = run(pack.latent.VQGANDecode, latent=out)
     rolled = pack.types.Latent(z=torch.roll(out.z, (1, 2), (2, 3)), model=twin)
@@ -504,8 +504,8 @@ def test_noise_prompt_node_reaches_the_engine(pack, vqgan, guide, monkeypatch):
     (both,) = run(pack.prompts.CombineTargets, targets_1=tt, targets_2=noise)
     lat = _start(pack, vqgan)
     kw = {"latent": lat, "vqgan": vqgan, "clip_guide": guide, **OPT}
-    (a,) = run(pack.optimize.VQGANCLIPOptimize, targets=tt, **kw)
-    (b,) = run(pack.optimize.VQGANCLIPOptimize, targets=both, **kw)
+    a, _ = run(pack.optimize.VQGANCLIPOptimize, targets=tt, **kw)
+    b, _ = run(pack.optimize.VQGANCLIPOptimize, targets=both, **kw)
     assert configs[-1].noise_prompts == "7:0.5:-inf" and configs[0].noise_prompts == ""
     assert not torch.equal(a.z, b.z)  # the random direction pulled too
     imgs = image(2, 16, 16)
@@ -531,8 +531,8 @@ def test_lr_schedule_widget(pack, vqgan, guide, monkeypatch):
     monkeypatch.setattr(GenerationLoop, "step", spy)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {"latent": _start(pack, vqgan), "vqgan": vqgan, "clip_guide": guide, "targets": tt, **OPT}
-    (a,) = run(pack.optimize.VQGANCLIPOptimize, **kw)
-    (b,) = run(pack.optimize.VQGANCLIPOptimize, **kw, lr_schedule="cosine")
+    a, _ = run(pack.optimize.VQGANCLIPOptimize, **kw)
+    b, _ = run(pack.optimize.VQGANCLIPOptimize, **kw, lr_schedule="cosine")
     assert lrs[0] == pytest.approx(0.1) and lrs[1] == pytest.approx(0.01)  # cosine ends at 0.1x
     assert not torch.equal(a.z, b.z)
     gen = {"vqgan": vqgan, "clip_guide": guide, "prompt": "a red circle", "width": 16, "height": 16, "steps": 2,
@@ -557,8 +557,8 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     kw = {"latent": _start(pack, vqgan), "vqgan": vqgan, "clip_guide": guide, **OPT}
     with pytest.raises(ValueError, match="2 story phrase sets.*change_prompts_every"):
         run(pack.optimize.VQGANCLIPOptimize, targets=both, **kw)
-    (first,) = run(pack.optimize.VQGANCLIPOptimize, targets=story, **kw, change_prompts_every=100)
-    (switching,) = run(pack.optimize.VQGANCLIPOptimize, targets=story, **kw, change_prompts_every=1)
+    first, _ = run(pack.optimize.VQGANCLIPOptimize, targets=story, **kw, change_prompts_every=100)
+    switching, _ = run(pack.optimize.VQGANCLIPOptimize, targets=story, **kw, change_prompts_every=1)
     assert configs[-1].change_prompts_every == 1 and "^" in configs[-1].prompts
     assert not torch.equal(first.z, switching.z)  # the second set took over after step 1
     anim = {"frames": 2, "zoom": 1.0, "shift_x": 0.0, "shift_y": 0.0, "rotate": 0.0, "padding": "border",
@@ -590,7 +590,7 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     keys, real_key = [], TargetBank.key
     monkeypatch.setattr(TargetBank, "key", lambda self, step: keys.append(real_key(self, step)) or keys[-1])
     two_steps = {**kw, "steps": 2, "change_prompts_every": 2}
-    (part1,) = run(pack.optimize.VQGANCLIPOptimize, targets=story, **two_steps)
+    part1, _ = run(pack.optimize.VQGANCLIPOptimize, targets=story, **two_steps)
     assert set(keys) == {(0,)}
     keys.clear()
     run(pack.optimize.VQGANCLIPOptimize, targets=story, **{**two_steps, "latent": part1})
@@ -603,7 +603,7 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     assert gen.validate_inputs(prompt="a ^ b", change_prompts_every=10) is True
     # the crossfade widget: the previous and the current set side by side while it lasts
     keys.clear()
-    (faded,) = run(pack.optimize.VQGANCLIPOptimize, targets=story, **{**kw, "steps": 4, "change_prompts_every": 2,
+    faded, _ = run(pack.optimize.VQGANCLIPOptimize, targets=story, **{**kw, "steps": 4, "change_prompts_every": 2,
                                                                       "story_fade": 2})
     assert configs[-1].story_fade == 2 and ((0, 1),) in keys
     with pytest.raises(ValueError, match="story_fade .3. must be at most change_prompts_every .2."):
@@ -665,7 +665,7 @@ def test_taming_ckpt_with_yaml_gumbel_through_the_nodes(pack, guide, taming_fixt
     (img,) = run(pack.latent.VQGANDecode, latent=lat)
     assert img.shape == (1, 32, 32, 3)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
-    (out,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=m, clip_guide=guide, targets=tt, **OPT)
+    out, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, vqgan=m, clip_guide=guide, targets=tt, **OPT)
     assert out.z.shape == lat.z.shape
 
 
@@ -762,8 +762,8 @@ def test_save_and_load_vq_latent_continue_the_run_exactly(pack, vqgan, guide):
     lat = _start(pack, vqgan)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {"vqgan": vqgan, "clip_guide": guide, "targets": tt, **{**OPT, "steps": 2}}
-    (first,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw)
-    (chained,) = run(pack.optimize.VQGANCLIPOptimize, latent=first, **kw)
+    first, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw)
+    chained, _ = run(pack.optimize.VQGANCLIPOptimize, latent=first, **kw)
     out = pack.latent_files.SaveVQLatent.execute(latent=first, filename_prefix="runs/lighthouse")
     saved = out.ui["latents"][0]
     assert saved["subfolder"] == "runs" and saved["filename"].endswith(".vqlatent")
@@ -771,7 +771,7 @@ def test_save_and_load_vq_latent_continue_the_run_exactly(pack, vqgan, guide):
     assert name in pack.latent_files.LoadVQLatent.define_schema().inputs[1].options["options"]
     (loaded,) = run(pack.latent_files.LoadVQLatent, vqgan=vqgan, latent_file=name)
     assert torch.equal(loaded.z, first.z) and loaded.state["steps"] == 2
-    (resumed,) = run(pack.optimize.VQGANCLIPOptimize, latent=loaded, **kw)
+    resumed, _ = run(pack.optimize.VQGANCLIPOptimize, latent=loaded, **kw)
     assert torch.equal(resumed.z, chained.z)  # Adam's moments and the story step came back too
     before = pack.latent_files.LoadVQLatent.fingerprint_inputs(latent_file=name)
     assert pack.latent_files.LoadVQLatent.validate_inputs(latent_file="nope.vqlatent") == "Invalid latent file: nope.vqlatent"
@@ -794,24 +794,24 @@ def test_codebook_sampling_chains_and_saves_its_code_distribution(pack, vqgan, g
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {"vqgan": vqgan, "clip_guide": guide, "targets": tt, **{**OPT, "steps": 2, "lr": 1.0},
           "method": "codebook_sampling"}
-    (first,) = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw)
+    first, _ = run(pack.optimize.VQGANCLIPOptimize, latent=lat, **kw)
     logits = first.state["logits"].clone()
     assert logits.shape[1] == vqgan.codebook.shape[0] and first.state["method"] == "codebook_sampling"
     codes = vqgan.codebook.detach()[logits.argmax(1)].permute(0, 3, 1, 2)
     assert torch.equal(first.z, codes)  # the latent is made of the most likely codes
-    (chained,) = run(pack.optimize.VQGANCLIPOptimize, latent=first, **kw)
+    chained, _ = run(pack.optimize.VQGANCLIPOptimize, latent=first, **kw)
     assert torch.equal(first.state["logits"], logits)
     import dataclasses
 
     forgetful = dataclasses.replace(first, state={k: v for k, v in first.state.items() if k != "logits"})
-    (peaked,) = run(pack.optimize.VQGANCLIPOptimize, latent=forgetful, **kw)  # logits rebuilt from the codes
+    peaked, _ = run(pack.optimize.VQGANCLIPOptimize, latent=forgetful, **kw)  # logits rebuilt from the codes
     assert not torch.equal(chained.state["logits"], peaked.state["logits"])
     out = pack.latent_files.SaveVQLatent.execute(latent=first, filename_prefix="runs/codes")
     name = f"runs/{out.ui['latents'][0]['filename']} [output]"
     (loaded,) = run(pack.latent_files.LoadVQLatent, vqgan=vqgan, latent_file=name)
-    (resumed,) = run(pack.optimize.VQGANCLIPOptimize, latent=loaded, **kw)
+    resumed, _ = run(pack.optimize.VQGANCLIPOptimize, latent=loaded, **kw)
     assert torch.equal(resumed.z, chained.z) and torch.equal(resumed.state["logits"], chained.state["logits"])
-    (img, latent) = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="a red circle",
+    (img, latent, _) = run(pack.optimize.VQGANCLIPGenerate, vqgan=vqgan, clip_guide=guide, prompt="a red circle",
                         width=32, height=32, **{k: v for k, v in kw.items() if k not in (
                             "vqgan", "clip_guide", "targets", "init_weight", "tv_weight", "continue_run")})
     assert img.shape == (1, 32, 32, 3) and latent.state["method"] == "codebook_sampling"

@@ -158,7 +158,7 @@ RELEASED_WIDGETS = {
     "VQGAN_InitImageLoss": ["weight", "decay"],
     "VQGAN_CombineLosses": ["weight_1", "weight_2", "weight_3", "weight_4"],
     "VQGAN_Optimizer": ["optimizer", "lr", "schedule", "schedule_steps"],
-    "VQGAN_CLIPOptimizeSteps": ["steps", "seed", "method", "preview_every"],
+    "VQGAN_CLIPOptimizeSteps": ["steps", "seed", "method", "preview_every", "snapshot_every"],
     "VQGAN_StartNewRun": [],
 }
 
@@ -263,3 +263,23 @@ def test_pack_root_exposes_entrypoint_with_comfy_available(tmp_path):
         f"({str(REPO)!r})"
     )
     subprocess.run([sys.executable, "-c", code], cwd="/", check=True, env={**os.environ, "COMFY_STUB_BASE": str(tmp_path)})
+
+
+def test_prompt_boxes_explain_the_grammar(pack):
+    for cls, name in ((pack.prompts.CLIPTextPrompt, "text"), (pack.optimize.VQGANCLIPGenerate, "prompt")):
+        tip = next(i.tooltip for i in cls.define_schema().inputs if i.id == name)
+        assert all(s in tip for s in ("weight", "stop", "|", "^")), tip
+
+
+def test_validation_messages_name_their_widget(pack):
+    """ComfyUI 0.3.64 files a node's validate_inputs message under every widget the check reads, so each message
+    starts with the widget it is about."""
+    opt = pack.optimize.VQGANCLIPOptimize
+    assert opt.validate_inputs(augmentations="Af,Zz", image_losses="").startswith("augmentations:")
+    assert opt.validate_inputs(augmentations="Af", image_losses="glow:1").startswith("image_losses:")
+    gen = pack.optimize.VQGANCLIPGenerate
+    assert gen.validate_inputs(prompt="a||", augmentations="Af").startswith("prompt:")
+    assert gen.validate_inputs(prompt="a ^ b", augmentations="Af", change_prompts_every=0).startswith(
+        "change_prompts_every:")
+    assert gen.validate_inputs(prompt="a", augmentations="Zz").startswith("augmentations:")
+    assert pack.losses.CLIPLoss.validate_inputs(augmentations="Zz").startswith("augmentations:")
