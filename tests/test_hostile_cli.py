@@ -260,3 +260,21 @@ def test_from_png_does_not_read_or_fetch_what_it_names(tmp_path, capsys, config,
 def test_from_png_with_known_models_only_runs(tmp_path):
     png = _png_with(tmp_path)
     assert main(["generate", "--from-png", str(png), "--out", str(tmp_path / "x.png"), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize(("change", "needle"), [("nan", "NaN"), ("int32", "int32")])
+def test_vqgan_weights_must_be_finite_floats(tmp_path, capsys, change, needle):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from vqgan_core import demo
+
+    with safe_open(str(demo.vqgan_path()), "pt") as fh:
+        meta, tensors = dict(fh.metadata()), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    key = next(k for k in tensors if k.endswith("conv_in.weight"))
+    tensors[key] = tensors[key].clone().fill_(float("nan")) if change == "nan" else tensors[key].to(torch.int32)
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), meta)
+    assert main([*DEMO, "red", "--vqgan", str(bad), "--steps", "1", "--out", str(tmp_path / "x.png")]) == 2
+    err = _error(capsys)
+    assert needle in err and key in err and not (tmp_path / "x.png").exists()

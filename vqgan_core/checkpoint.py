@@ -233,6 +233,23 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source
     if problems:
         hint = " The config does not match these weights (wrong yaml? another n_embed/embed_dim/ch_mult?)." if shapes or missing else ""
         raise CheckpointError(f"{source} does not fit the config from {cfg_source}: " + "; ".join(problems) + "." + hint)
+    check_weight_values(expected, sd, source)
+
+
+def check_weight_values(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], source: Path) -> None:
+    """Weights a model can compute with: floating where the model's are, and finite. A NaN weight decodes every
+    latent to a black image, and integer weights would be cast silently; both are named here instead."""
+    for k, want in expected.items():
+        got = sd.get(k)
+        if got is None or not want.is_floating_point():
+            continue
+        if not got.is_floating_point():
+            raise CheckpointError(f"{source}: weight {k!r} is {got.dtype}; a VQGAN's weights are floating point "
+                                  "(a damaged or converted file?)")
+        bad = int((~torch.isfinite(got)).sum())
+        if bad:
+            raise CheckpointError(f"{source}: weight {k!r} holds {bad} NaN or infinite value(s) of {got.numel()} "
+                                  "(a diverged training run?); use an earlier checkpoint")
 
 
 def save_vqgan(model: torch.nn.Module, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
