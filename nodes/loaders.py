@@ -7,8 +7,10 @@ it, and ComfyUI's "free model and node cache" really frees the memory.
 
 ComfyUI 0.3.64 does not check a V3 combo value against its options, so the loaders check what a client sent
 themselves: a file or folder inside the node's model folder (``comfy_adapters.find_model_file``), one of the
-offered names, or (Load CLIP Guide) a URL the server's owner allowed in ``$VQGAN_CLIP_ALLOWED_URLS``. Anything else
-is refused with one message that lists what is allowed and does not depend on whether the file exists.
+offered names (a released VQGAN is downloaded into models/vqgan on first use: ``nodes.model_downloads``), or (Load
+CLIP Guide) a URL the server's owner allowed in ``$VQGAN_CLIP_ALLOWED_URLS``. Anything else is refused with one
+message that lists what is allowed and does not depend on whether the file exists. Load CLIP Guide also refuses,
+when the prompt is queued, an open_clip tag that is not published for the chosen model.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from comfy_api.latest import io
 
 from . import comfy_adapters as ca
 from . import memory
+from . import model_downloads as md
 from .types import ClipGuide, VQGANModel
 
 log = logging.getLogger(__name__)
@@ -40,13 +43,15 @@ def _cached(key: tuple, build):  # noqa: ANN001, ANN202 - tiny internal helper
 
 
 def vqgan_choices() -> list[str]:
-    """'demo' plus every .safetensors/.ckpt in models/vqgan."""
-    return [ca.DEMO_NAME, *ca.list_models(ca.VQGAN_FOLDER)]
+    """'demo', the loadable VQGAN files in models/vqgan, then the released models (``<name>.ckpt``, marked
+    ``(download)`` until they are in models/vqgan; see nodes.model_downloads)."""
+    return [ca.DEMO_NAME, *md.loadable_vqgan_files(), *md.known_vqgan_choices()]
 
 
 def resolve_vqgan(name: str) -> str:
     """Full path (or 'demo') of a VQGAN choice. A taming .ckpt's config is found like the core's loader does
-    (its yaml beside it, else read from the weights: ``vqgan_core.checkpoint.resolve_config``).
+    (its yaml beside it, else read from the weights: ``vqgan_core.checkpoint.resolve_config``). A released model
+    (``<name>.ckpt``, with or without ``(download)``) is downloaded into models/vqgan the first time.
 
     Only files in models/vqgan: absolute paths, '..' and links leading out get the not-found message.
     """
@@ -54,6 +59,9 @@ def resolve_vqgan(name: str) -> str:
 
     if name == ca.DEMO_NAME:
         return name
+    known = md.known_vqgan_name(name)
+    if known is not None:
+        return md.fetch_known_vqgan(known)
     path = ca.find_model_file(ca.VQGAN_FOLDER, name)
     if path is None:
         try:
@@ -62,8 +70,8 @@ def resolve_vqgan(name: str) -> str:
             dirs = "not registered"
         log.warning("Load VQGAN refused %r (not a file in models/%s)", name, ca.VQGAN_FOLDER)
         raise ValueError(f"Model file '{name}' was not found in models/{ca.VQGAN_FOLDER} (searched: {dirs}). "
-                         f"Choose 'demo' or a file listed in the menu; paths leading out of models/{ca.VQGAN_FOLDER} "
-                         "are refused.")
+                         f"Choose 'demo', a released model or a file listed in the menu; paths leading out of "
+                         f"models/{ca.VQGAN_FOLDER} are refused.")
     return path
 
 
@@ -79,9 +87,12 @@ class LoadVQGAN(io.ComfyNode):
             category=CATEGORY,
             description="Loads a VQGAN from models/vqgan (.safetensors, or a taming .ckpt: its .yaml beside it "
             "is used, and without one the architecture is read from the weights). "
-            "'demo' is the tiny model shipped with the pack (runs on CPU).",
+            "'demo' is the tiny model shipped with the pack (runs on CPU). The released taming models are listed "
+            "too: one marked '(download)' is downloaded into models/vqgan the first time it runs (about 1 GB; "
+            "Cancel stops it, the next run resumes it).",
             inputs=[io.Combo.Input("vqgan_name", options=vqgan_choices(), default=ca.DEMO_NAME,
-                                   tooltip="File in models/vqgan, or 'demo'.")],
+                                   tooltip="File in models/vqgan, 'demo', or a released model ('(download)': "
+                                   "fetched into models/vqgan on first use).")],
             outputs=[VQGANModel.Output(display_name="vqgan")],
         )
 
@@ -123,7 +134,7 @@ class SeamlessVQGAN(io.ComfyNode):
             description="Makes every image this VQGAN decodes tileable (no seams when repeated side by side): "
             "its convolutions wrap around the edges. Use it for Optimize / Generate and for VQGAN Decode; "
             "Optimize and Generate also judge the image across its edges. Shares the weights (no extra memory).",
-            inputs=[VQGANModel.Input("vqgan")],
+            inputs=[VQGANModel.Input("vqgan", tooltip="The VQGAN to make tileable (from Load VQGAN).")],
             outputs=[VQGANModel.Output(display_name="vqgan")],
         )
 
@@ -137,10 +148,14 @@ class SeamlessVQGAN(io.ComfyNode):
 
 
 def clip_model_choices() -> list[str]:
-    """'demo', open_clip folders found in models/clip_guide ('local:<folder>'), then open_clip names."""
+    """'demo', open_clip folders found in models/clip_guide ('local:<folder>'), then the open_clip names that have
+    published weights (a name without any would only give random weights or need a file: still accepted when
+    sent, but not offered)."""
     import open_clip
 
-    return [ca.DEMO_NAME, *(f"local:{d}" for d in ca.list_model_folders(ca.CLIP_FOLDER)), *open_clip.list_models()]
+    published = {name for name, _tag in open_clip.list_pretrained()}
+    return [ca.DEMO_NAME, *(f"local:{d}" for d in ca.list_model_folders(ca.CLIP_FOLDER)),
+            *(n for n in open_clip.list_models() if n in published)]
 
 
 def _open_clip_tags() -> list[str]:
@@ -216,6 +231,28 @@ def resolve_clip_pretrained(pretrained: str) -> str:
         f"an open_clip pretrained tag ({_few(sorted(tags, key=lambda t: (t != 'openai', t)))}), or {urls}. Paths outside models/{ca.CLIP_FOLDER} are refused.")
 
 
+def check_clip_pair(clip_name: str, pretrained: str) -> None:
+    """Refuse an open_clip tag that open_clip does not publish for this model (RN50 + webli would only fail
+    when the run starts): a ValueError about the ``pretrained`` widget naming the model's tags. Files, URLs,
+    'none', 'demo' and local folders are not pairs to check."""
+    import open_clip
+
+    if clip_name == ca.DEMO_NAME or clip_name.startswith("local:") or pretrained == "none":
+        return
+    if pretrained not in _open_clip_tags() or pretrained in ca.list_models(ca.CLIP_FOLDER):
+        return
+    tags = open_clip.list_pretrained_tags_by_model(clip_name)
+    if pretrained in tags:
+        return
+    log.warning("Load CLIP Guide refused pretrained %r for %r", pretrained, clip_name)
+    valid = (f"open_clip publishes {clip_name} with: {', '.join(tags)}" if tags
+             else f"open_clip publishes no weights for {clip_name}")
+    raise ValueError(
+        f"Load CLIP Guide: pretrained {pretrained!r} does not exist for clip_name {clip_name!r}; {valid}. Choose "
+        f"{'one of those, ' if tags else ''}'none' (random weights) or a weights file for {clip_name} in "
+        f"ComfyUI/models/{ca.CLIP_FOLDER}.")
+
+
 class LoadCLIPGuide(io.ComfyNode):
     """Load one CLIP model (open_clip) as a guide."""
 
@@ -227,27 +264,35 @@ class LoadCLIPGuide(io.ComfyNode):
             display_name="Load CLIP Guide",
             category=CATEGORY,
             description="Loads an open_clip model. 'pretrained' is a weights file from models/clip_guide or an "
-            "open_clip tag (downloaded by open_clip when online); over the API also a URL under a prefix the "
+            "open_clip tag published for that model (e.g. ViT-B-32 + openai or laion2b_s34b_b79k; another pair is "
+            "refused when queued, naming the model's tags), downloaded by open_clip when online; over the API "
+            "also a URL under a prefix the "
             "server's owner listed in VQGAN_CLIP_ALLOWED_URLS. 'none' gives random weights (the same in every "
             "run). 'demo' is the tiny shipped CLIP (64x64 shapes) and 'local:<folder>' an open_clip folder in "
             "models/clip_guide; both ignore 'pretrained'.",
             inputs=[
-                io.Combo.Input("clip_name", options=clip_model_choices(), default=ca.DEMO_NAME),
+                io.Combo.Input("clip_name", options=clip_model_choices(), default=ca.DEMO_NAME,
+                               tooltip="open_clip model (only those with published weights are listed), 'demo', "
+                               "or 'local:<folder>' for an open_clip folder in models/clip_guide."),
                 io.Combo.Input("pretrained", options=clip_pretrained_choices(), default="none",
-                               tooltip="Weights file in models/clip_guide, or an open_clip tag such as 'openai'."),
+                               tooltip="Weights file in models/clip_guide, or an open_clip tag published for "
+                               "clip_name, such as 'openai'."),
             ],
             outputs=[ClipGuide.Output(display_name="clip_guide")],
         )
 
     @classmethod
     def validate_inputs(cls, clip_name: str, pretrained: str) -> bool | str:
-        """Refuse, before the run, names that are neither offered options nor files in models/clip_guide (a linked
-        input arrives as None here and is checked when the node runs)."""
+        """Refuse, before the run, names that are neither offered options nor files in models/clip_guide, and a
+        tag open_clip does not publish for the chosen model (a linked input arrives as None here and is checked
+        when the node runs)."""
         try:
             if clip_name is not None:
                 resolve_clip_name(clip_name)
             if pretrained is not None:
                 resolve_clip_pretrained(pretrained)
+            if clip_name is not None and pretrained is not None:
+                check_clip_pair(clip_name, pretrained)
         except ValueError as e:
             return str(e)
         return True
@@ -259,6 +304,7 @@ class LoadCLIPGuide(io.ComfyNode):
 
         name = resolve_clip_name(clip_name)
         weights = resolve_clip_pretrained(pretrained)
+        check_clip_pair(clip_name, pretrained)
         if pretrained == "none" and clip_name != ca.DEMO_NAME and not clip_name.startswith("local:"):
             log.warning("CLIP %s with pretrained 'none' has random weights: it will not guide anything useful",
                         clip_name)
@@ -266,7 +312,8 @@ class LoadCLIPGuide(io.ComfyNode):
 
         def build():  # noqa: ANN202
             with ca.outside_inference_mode():
-                guide = load_clip(name, weights, device=device, check_interrupt=ca.check_interrupt)
+                guide = load_clip(name, weights, device=device, check_interrupt=ca.check_interrupt,
+                                  offline_hint=md.clip_offline_hint)
             memory.manage(guide.model)
             return guide
 
@@ -287,9 +334,12 @@ class CombineCLIPGuides(io.ComfyNode):
             description="Makes an ensemble: the loss is the weighted sum over the CLIP models. Ensembles can be "
             "combined again (weights multiply).",
             inputs=[
-                ClipGuide.Input("guide_1"), io.Float.Input("weight_1", **w),
-                ClipGuide.Input("guide_2"), io.Float.Input("weight_2", **w),
-                ClipGuide.Input("guide_3", optional=True), io.Float.Input("weight_3", **w),
+                ClipGuide.Input("guide_1", tooltip="A CLIP guide (or an ensemble)."),
+                io.Float.Input("weight_1", **w, tooltip="Share of guide_1 in the loss (0 leaves it out)."),
+                ClipGuide.Input("guide_2", tooltip="Another CLIP guide (or an ensemble)."),
+                io.Float.Input("weight_2", **w, tooltip="Share of guide_2 in the loss (0 leaves it out)."),
+                ClipGuide.Input("guide_3", optional=True, tooltip="Optional third CLIP guide."),
+                io.Float.Input("weight_3", **w, tooltip="Share of guide_3 in the loss (used only when connected)."),
             ],
             outputs=[ClipGuide.Output(display_name="clip_guide")],
         )

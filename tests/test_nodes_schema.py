@@ -265,6 +265,13 @@ def test_pack_root_exposes_entrypoint_with_comfy_available(tmp_path):
     subprocess.run([sys.executable, "-c", code], cwd="/", check=True, env={**os.environ, "COMFY_STUB_BASE": str(tmp_path)})
 
 
+def test_every_widget_and_input_has_a_tooltip(pack):
+    """A new user hovers a widget to learn what it does: every input of every node says it."""
+    missing = [f"{cls.define_schema().node_id}.{i.id}" for cls in pack.extension.NODES
+               for i in cls.define_schema().inputs if not (i.tooltip or "").strip()]
+    assert not missing, missing
+
+
 def test_prompt_boxes_explain_the_grammar(pack):
     for cls, name in ((pack.prompts.CLIPTextPrompt, "text"), (pack.optimize.VQGANCLIPGenerate, "prompt")):
         tip = next(i.tooltip for i in cls.define_schema().inputs if i.id == name)

@@ -260,8 +260,27 @@ def _with_weights(name: str, path: str, downloaded_from: str | None = None) -> t
     return model
 
 
-def _load_builtin(name: str, pretrained: str | None,
-                  check_interrupt: Callable[[], object] | None = None) -> tuple[torch.nn.Module, object, str]:
+OfflineHint = Callable[[str, str, str], str]
+"""``hint(name, tag, source)`` -> what to do when open_clip cannot fetch ``name:tag`` (``source``: its download page)."""
+
+
+def cli_offline_hint(name: str, tag: str, source: str) -> str:
+    """The command line's advice for weights open_clip could not fetch (hosts phrase their own: ``offline_hint``)."""
+    return (f"Offline? Download {source} on a connected machine and either pass the file "
+            f"(--clip {name}:/path/to/file.safetensors) or copy the Hugging Face cache (HF_HUB_CACHE, default "
+            "~/.cache/huggingface/hub) to this machine.")
+
+
+def pretrained_source(name: str, tag: str) -> str:
+    """Where open_clip gets ``name:tag`` from (a Hugging Face page or a URL), for messages."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    return f"https://huggingface.co/{cfg['hf_hub'].rstrip('/')}" if cfg.get("hf_hub") else cfg.get("url") or "?"
+
+
+def _load_builtin(name: str, pretrained: str | None, check_interrupt: Callable[[], object] | None = None,
+                  offline_hint: OfflineHint | None = None) -> tuple[torch.nn.Module, object, str]:
     import open_clip
 
     name = name.replace("/", "-")  # OpenAI spelling ViT-B/32 -> open_clip's ViT-B-32
@@ -287,13 +306,8 @@ def _load_builtin(name: str, pretrained: str | None,
     try:
         model = open_clip.create_model(name, pretrained=p)
     except Exception as e:  # open_clip raises RuntimeError / FileNotFoundError / hub errors when offline
-        cfg = open_clip.get_pretrained_cfg(name, p)
-        src = f"https://huggingface.co/{cfg['hf_hub'].rstrip('/')}" if cfg.get("hf_hub") else cfg.get("url") or "?"
-        raise ClipLoadError(
-            f"could not obtain CLIP weights {name}:{p} ({type(e).__name__}: {e}). Offline? Download {src} on a "
-            f"connected machine and either pass the file (--clip {name}:/path/to/file.safetensors) or copy the "
-            "Hugging Face cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub) to this machine."
-        ) from None
+        hint = (offline_hint or cli_offline_hint)(name, p, pretrained_source(name, p))
+        raise ClipLoadError(f"could not obtain CLIP weights {name}:{p} ({type(e).__name__}: {e}). {hint}") from None
     return model, tokenizer, p
 
 
@@ -304,6 +318,7 @@ def load_clip(
     dtype: torch.dtype = torch.float32,
     *,
     check_interrupt: Callable[[], object] | None = None,
+    offline_hint: OfflineHint | None = None,
 ) -> ClipGuide:
     """Load a frozen CLIP guide (eval mode, ``requires_grad=False``).
 
@@ -314,6 +329,8 @@ def load_clip(
         dtype: weight dtype (float32; float16 reproduces the classic CUDA numerics).
         check_interrupt: called between the chunks of a URL download; what it raises stops the download
             (ComfyUI passes its Cancel check). open_clip's own tag downloads are not covered.
+        offline_hint: ``hint(name, tag, source)`` -> the advice given when open_clip cannot fetch a tag's weights
+            (default :func:`cli_offline_hint`, in command-line terms; ComfyUI names its models folder instead).
     """
     if name == "demo":
         from vqgan_core import demo
@@ -327,7 +344,7 @@ def load_clip(
         model, tokenizer = _load_folder(folder, label)
         used = ""
     else:
-        model, tokenizer, used = _load_builtin(name, pretrained, check_interrupt)
+        model, tokenizer, used = _load_builtin(name, pretrained, check_interrupt, offline_hint)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     apply_speed_patches(model)
     size, mean, std = _preprocess(model)

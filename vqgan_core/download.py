@@ -37,7 +37,11 @@ MAX_BYTES_ENV = "VQGAN_CORE_MAX_DOWNLOAD_BYTES"
 DEFAULT_MAX_BYTES = 16 << 30  # larger than any VQGAN or open_clip checkpoint (ViT-bigG is ~10 GB)
 _CHUNK = 1 << 20
 _MIN_PROGRESS = 1024  # bytes that must arrive within every `timeout` window, or the download counts as stalled
-_OFFLINE_HINT = "If this machine is offline, download the file elsewhere and pass its local path instead."
+OFFLINE_HINT = "If this machine is offline, download the file elsewhere and pass its local path instead."
+
+Progress = Callable[[int, int | None], object]
+"""``progress(received, total)``: bytes of the file so far (a resumed download starts above 0) and its expected
+size (None when the server sends none); called when the transfer starts and after every chunk."""
 
 
 class DownloadError(OSError):
@@ -252,7 +256,8 @@ def _remove(*paths: Path) -> None:
 
 
 def _fetch(url: str, target: Path, timeout: float, max_bytes: int,
-           check_interrupt: Callable[[], object] | None, *, allow_resume: bool = True) -> None:
+           check_interrupt: Callable[[], object] | None, *, allow_resume: bool = True,
+           progress: Progress | None = None) -> None:
     """Download ``url`` into ``<target>.part`` (resuming it when possible); raise unless it arrived complete."""
     part, meta_path = _part_paths(target)
     meta = _read_meta(meta_path, url) if allow_resume else {}
@@ -271,11 +276,11 @@ def _fetch(url: str, target: Path, timeout: float, max_bytes: int,
             log.info("server refused to resume %s (HTTP 416); downloading it again", url)
             e.close()
             _remove(part, meta_path)
-            return _fetch(url, target, timeout, max_bytes, check_interrupt, allow_resume=False)
+            return _fetch(url, target, timeout, max_bytes, check_interrupt, allow_resume=False, progress=progress)
         e.close()
-        raise DownloadError(f"could not download {url}: HTTP {e.code} {e.reason}. {_OFFLINE_HINT}") from None
+        raise DownloadError(f"could not download {url}: HTTP {e.code} {e.reason}. {OFFLINE_HINT}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, ValueError) as e:
-        raise DownloadError(f"could not download {url}: {getattr(e, 'reason', e)}. {_OFFLINE_HINT}") from None
+        raise DownloadError(f"could not download {url}: {getattr(e, 'reason', e)}. {OFFLINE_HINT}") from None
     with resp:
         if resp.headers.get_content_type() == "text/html":  # never a model, config or image
             raise DownloadError(f"{url} answered with a web page (HTML), not the file: {DEAD_LINK_HINT}")
@@ -290,7 +295,7 @@ def _fetch(url: str, target: Path, timeout: float, max_bytes: int,
             log.info("cannot resume %s (Content-Range %r); downloading it again", url, resp.headers.get("Content-Range"))
             resp.close()
             _remove(part, meta_path)
-            return _fetch(url, target, timeout, max_bytes, check_interrupt, allow_resume=False)
+            return _fetch(url, target, timeout, max_bytes, check_interrupt, allow_resume=False, progress=progress)
         else:
             length = resp.headers.get("Content-Length")
             start, total = 0, int(length) if length and length.strip().isdigit() else None
@@ -301,7 +306,7 @@ def _fetch(url: str, target: Path, timeout: float, max_bytes: int,
             meta.get("validator") if start else None)
         received = _stream(resp, part, start, url, total, timeout, max_bytes, check_interrupt,
                            meta={"url": url, "validator": validator, "total": total if total is not None or not start
-                                 else meta.get("total")}, meta_path=meta_path)
+                                 else meta.get("total")}, meta_path=meta_path, progress=progress)
     if total is not None and received != total:
         raise DownloadError(f"could not download {url}: the connection closed after {received:,} of {total:,} bytes. "
                             f"The partial file is kept ({part}); run again to resume.")
@@ -311,7 +316,8 @@ def _fetch(url: str, target: Path, timeout: float, max_bytes: int,
 
 
 def _stream(resp: IO[bytes], part: Path, start: int, url: str, total: int | None, timeout: float, max_bytes: int,
-            check_interrupt: Callable[[], object] | None, meta: dict, meta_path: Path) -> int:
+            check_interrupt: Callable[[], object] | None, meta: dict, meta_path: Path,
+            progress: Progress | None = None) -> int:
     """Copy the response into ``part`` from byte ``start``; returns the file's size. The partial file stays
     behind on a timeout, a stall, a broken connection or an interrupt (the next call resumes it)."""
     part.parent.mkdir(parents=True, exist_ok=True)
@@ -322,6 +328,8 @@ def _stream(resp: IO[bytes], part: Path, start: int, url: str, total: int | None
         meta_path.write_text(json.dumps(meta), encoding="utf-8")
         received, too_big = start, False
         mark_time, mark_bytes = time.monotonic(), received
+        if progress is not None:
+            progress(received, total)
         while True:
             if check_interrupt is not None:
                 check_interrupt()  # raises (e.g. ComfyUI's InterruptProcessingException): keep what arrived
@@ -340,6 +348,8 @@ def _stream(resp: IO[bytes], part: Path, start: int, url: str, total: int | None
                 too_big = True
                 break
             out.write(chunk)
+            if progress is not None:
+                progress(received, total)
             now = time.monotonic()
             if received - mark_bytes >= _MIN_PROGRESS:
                 mark_time, mark_bytes = now, received
@@ -358,8 +368,8 @@ def _stream(resp: IO[bytes], part: Path, start: int, url: str, total: int | None
 
 
 def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | None = None, timeout: float = 60.0,
-             name: str | None = None, *, max_bytes: int | None = None,
-             check_interrupt: Callable[[], object] | None = None) -> Path:
+             name: str | None = None, *, filename: str | None = None, max_bytes: int | None = None,
+             check_interrupt: Callable[[], object] | None = None, progress: Progress | None = None) -> Path:
     """Fetch ``url`` once into the cache and return the local path (re-used, after a checksum check, later).
 
     Args:
@@ -371,17 +381,23 @@ def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | 
         max_bytes: size cap (default ``$VQGAN_CORE_MAX_DOWNLOAD_BYTES`` or 16 GiB).
         check_interrupt: called between chunks; whatever it raises stops the download (the partial file is kept
             and resumed by the next call).
+        filename: the exact file name to save as in ``dest_dir`` (no hash prefix): for a folder people browse, such
+            as ComfyUI's models/vqgan, where the name is what they choose and what they put there by hand.
+        progress: ``progress(received, total)`` (see :data:`Progress`), e.g. to drive a progress bar.
     """
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"only http(s) URLs can be downloaded, got {url!r}")
+    if filename is not None and (not filename or filename in (".", "..") or "/" in filename or "\\" in filename
+                                 or "\x00" in filename):
+        raise DownloadError(f"download file name must be a plain file name, got {filename!r}")
     dest = Path(dest_dir) if dest_dir else cache_dir()
-    target = dest / _filename_for(url, name)
+    target = dest / (filename or _filename_for(url, name))
     if target.is_file():
         verify_cached(target, sha256, url)
         return target
     cap = max_download_bytes() if max_bytes is None else int(max_bytes)
     log.info("downloading %s -> %s", url, target)
-    _fetch(url, target, timeout, cap, check_interrupt)
+    _fetch(url, target, timeout, cap, check_interrupt, progress=progress)
     part, meta_path = _part_paths(target)
     digest = file_sha256(part)
     if sha256 is not None and digest != sha256.lower():

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .download import download
+from .download import Progress, download
 from .registry import Registry
 
 
@@ -34,6 +34,8 @@ def _heibox(share: str) -> tuple[str, str]:
     return base + "%2Fckpts%2Flast.ckpt&dl=1", base + "%2Fconfigs%2Fmodel.yaml&dl=1"
 
 
+MIRROR_ENV = "VQGAN_CORE_MIRROR"
+
 KNOWN_VQGANS: Registry[KnownVQGAN] = Registry("known VQGAN")
 KNOWN_VQGANS.register("vqgan_imagenet_f16_1024", KnownVQGAN(*_heibox("8088892a516d4e3baf92"), "ImageNet f16, 1024 codes"))
 KNOWN_VQGANS.register("vqgan_imagenet_f16_16384", KnownVQGAN(*_heibox("a7530b09fed84f80a887"), "ImageNet f16, 16384 codes"))
@@ -46,18 +48,42 @@ KNOWN_VQGANS.register("vqgan_coco_oi_f16_8192", KnownVQGAN(
     "COCO + Open Images f16, 8192 codes (coco_oi_epoch12)"))
 
 
-def fetch_known(name: str, check_interrupt: Callable[[], object] | None = None) -> tuple[Path, Path | None]:
-    """Download (once, into the cache) the checkpoint and the yaml (None when none is published) of a released
-    model; ``$VQGAN_CORE_MIRROR`` serves ``<name>.ckpt`` (and ``<name>.yaml``) instead (the same files: the same
-    digests apply). ``check_interrupt`` is called between chunks (see :func:`vqgan_core.download.download`)."""
+def known_urls(name: str) -> tuple[str, str | None]:
+    """``(ckpt_url, yaml_url)`` of a released model (yaml None when none is published), through
+    ``$VQGAN_CORE_MIRROR`` when it is set (a server holding ``<name>.ckpt`` and ``<name>.yaml``)."""
     spec = KNOWN_VQGANS.get(name)
-    mirror = os.environ.get("VQGAN_CORE_MIRROR")
+    mirror = os.environ.get(MIRROR_ENV)
     if mirror:
         base = f"{mirror.rstrip('/')}/{name}"
-        ckpt_url, yaml_url = f"{base}.ckpt", (f"{base}.yaml" if spec.yaml_url else None)
-    else:
-        ckpt_url, yaml_url = spec.ckpt_url, spec.yaml_url
-    ckpt = download(ckpt_url, name=f"{name}.ckpt", sha256=spec.ckpt_sha256, check_interrupt=check_interrupt)
-    yaml = download(yaml_url, name=f"{name}.yaml", sha256=spec.yaml_sha256,
-                    check_interrupt=check_interrupt) if yaml_url else None
+        return f"{base}.ckpt", (f"{base}.yaml" if spec.yaml_url else None)
+    return spec.ckpt_url, spec.yaml_url
+
+
+def known_file_names(name: str) -> tuple[str, str | None]:
+    """``(<name>.ckpt, <name>.yaml or None)``: the names a released model's files get in a models folder (the yaml
+    beside the checkpoint with the same stem is the first one :func:`vqgan_core.checkpoint.find_yaml` tries)."""
+    spec = KNOWN_VQGANS.get(name)
+    return f"{name}.ckpt", (f"{name}.yaml" if spec.yaml_url else None)
+
+
+def fetch_known(name: str, check_interrupt: Callable[[], object] | None = None, *,
+                dest_dir: str | os.PathLike | None = None, progress: Progress | None = None) -> tuple[Path, Path | None]:
+    """Download (once) the checkpoint and the yaml (None when none is published) of a released model;
+    ``$VQGAN_CORE_MIRROR`` serves ``<name>.ckpt`` (and ``<name>.yaml``) instead (the same files: the same
+    digests apply).
+
+    Args:
+        check_interrupt: called between chunks (see :func:`vqgan_core.download.download`).
+        dest_dir: a folder to keep them in under their plain names (``<name>.ckpt``/``<name>.yaml``, see
+            :func:`known_file_names`), e.g. ComfyUI's models/vqgan; default: the download cache.
+        progress: ``progress(received, total)`` for each file in turn (the small yaml first).
+    """
+    spec = KNOWN_VQGANS.get(name)
+    ckpt_url, yaml_url = known_urls(name)
+    ckpt_name, yaml_name = known_file_names(name)
+    yaml = download(yaml_url, dest_dir, sha256=spec.yaml_sha256, name=yaml_name,
+                    filename=yaml_name if dest_dir else None, check_interrupt=check_interrupt,
+                    progress=progress) if yaml_url else None
+    ckpt = download(ckpt_url, dest_dir, sha256=spec.ckpt_sha256, name=ckpt_name,
+                    filename=ckpt_name if dest_dir else None, check_interrupt=check_interrupt, progress=progress)
     return ckpt, yaml

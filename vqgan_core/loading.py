@@ -122,6 +122,63 @@ def load_vqgan(
     return model
 
 
+_SAFETENSORS_HEADER_LIMIT = 100 << 20  # the safetensors library's own limit on the JSON header
+# (path, mtime_ns, size) -> why the file is no VQGAN, or None: listing a model folder must not re-read every header
+_FILE_CHECKS: dict[tuple[str, int, int], str | None] = {}
+
+
+def vqgan_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a loadable VQGAN, or None when it looks like one; cheap enough for a file menu.
+
+    A ``.safetensors`` is judged by its JSON header alone (no tensor is read): our ``vqgan_config`` metadata, or a
+    generator's key names (``encoder.conv_in.weight`` and ``decoder.conv_out.weight``, optionally under
+    ``first_stage_model.``). A training run's ``discriminator.safetensors``, optimizer states and other models'
+    weights have neither. Other files (taming ``.ckpt``: a pickle that cannot be judged without unpickling it)
+    pass. Results are cached by (path, mtime, size).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        st = path.stat()
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _FILE_CHECKS:
+        _FILE_CHECKS[key] = _safetensors_problem(path, st.st_size)
+    return _FILE_CHECKS[key]
+
+
+def _safetensors_problem(path: Path, size: int) -> str | None:
+    import json
+    import struct
+
+    from .checkpoint import CONFIG_KEY
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 2 <= n <= min(_SAFETENSORS_HEADER_LIMIT, size - 8):
+                return "not a safetensors file (truncated, or another format)"
+            header = json.loads(fh.read(n))
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    except (ValueError, UnicodeDecodeError):
+        return "not a safetensors file (its header is not JSON)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (its header is not a JSON object)"
+    meta = header.get("__metadata__")
+    if isinstance(meta, dict) and CONFIG_KEY in meta:
+        return None
+    keys = [k for k in header if k != "__metadata__"]
+    for prefix in ("", "first_stage_model."):
+        if f"{prefix}encoder.conv_in.weight" in header and f"{prefix}decoder.conv_out.weight" in header:
+            return None
+    return (f"no VQGAN: neither '{CONFIG_KEY}' metadata nor encoder/decoder weights (keys such as "
+            f"{', '.join(sorted(keys)[:3]) or 'none'})")
+
+
 def check_state_dict_or_explain(model: torch.nn.Module, sd: dict[str, torch.Tensor], file: Path, cfg_source: str) -> None:
     """:func:`check_state_dict`; when the weights do not fit the config, the error also says what the weights are
     (a yaml of another model beside a checkpoint is a common mistake)."""
