@@ -207,6 +207,9 @@ def test_cli_animate_apng_reproduces_from_png(anim_args, tmp_path, capsys):
     assert meta["animation"]["zoom"] == 1.2 and meta["animation"]["shift_x"] == 1.0 and meta["animation"]["fps"] == 8
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [f"frame_{i:05d}.png" for i in range(3)]
     assert read_png_metadata(tmp_path / "f" / "frame_00001.png")["frame"] == 1
+    for png in (out, tmp_path / "f" / "frame_00001.png"):  # no ComfyUI chunk names: no graph makes an animation
+        with Image.open(png) as im:
+            assert im.text["vqgan_clip_prompt"] == "red circle" and not {"prompt", "workflow"} & set(im.text)
     again = tmp_path / "again.png"
     assert main(["animate", "--trust-png", "--from-png", str(out), "--out", str(again), "--no-progress", "--device", "cpu"]) == 0
     with Image.open(out) as a, Image.open(again) as b:

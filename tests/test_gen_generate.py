@@ -425,3 +425,20 @@ def test_resumed_plateau_schedule_goes_on_like_one_run(vqgan, clip):
     forgetful = loop(3, init_latent=first.z.detach(), story_offset=3, schedule_offset=3)
     assert continue_run(forgetful, {k: v for k, v in state.items() if k != "lr_schedule"}, rng=True)
     assert not torch.equal(forgetful.run().latent, whole.latent)
+
+
+def test_a_hosts_reduced_precision_attention_setting_does_not_change_the_image():
+    """ComfyUI turns on fp16/bf16 reduction in attention at import (process-wide); a run gives the image it gives
+    anywhere else, and the host's setting is back afterwards (the demo VQGAN decodes with attention)."""
+    from vqgan_core.clip_guide import load_clip
+
+    vqgan, clip = load_vqgan("demo"), load_clip("demo")
+    cfg = _cfg(precision="auto", steps=3, width=64, height=64)
+    plain = run_generation(vqgan, clip, cfg)
+    torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(True)
+    try:
+        hosted = run_generation(vqgan, clip, cfg)
+        assert torch.backends.cuda.fp16_bf16_reduction_math_sdp_allowed()
+    finally:
+        torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(False)
+    assert torch.equal(plain.images, hosted.images)

@@ -41,3 +41,16 @@ def test_foreign_and_damaged_files_are_refused(tmp_path):
     (tmp_path / "junk.vqlatent").write_bytes(b"not a safetensors file at all")
     with pytest.raises(CheckpointError, match="junk.vqlatent"):
         load_latent(tmp_path / "junk.vqlatent")
+
+
+def test_run_settings_round_trip_and_damaged_ones_are_refused(tmp_path):
+    """A CLI latent carries its run's settings (what --resume restores); a ComfyUI one has none."""
+    z = torch.randn(1, 8, 4, 4)
+    settings = {"config": {"prompts": "red", "cutn": 3, "seed": 2}, "planned_steps": 7}
+    back = load_latent(save_latent(tmp_path / "cli.vqlatent", LatentFile(z, (16, 8), 4, {"steps": 3}, settings)))
+    assert back.settings == settings
+    assert load_latent(save_latent(tmp_path / "comfy.vqlatent", LatentFile(z, (16, 8), 4))).settings is None
+    for bad in ("{not json", '["config"]', '{"config": 3}'):
+        save_latent(tmp_path / "bad.vqlatent", LatentFile(z, (16, 8), 4), {"vqgan_clip": bad})
+        with pytest.raises(CheckpointError, match="bad.vqlatent"):
+            load_latent(tmp_path / "bad.vqlatent")

@@ -1,7 +1,8 @@
 """Frame sequences in and out: animated WebP, GIF and APNG with Pillow, videos through ffmpeg, frame folders.
 
-APNG keeps the ``prompt`` and ``vqgan_clip`` settings chunks of :mod:`vqgan_core.image_io`, so
-``animate --from-png anim.png`` reproduces an animation. Every file is written atomically.
+APNG keeps the ``vqgan_clip_prompt`` and ``vqgan_clip`` settings chunks of :mod:`vqgan_core.image_io` (never
+ComfyUI's ``prompt``/``workflow``: no ComfyUI graph makes an animation), so ``animate --from-png anim.png``
+reproduces an animation. Every file is written atomically.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """``python -m vqgan_core generate``: text-to-image from the command line.
 
 Settings resolve in this order (later wins): GenerationConfig defaults, the demo preset (when neither
-``--vqgan`` nor ``--clip`` is given, the shipped demo models are used), the settings stored in
-``--from-png FILE``, then the flags given on this command line. Every PNG written carries the prompt
-and the full settings (seed and model specs included), so ``--from-png out.png`` reproduces the run.
+``--vqgan`` nor ``--clip`` is given and nothing is stored, the shipped demo models are used), the settings
+stored in the ``--resume FILE`` latent, those stored in ``--from-png FILE``, then the flags given on this
+command line. Every PNG written carries the prompt and the full settings (seed and model specs included), so
+``--from-png out.png`` reproduces the run; when the run maps exactly onto this pack's ComfyUI nodes it also
+carries that ComfyUI workflow (``vqgan_core.comfy_workflow``), so dropping it onto ComfyUI's editor opens a
+graph that makes the same image. ``--from-png`` also reads images ComfyUI saved from this pack's nodes.
 """
 
 from __future__ import annotations
@@ -49,10 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stop after STEP of the planned --steps (the image as it was then). Default with "
                         "--from-png: the step of that file's image (a --save-every or interrupted image)")
     p.add_argument("--save-latent", metavar="FILE.vqlatent",
-                   help="also write the final latent and optimiser state, to go on later with --resume")
+                   help="also write the final latent, optimiser state and every setting of the run, to go on "
+                        "later with --resume")
     p.add_argument("--resume", metavar="FILE.vqlatent",
-                   help="start from a --save-latent file (or ComfyUI's Save VQ Latent): its latent, optimiser state "
-                        "and story step; --steps more steps (the same result as one longer run)")
+                   help="start from a --save-latent file (or ComfyUI's Save VQ Latent): its latent, optimiser state, "
+                        "story step and settings (flags given override them); --steps more steps (default: what "
+                        "its run had left, else as many as it ran); the same result as one longer run")
     p.set_defaults(func=run)
 
 
@@ -134,10 +139,12 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
                                    ".mp4 (ffmpeg), a frame every --video-every steps plus the result")
     g.add_argument("--video-every", type=int, default=1, help="steps between video frames (default 1)")
     g.add_argument("--video-fps", type=float, default=12.0, help="video playback speed (default 12)")
-    g.add_argument("--from-png", help="reuse the settings stored in a PNG written by this command")
+    g.add_argument("--from-png", help="reuse the settings stored in a PNG written by this command, or of an image "
+                                      "ComfyUI saved from a VQGAN+CLIP Generate (or Optimize) workflow")
     g.add_argument("--trust-png", action="store_true",
-                   help="with --from-png: let its settings read the local files and fetch the URLs they name (model "
-                        "files, init image, image prompts, masks); without it such a PNG is refused, naming them")
+                   help="with --from-png (or --resume): let its stored settings read the local files and fetch the "
+                        "URLs they name (model files, init image, image prompts, masks); without it such a file is "
+                        "refused, naming them")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -176,26 +183,40 @@ def from_png_metadata(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace):
-    """Merge defaults, demo preset, ``--from-png`` settings and explicit flags into a GenerationConfig."""
+    """Merge defaults, demo preset, ``--resume`` and ``--from-png`` settings and explicit flags into a
+    GenerationConfig."""
+    from vqgan_core.cli_resume import resume_settings
     from vqgan_core.gen_config import GenerationConfig
 
     settings: dict[str, Any] = {}
-    stored = dict(from_png_metadata(args).get("config", {}))
+    meta = from_png_metadata(args)
+    stored = dict(meta.get("config", {}))
     if stored.get("checkpoint_decoder") is False:  # the old default (before the automatic switch); the image
         stored["checkpoint_decoder"] = None  # is the same either way, so running out of memory need not fail
-    vqgan = args.vqgan or stored.get("vqgan") or "demo"
-    clip = args.clip or stored.get("clip") or ["demo"]
-    if vqgan == "demo" and clip == ["demo"] and not stored:
+    for key, message in (meta.get("needs_flag") or {}).items():  # a ComfyUI image's model files: not in the PNG
+        if key in ("vqgan", "clip") and not getattr(args, key, None):
+            raise ValueError(str(message))
+    explicit = _explicit(args)
+    given = set(explicit) | {k for k in ("vqgan", "clip", "resume") if getattr(args, k, None)}
+    resumed = resume_settings(args, given)
+    vqgan = args.vqgan or stored.get("vqgan") or resumed.get("vqgan") or "demo"
+    clip = args.clip or stored.get("clip") or resumed.get("clip") or ["demo"]
+    if vqgan == "demo" and clip == ["demo"] and not stored and not resumed:
         from vqgan_core import demo
 
         settings.update(demo.preset())
-    given = set(_explicit(args)) | {k for k in ("vqgan", "clip", "resume") if getattr(args, k, None)}
-    risky = untrusted_references(stored, from_png_metadata(args), given) if stored else []
-    if risky and not getattr(args, "trust_png", False):
+    trusted = getattr(args, "trust_png", False)
+    risky = untrusted_references(stored, meta, given) if stored else []
+    if risky and not trusted:
         raise ValueError(f"{args.from_png} asks to read or download: {'; '.join(risky)}. A PNG's settings come from "
                          "whoever made it: pass --trust-png if you trust them, or give those settings as flags")
+    risky = untrusted_references(resumed, {}, given | set(stored)) if resumed else []
+    if risky and not trusted:
+        raise ValueError(f"{args.resume} asks to read or download: {'; '.join(risky)}. A latent file's settings come "
+                         "from whoever made it: pass --trust-png if you trust them, or give those settings as flags")
+    settings.update(resumed)
     settings.update(stored)
-    settings.update(_explicit(args))
+    settings.update(explicit)
     settings["vqgan"], settings["clip"] = str(vqgan), list(clip)
     if settings.get("batch_prompts") and "batch_size" not in _explicit(args):
         settings["batch_size"] = len(settings["batch_prompts"])
@@ -304,6 +325,29 @@ def numbered(out: Path, batch: int, tag: str = "") -> list[Path]:
     return [out.with_name(f"{out.stem}{item}{tag}{out.suffix}") for item in items]
 
 
+class ComfyChunks:
+    """The ComfyUI ``prompt``/``workflow`` chunks of this run's images (one graph per image step), and one log line
+    saying why there are none, or which model files ComfyUI needs."""
+
+    def __init__(self, resumed: bool) -> None:
+        self.resumed, self.told = resumed, set()
+        self.cache: dict[int | None, dict[str, str]] = {}
+
+    def for_image(self, config: dict[str, Any], step: int | None) -> dict[str, str]:
+        """The chunks for the image after ``step`` steps of the run ``config`` describes ({} when it does not map)."""
+        from vqgan_core.comfy_workflow import comfy_workflow
+
+        if step not in self.cache:
+            wf = comfy_workflow(config, step, self.resumed)
+            self.cache[step] = wf.chunks()
+            lines = [f"no ComfyUI workflow in the PNG: VQGAN+CLIP Generate cannot make this image ({wf.reason})"]
+            for line in (lines if wf.reason else [f"the PNG's ComfyUI workflow needs: {n}" for n in wf.notes]):
+                if line not in self.told:  # once per run, not once per saved image
+                    self.told.add(line)
+                    log.info("%s", line)
+        return self.cache[step]
+
+
 def prompt_of(cfg, b: int) -> str:  # noqa: ANN001
     """The prompt string of batch item ``b``."""
     return cfg.batch_prompts[b] if cfg.batch_prompts else cfg.prompts
@@ -360,11 +404,14 @@ def run(args: argparse.Namespace) -> int:
         check_model(resume, vqgan, resume_path)
     check_run_fits(vqgan, clip, cfg, device, views=1 + len(cfg.region_prompts or []))
     holder: dict[str, Any] = {}
+    comfy = ComfyChunks(bool(resumed))
 
     def write(step: int | None, images: torch.Tensor, paths: list[Path]) -> None:
         meta_cfg = holder["loop"].config.to_dict()
+        chunks = comfy.for_image(meta_cfg, step)
         for b, (img, path) in enumerate(zip(images, paths, strict=True)):
-            save_png(path, img, prompt_of(cfg, b), {"config": meta_cfg, "batch_index": b, "step": step, **resumed})
+            save_png(path, img, prompt_of(cfg, b), {"config": meta_cfg, "batch_index": b, "step": step, **resumed},
+                     comfy=chunks)
 
     bar, progress = progress_bar(cfg.steps if stop is None else stop, args.no_progress)
 
@@ -404,7 +451,8 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     paths = write_or_fallback(result.steps_done, result.images, numbered(out, cfg.batch_size), write)
     if args.save_latent:
-        print(f"wrote {save_run(args.save_latent, loop)} (continue with --resume)")
+        planned = (resume.state.get("steps", 0) if resume is not None else 0) + cfg.steps
+        print(f"wrote {save_run(args.save_latent, loop, planned)} (continue with --resume)")
     done = ", interrupted" if result.interrupted else ""
     if not done and result.steps_done < cfg.steps:
         done = f", step {result.steps_done} of {cfg.steps}"

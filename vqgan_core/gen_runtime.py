@@ -38,6 +38,9 @@ def run_context(modules: list[torch.nn.Module], deterministic: bool, cudnn_bench
     """Freeze weights and (optionally) force deterministic kernels or let cuDNN time its convolution algorithms
     (every step has the same shapes, so the first step's timing pays for itself), restoring everything after."""
     saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    # a host may change this process-wide (ComfyUI turns it on at import); despite its name it also changes
+    # bf16 attention on the CPU, so a run would differ from the same run elsewhere: off for the run, restored after
+    sdp_reduction = torch.backends.cuda.fp16_bf16_reduction_math_sdp_allowed()
     training = [(m, m.training) for m in modules]
     det = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     try:
@@ -48,9 +51,11 @@ def run_context(modules: list[torch.nn.Module], deterministic: bool, cudnn_bench
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         else:
             torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+        torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(False)
         with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference_mode
             yield
     finally:
+        torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(sdp_reduction)
         for p, rg in saved:
             p.requires_grad_(rg)
         for m, t in training:

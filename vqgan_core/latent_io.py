@@ -1,5 +1,7 @@
 """VQ latents on disk: the continuous latent, the optimiser state that continues its run, and which VQGAN
-it belongs to (codebook shape, downsampling factor), in one safetensors file.
+it belongs to (codebook shape, downsampling factor), in one safetensors file. A command-line run also stores
+every setting of the run (``vqgan_clip``: the ``GenerationConfig`` JSON), so ``generate --resume FILE`` goes
+on without repeating them; files from ComfyUI's Save VQ Latent have none (the workflow holds them).
 
 Why: an optimisation can then stop in one session and go on in another (or on another machine) exactly
 where it was: Adam's moments and the step count travel with the latent. The optimiser state's tensors are
@@ -20,29 +22,34 @@ import torch
 from vqgan_core.checkpoint import CheckpointError, read_safetensors
 from vqgan_core.io_utils import atomic_save_file
 
-__all__ = ["FORMAT", "SUFFIX", "LatentFile", "check_model", "load_latent", "save_latent"]
+__all__ = ["FORMAT", "SETTINGS_KEY", "SUFFIX", "LatentFile", "check_model", "load_latent", "save_latent"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "vqgan_core.vq_latent/1"
 SUFFIX = ".vqlatent"  # safetensors inside; its own suffix keeps it apart from VQGAN weights and SD latents
+SETTINGS_KEY = "vqgan_clip"  # metadata entry: {"config": GenerationConfig dict, "planned_steps": int}
 _STATE_TENSORS = ("rng_state", "z_init", "logits")  # (logits: codebook sampling)  # run-state entries stored as tensors (the optimiser's are too)
 
 
 @dataclass
 class LatentFile:
     """What a latent file holds: ``z`` ``[B, C, h, w]`` (fp32, CPU), the VQGAN's codebook shape and
-    downsampling factor, and the run state (``vqgan_core.run_state.run_state``)."""
+    downsampling factor, the run state (``vqgan_core.run_state.run_state``) and, from the command line, the run's
+    settings (``{"config": GenerationConfig dict, "planned_steps": steps the run planned in all}``; else None)."""
 
     z: torch.Tensor
     codebook_shape: tuple[int, int]
     downsample_factor: int
     state: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, z: torch.Tensor, vqgan: torch.nn.Module, state: dict[str, Any] | None = None) -> LatentFile:
-        """The file for latent ``z`` of ``vqgan`` (with a run state from ``vqgan_core.run_state``)."""
-        return cls(z, *_model_key(vqgan), dict(state or {}))
+    def of(cls, z: torch.Tensor, vqgan: torch.nn.Module, state: dict[str, Any] | None = None,
+           settings: dict[str, Any] | None = None) -> LatentFile:
+        """The file for latent ``z`` of ``vqgan`` (with a run state from ``vqgan_core.run_state`` and the CLI run's
+        settings)."""
+        return cls(z, *_model_key(vqgan), dict(state or {}), settings)
 
 
 def _model_key(vqgan: torch.nn.Module) -> tuple[tuple[int, ...], int]:
@@ -60,6 +67,8 @@ def save_latent(path: str | os.PathLike, latent: LatentFile, metadata: dict[str,
             tensors[key] = t.detach().cpu().contiguous()
     meta = {**(metadata or {}), "format": FORMAT, "codebook_shape": json.dumps(list(latent.codebook_shape)),
             "downsample_factor": str(int(latent.downsample_factor)), "state": json.dumps(state, default=list)}
+    if latent.settings is not None:
+        meta[SETTINGS_KEY] = json.dumps(latent.settings, sort_keys=True)
     if opt is not None:
         plain: dict[str, dict[str, Any]] = {}
         for pid, entries in opt["state"].items():
@@ -110,13 +119,16 @@ def load_latent(path: str | os.PathLike) -> LatentFile:
                 state[key] = tensors[key]
         codebook = tuple(int(v) for v in json.loads(meta["codebook_shape"]))
         factor = int(meta["downsample_factor"])
+        settings = json.loads(meta[SETTINGS_KEY]) if SETTINGS_KEY in meta else None
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: damaged VQ latent metadata ({type(e).__name__}: {e})") from None
+    if settings is not None and not (isinstance(settings, dict) and isinstance(settings.get("config"), dict)):
+        raise CheckpointError(f"{path}: its '{SETTINGS_KEY}' run settings are not a settings object")
     try:
         _check_contents(tensors["z"], codebook, factor, state)
     except ValueError as e:
         raise CheckpointError(f"{path} is not a usable VQ latent: {e}") from None
-    return LatentFile(tensors["z"].float(), codebook, factor, state)
+    return LatentFile(tensors["z"].float(), codebook, factor, state, settings)
 
 
 def _check_contents(z: torch.Tensor, codebook: tuple[int, ...], factor: int, state: dict[str, Any]) -> None:
