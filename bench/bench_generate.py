@@ -1,11 +1,15 @@
 """Generation speed: the classic VQGAN+CLIP loop vs ours, same models, same run (ratios are what counts).
 
-Models: the f16-16384 VQGAN architecture and open_clip ViT-B-32, random weights (no download needed).
+Models: the f16-16384 VQGAN architecture and CLIP ViT-B/32, random weights (no download needed).
+Modes: ``classic`` = bench/classic_loop.py (nerdyrodent/VQGAN-CLIP's loop: frozen VQGAN running taming's ops)
+with open_clip's ViT-B-32 as shipped; ``classic_openai`` = the same loop with OpenAI's CLIP module tree, what
+the real script runs (needs ``pip install openai-clip``, not a project requirement); ``ours`` = GenerationLoop.
 Each (mode, size) runs in its own subprocess so peak memory is measured per mode (CUDA:
 ``max_memory_allocated``; CPU: peak RSS). Prints a table and a JSON line. On CUDA "ours" includes cuDNN's
 algorithm timing (the classic script turns it off); ``--no-cudnn-benchmark`` measures ours without it.
 
     python bench/bench_generate.py --sizes 128 --cutn 8 --iters 6 --warmup 2      # CPU
+    python bench/bench_generate.py --modes classic_openai classic ours --repeats 2 --threads 2
     python bench/bench_generate.py --device cuda --sizes 256 512 --cutn 32          # GPU
     python bench/bench_generate.py --device cuda --sizes 512 --modes ours --compile [blocks|full]
     python bench/bench_generate.py --device cuda --sizes 512 --modes ours --cuda-graph off --profile
@@ -50,17 +54,19 @@ def _child(args: argparse.Namespace) -> dict:
         torch.backends.cudnn.allow_tf32 = True  # the classic script's defaults (TF32 for convolutions only)
     vqgan = VQGAN(VQGANConfig()).to(device).eval()  # f16-16384 architecture, random weights
     size, cutn = args.size, args.cutn
-    if args.mode == "classic":
+    if args.mode.startswith("classic"):
         sys.path.insert(0, str(REPO / "bench"))
-        import open_clip
-        from classic_loop import ClassicLoop
+        from classic_loop import ClassicLoop, make_clip
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-        plain = open_clip.create_model("ViT-B-32", pretrained=None, device=device)  # as shipped, no load_clip tweaks
+        impl = "openai" if args.mode == "classic_openai" else "open_clip"
+        plain = make_clip(impl, device)  # as clip.load / open_clip give it, no load_clip tweaks
         mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD))
-        loop = ClassicLoop(vqgan, plain, mean, std, size, cutn, device=device)
+        loop = ClassicLoop(vqgan, plain, mean, std, size, cutn, device=device,
+                           taming_ops=not args.classic_project_layers)
         step = loop.step
-        precision = "fp32 VQGAN + " + ("fp16" if device.type == "cuda" else "fp32") + " CLIP"
+        precision = "fp32 VQGAN + " + ("fp16" if device.type == "cuda" else "fp32") + f" CLIP ({impl})"
+        precision += " vqgan_core layers" if args.classic_project_layers else ""
     else:
         from vqgan_core.gen_config import GenerationConfig
         from vqgan_core.generate import GenerationLoop
@@ -123,7 +129,9 @@ def main() -> int:
     p.add_argument("--cutn", type=int, default=8)
     p.add_argument("--iters", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--modes", nargs="+", default=["classic", "ours"], choices=["classic", "ours"])
+    p.add_argument("--modes", nargs="+", default=["classic", "ours"], choices=["classic", "classic_openai", "ours"])
+    p.add_argument("--classic-project-layers", action="store_true",
+                   help="classic: decode with vqgan_core's fused layers instead of taming's ops (measures the gap)")
     p.add_argument("--precision", default="auto", help="ours: auto|fp32|bf16|fp16|classic")
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
                    help="ours: memory format (default: channels_last on CUDA)")
@@ -159,6 +167,7 @@ def main() -> int:
                 cmd += {True: ["--channels-last"], False: ["--no-channels-last"], None: []}[args.channels_last]
                 cmd += ["--checkpoint-decoder"] if args.checkpoint_decoder else []
                 cmd += ["--method", args.method]
+                cmd += ["--classic-project-layers"] if args.classic_project_layers else []
                 cmd += {True: ["--cudnn-benchmark"], False: ["--no-cudnn-benchmark"], None: []}[args.cudnn_benchmark]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
                 line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -180,13 +189,17 @@ def main() -> int:
     summary = {}
     for size in args.sizes:
         by = {m: [r["it_s"] for r in rows if r["size"] == size and r["mode"] == m] for m in args.modes}
-        if all(by.get(m) for m in ("classic", "ours")):
-            cpu = {m: min(r["cpu_s_per_it"] for r in rows if r["size"] == size and r["mode"] == m) for m in by}
-            summary[str(size)] = {"classic_it_s": max(by["classic"]), "ours_it_s": max(by["ours"]),
-                                  "speedup": max(by["ours"]) / max(by["classic"]),
-                                  "speedup_cpu_time": cpu["classic"] / cpu["ours"]}
-            print(f"\n{size}²: speed-up ours/classic = {summary[str(size)]['speedup']:.2f}x wall (best of each), "
-                  f"{summary[str(size)]['speedup_cpu_time']:.2f}x in CPU time per step (robust on a shared machine)")
+        cpu = {m: min(r["cpu_s_per_it"] for r in rows if r["size"] == size and r["mode"] == m) for m in by if by[m]}
+        for classic in ("classic", "classic_openai"):
+            if not (by.get(classic) and by.get("ours")):
+                continue
+            key = str(size) if classic == "classic" else f"{size}_openai"
+            summary[key] = {"classic_it_s": max(by[classic]), "ours_it_s": max(by["ours"]),
+                            "speedup": max(by["ours"]) / max(by[classic]),
+                            "classic_cpu_s_per_it": cpu[classic], "ours_cpu_s_per_it": cpu["ours"],
+                            "speedup_cpu_time": cpu[classic] / cpu["ours"]}
+            print(f"\n{size}²: speed-up ours/{classic} = {summary[key]['speedup']:.2f}x wall (best of each), "
+                  f"{summary[key]['speedup_cpu_time']:.2f}x in CPU time per step (robust on a shared machine)")
     result = {"rows": rows, "summary": summary}
     print(json.dumps(result))
     if args.json_out:

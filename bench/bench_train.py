@@ -3,15 +3,20 @@
 Default: VQGAN f16-16384 at 256x256, batch 8, LPIPS-VGG (random weights, real shapes) and the PatchGAN active
 from step 0, as in PERF_ANCHORS.md (taming on one H100: 38.6 img/s, 20.2 GiB peak).
 
-- ``taming``: fp32, NCHW, the autoencoder forward recomputed for the discriminator step, D run before
-  ``disc_start`` too, float batch copied from the host each step (PyTorch-Lightning 1.0 semantics).
+- ``taming``: bench/taming_step.py, taming's ``training_step`` pair in PyTorch-Lightning 1.0.8's order: fp32,
+  NCHW, taming's layer operations, plain Adam; the discriminator step recomputes the autoencoder forward
+  **and the LPIPS pass** (taming's loss computes it before branching on ``optimizer_idx``); D run before
+  ``disc_start`` too; LPIPS dropout active; float batch copied from the host each step.
 - ``ours``: bf16 autocast on CUDA, channels_last, fused Adam, one shared forward, uint8 batch upload
   (optionally ``--compile``).
 
 Examples::
 
     python bench/bench_train.py                                  # GPU: the full comparison
-    python bench/bench_train.py --resolution 128 --batch 2 --steps 2 --warmup 1   # a size a 2-core CPU finishes
+    python bench/bench_train.py --resolution 64 --batch 2 --steps 4 --warmup 1 --threads 2 --repeats 2  # CPU
+
+Each mode runs in its own process; ``--repeats`` alternates them (noisy machines). CPU seconds per step
+(``time.process_time``) is the steadiest figure on a shared CPU; the summary uses the best of each mode.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.config import TrainConfig  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import taming_step  # noqa: E402
 
 ARCHS = {
     "f16_16384": {
@@ -82,8 +90,15 @@ def build(mode: str, args: argparse.Namespace, data: Path, out: Path) -> Trainer
 
 def run(mode: str, args: argparse.Namespace, data: Path, out: Path) -> dict[str, float | str]:
     """Time ``args.steps`` optimiser steps after ``args.warmup`` untimed ones."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tr = build(mode, args, data, out)
     cuda = tr.device.type == "cuda"
+    if mode == "taming":
+        taming_step.prepare(tr, taming_ops=args.ablate != "project_layers")
+        train_step = lambda b: taming_step.step(tr, b, d_step_lpips=args.ablate != "no_d_lpips")  # noqa: E731
+    else:
+        train_step = lambda b: tr.train_step([b])  # noqa: E731
     gen = torch.Generator().manual_seed(0)
     host = torch.randint(0, 256, (args.batch, 3, args.resolution, args.resolution), dtype=torch.uint8, generator=gen)
     if cuda:
@@ -96,16 +111,16 @@ def run(mode: str, args: argparse.Namespace, data: Path, out: Path) -> dict[str,
         return (host.float() / 127.5 - 1).to(tr.device)  # taming: float batch from the host
 
     for _ in range(args.warmup):
-        tr.train_step([batch()])
+        train_step(batch())
     if cuda:
         torch.cuda.synchronize(tr.device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
-        logs = tr.train_step([batch()])
+        logs = train_step(batch())
     float(logs["total_loss"])  # one host sync at the end, like a logging step
     if cuda:
         torch.cuda.synchronize(tr.device)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = (
         torch.cuda.max_memory_allocated(tr.device)
         if cuda
@@ -116,10 +131,27 @@ def run(mode: str, args: argparse.Namespace, data: Path, out: Path) -> dict[str,
         "device": torch.cuda.get_device_name(tr.device) if cuda else "cpu",
         "img_per_s": args.batch * args.steps / dt,
         "s_per_step": dt / args.steps,
+        "it_s": args.steps / dt,
+        "cpu_s_per_step": cpu / args.steps,
+        "threads": torch.get_num_threads(),
+        "ablate": args.ablate if mode == "taming" else "none",
         "peak_GiB": peak / 2**30,
         "peak_kind": "cuda max_memory_allocated" if cuda else "process max RSS",
     }
     return res
+
+
+def _child_argv(argv: list[str]) -> list[str]:
+    """The command line without ``--mode``/``--repeats`` and their values (``--x v`` and ``--x=v`` forms)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--mode", "--repeats"):
+            skip = True
+        elif not a.startswith(("--mode=", "--repeats=")):
+            out.append(a)
+    return out
 
 
 def main() -> None:
@@ -133,6 +165,10 @@ def main() -> None:
     p.add_argument("--mode", choices=["both", "ours", "taming"], default="both")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile in our mode")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
+    p.add_argument("--repeats", type=int, default=1, help="alternate the two modes this many times")
+    p.add_argument("--ablate", choices=["none", "no_d_lpips", "project_layers"], default="none",
+                   help="taming: drop one faithful detail, to measure its cost (bench/REPLICAS.md)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.backends.cudnn.benchmark = True
@@ -143,20 +179,30 @@ def main() -> None:
             Image.new("RGB", (args.resolution, args.resolution), (i * 100, 50, 50)).save(data / f"{i}.png")
         if args.mode == "both":  # one process per mode: separate peak-memory figures, no allocator carry-over
             results = []
-            for m in ("taming", "ours"):
-                argv = [a for a in sys.argv[1:] if not a.startswith("--mode")] + ["--mode", m]
-                out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, check=True)
-                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            for _ in range(args.repeats):
+                for m in ("taming", "ours"):
+                    argv = _child_argv(sys.argv[1:]) + ["--mode", m]
+                    out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True)
+                    if out.returncode:
+                        print(out.stdout[-2000:], out.stderr[-4000:], file=sys.stderr)
+                        raise SystemExit(f"{m} failed (exit {out.returncode})")
+                    results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    print(json.dumps(results[-1]), flush=True)
         else:
             results = [run(args.mode, args, data, Path(tmp))]
-    for r in results:
-        print(json.dumps(r))
-    if len(results) == 2:
+            print(json.dumps(results[0]))
+    by = {m: [r for r in results if r["mode"] == m] for m in ("taming", "ours")}
+    if by["taming"] and by["ours"]:
+        best = {m: max(rs, key=lambda r: r["img_per_s"]) for m, rs in by.items()}
+        cpu = {m: min(r["cpu_s_per_step"] for r in rs) for m, rs in by.items()}
         print(
             json.dumps(
                 {
-                    "speedup_ours_over_taming": results[1]["img_per_s"] / results[0]["img_per_s"],
-                    "memory_ratio_ours_over_taming": results[1]["peak_GiB"] / results[0]["peak_GiB"],
+                    "speedup_ours_over_taming": best["ours"]["img_per_s"] / best["taming"]["img_per_s"],
+                    "speedup_cpu_time": cpu["taming"] / cpu["ours"],
+                    "taming_cpu_s_per_step": cpu["taming"],
+                    "ours_cpu_s_per_step": cpu["ours"],
+                    "memory_ratio_ours_over_taming": best["ours"]["peak_GiB"] / best["taming"]["peak_GiB"],
                 }
             )
         )
