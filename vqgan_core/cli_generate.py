@@ -344,7 +344,8 @@ class ComfyChunks:
             for line in (lines if wf.reason else [f"the PNG's ComfyUI workflow needs: {n}" for n in wf.notes]):
                 if line not in self.told:  # once per run, not once per saved image
                     self.told.add(line)
-                    log.info("%s", line)
+                    # (no graph is the common case for tuned runs, the demo's preset included: -v shows why)
+                    log.log(logging.DEBUG if wf.reason else logging.INFO, "%s", line)
         return self.cache[step]
 
 
