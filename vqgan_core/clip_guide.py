@@ -43,7 +43,8 @@ class ClipLoadError(ValueError):
     """A CLIP model or its weights could not be found or loaded; the message says how to fix it."""
 
 
-def _looks_like_path(s: str) -> bool:
+def looks_like_path(s: str) -> bool:
+    """Whether ``s`` names a file or folder (a path or a weights file name) rather than a model name or tag."""
     return bool(re.match(r"^[A-Za-z]:[\\/]", s)) or s.startswith(("/", "./", "../", "~", "\\\\")) or (
         s.lower().endswith(_WEIGHT_EXT)
     ) or "/" in s or "\\" in s
@@ -297,7 +298,7 @@ def _load_builtin(name: str, pretrained: str | None, check_interrupt: Callable[[
         return _with_weights(name, str(local), downloaded_from=p), tokenizer, p
     if os.path.isfile(os.path.expanduser(p)):
         return _with_weights(name, os.path.expanduser(p)), tokenizer, p
-    if _looks_like_path(p):
+    if looks_like_path(p):
         raise ClipLoadError(f"CLIP weights file not found: {p}")
     tags = open_clip.list_pretrained_tags_by_model(name)
     if p not in tags:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from vqgan_core.png_trust import names_file_or_url  # one definition of "names a file or URL"
+
 __all__ = ["GENERATE", "NODE_WIDGETS", "ComfyWorkflow", "api_from_chunk", "comfy_workflow",
            "settings_from_comfy_prompt"]
 
@@ -82,11 +84,6 @@ class ComfyWorkflow:
 
 
 # -- CLI run -> ComfyUI graphs ---------------------------------------------------------------------------------
-def _is_reference(value: str) -> bool:
-    from vqgan_core.png_trust import _is_reference as is_ref  # one definition of "names a file or URL"
-
-    return is_ref(value)
-
 
 def _file_name(spec: str) -> str:
     """The file name of a path or URL (what ComfyUI's model menus list)."""
@@ -123,7 +120,7 @@ def clip_widgets(specs: list[str]) -> tuple[tuple[str, str] | None, str | None, 
         return None, None, str(e)
     if name == DEMO:
         return (DEMO, "none"), None, ""
-    if pretrained is None and (_is_reference(name) or os.path.isdir(os.path.expanduser(name))):
+    if pretrained is None and (names_file_or_url(name) or os.path.isdir(os.path.expanduser(name))):
         folder = _file_name(name)
         return (f"local:{folder}", "none"), (f"Load CLIP Guide: copy the open_clip folder {name} into "
                                              f"ComfyUI/models/clip_guide as {folder}"), ""
@@ -135,7 +132,7 @@ def clip_widgets(specs: list[str]) -> tuple[tuple[str, str] | None, str | None, 
         except Exception as e:  # noqa: BLE001 - open_clip missing or the name unknown: say so, keep a guess
             log.debug("no default tag for %s: %s", name, e)
             return (name, "openai"), f"Load CLIP Guide: check that pretrained 'openai' is what {name} loaded", ""
-    if _is_reference(pretrained):
+    if names_file_or_url(pretrained):
         weights = _file_name(pretrained)
         return (name, weights), (f"Load CLIP Guide: copy {pretrained} into ComfyUI/models/clip_guide as "
                                  f"{weights}"), ""
@@ -531,7 +528,7 @@ def _cli_vqgan(name: str, where: str) -> tuple[str | None, str]:
     if name == DEMO:
         return DEMO, ""
     stem = name.rsplit(".", 1)[0] if name.endswith((".ckpt", ".safetensors")) else name
-    if stem in KNOWN_VQGANS and not _is_reference(stem):
+    if stem in KNOWN_VQGANS and not names_file_or_url(stem):
         return stem, ""
     return None, (f"{where} is {name!r}, a file in ComfyUI's models/vqgan folder: give --vqgan with its path")
 
@@ -540,9 +537,9 @@ def _cli_clip(name: str, pretrained: str, where: str) -> tuple[str | None, str]:
     """The CLI's ``--clip`` for a Load CLIP Guide choice, or a message asking for the flag."""
     if name == DEMO:
         return DEMO, ""
-    if name.startswith("local:") or _is_reference(name):
+    if name.startswith("local:") or names_file_or_url(name):
         return None, f"{where} uses clip_name {name!r}, a folder in ComfyUI's models: give --clip with its path"
-    if _is_reference(pretrained) or pretrained.startswith(("http://", "https://")):
+    if names_file_or_url(pretrained) or pretrained.startswith(("http://", "https://")):
         return None, (f"{where} uses pretrained {pretrained!r}, a weights file in ComfyUI's models: give --clip "
                       f"{name}:PATH")
     return f"{name}:{pretrained}", ""

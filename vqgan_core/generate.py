@@ -13,7 +13,6 @@ and on CUDA the loss forward + backward replayed as one CUDA graph (``vqgan_core
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import random
@@ -27,7 +26,7 @@ from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.cutouts import Cutouts
 from vqgan_core.engine.from_config import parts_from_config
 from vqgan_core.engine.optim_spec import ScheduleFactor
-from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
+from vqgan_core.engine.run_info import RunInfo, StepContext, restore_stream, stream_seed
 from vqgan_core.engine.stepper import clip_terms, cpu_copy
 from vqgan_core.engine.terms import InitLoss
 from vqgan_core.finite import LastFinite, NonFiniteLossError, loss_error
@@ -247,12 +246,6 @@ class GenerationLoop(MemoryRecovery):
         """Steps run before this loop (a continued run)."""
         return self._story_offset
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self._low_dtype is not None:
-            # CUDA graph capture forbids autocast's weight-cast cache (the low-precision copies need none)
-            return torch.autocast(self.device.type, dtype=self._low_dtype, cache_enabled=self._cast_cache)
-        return contextlib.nullcontext()
-
     def encode_images(self, img01: torch.Tensor) -> torch.Tensor:
         """``[B,3,H,W]`` images in [0,1] -> quantised latent ``[B,C,h,w]`` (fp32, on the run device)."""
         with torch.inference_mode(False):
@@ -272,7 +265,7 @@ class GenerationLoop(MemoryRecovery):
         z_q, pull = self.param.render(self.gen, z)
         if self._channels_last:
             z_q = z_q.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with self.run_info.autocast():
             out = self.vqgan.decode(z_q) if self._dec is None else self._dec(z_q)
         return clamp_with_grad(out.float().add(1).div(2), 0.0, 1.0), z_q, pull
 
@@ -370,7 +363,8 @@ class GenerationLoop(MemoryRecovery):
         = ``state["steps"]``); without it the loop's own seed draws (chained ComfyUI nodes)."""
         c = self.config
         if rng:
-            self._load_stream(state)
+            if state.get("rng_state") is not None:
+                restore_stream(self.gen, state.get("rng_device"), state["rng_state"])
             if self._init_term is not None and state.get("z_init") is not None:
                 self._init_term.load_state_dict({"target": state["z_init"]})
             saved = state.get("lr_schedule")
@@ -404,24 +398,12 @@ class GenerationLoop(MemoryRecovery):
             g["lr"] = g["initial_lr"] = c.lr
         return True
 
-    def _load_stream(self, state: dict[str, Any]) -> None:
-        if state.get("rng_state") is None:
-            return
-        if state.get("rng_device") != self.gen.device.type:
-            log.warning("the saved random stream is for %s, this run is on %s: it draws from its own seed",
-                        state.get("rng_device"), self.gen.device.type)
-            return
-        try:
-            self.gen.set_state(state["rng_state"])
-        except RuntimeError as e:  # another torch version's generator layout
-            log.warning("the saved random stream does not fit this torch (%s): it draws from its own seed", e)
-
     # -- the run -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images [B,3,H,W] float32 CPU in [0,1], code indices)`` of a latent, as the run renders it."""
         z_q, idx = self.quantize(z.detach().to(self.device))
-        with self._autocast():
+        with self.run_info.autocast():
             img = (self.vqgan.decode(z_q) if self._dec is None else self._dec(z_q)).float().add(1).div(2).clamp(0, 1)
         return img.cpu(), idx
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["untrusted_references"]
+__all__ = ["names_file_or_url", "untrusted_references"]
 
-_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
-
-
-def _is_reference(value: str) -> bool:
+def names_file_or_url(value: str) -> bool:
     """A URL, or a string that names a file or folder rather than a known model."""
+    from vqgan_core.clip_guide import looks_like_path
+
     v = value.strip()
-    return (v.startswith(("http://", "https://", "/", "./", "../", "~", "\\\\")) or os.sep in v or "/" in v
-            or "\\" in v or v.lower().endswith(_WEIGHT_SUFFIXES) or (len(v) > 1 and v[1] == ":"))
+    return v.startswith(("http://", "https://")) or looks_like_path(v) or os.sep in v
 
 
 def _clip_reference(spec: str) -> bool:
@@ -29,7 +27,7 @@ def _clip_reference(spec: str) -> bool:
         name, pretrained = parse_clip_spec(spec)
     except ClipLoadError:
         return True
-    return name != "demo" and (_is_reference(name) or (pretrained is not None and _is_reference(pretrained)))
+    return name != "demo" and (names_file_or_url(name) or (pretrained is not None and names_file_or_url(pretrained)))
 
 
 def untrusted_references(stored: dict[str, Any], meta: dict[str, Any], given: set[str]) -> list[str]:

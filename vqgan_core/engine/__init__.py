@@ -16,10 +16,10 @@ from vqgan_core.engine.latent_param import LatentParam
 from vqgan_core.engine.optim_spec import SCHEDULERS, OptimizerSpec
 from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
 from vqgan_core.engine.stepper import Stepper, StepResult, clip_terms
-from vqgan_core.engine.terms import INIT_DECAYS, ImageLoss, InitLoss, LossTerm, SumLoss, TVLoss, as_terms
+from vqgan_core.engine.terms import INIT_DECAYS, ImageLoss, InitLoss, LossTerm, SumLoss, TVLoss
 
 __all__ = [
     "INIT_DECAYS", "SCHEDULERS", "ClipLoss", "ImageLoss", "InitLoss", "LatentParam", "LossTerm", "OptimizerSpec",
-    "RunInfo", "StepContext", "StepResult", "Stepper", "SumLoss", "TVLoss", "Views", "as_terms", "clip_terms",
+    "RunInfo", "StepContext", "StepResult", "Stepper", "SumLoss", "TVLoss", "Views", "clip_terms",
     "stream_seed",
 ]

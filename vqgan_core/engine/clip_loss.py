@@ -180,8 +180,3 @@ class ClipLoss(LossTerm):
 
     def state_dict(self) -> dict[str, Any]:  # noqa: D102 - the story position is the run's step
         return {}
-
-    def describe(self) -> str:  # noqa: D102
-        where = " (region)" if self.region is not None else ""
-        text = self.prompts if isinstance(self.prompts, str) else " / ".join(self.prompts)
-        return f"clip{where} x{self.weight:g}: {text[:60]}"

@@ -102,12 +102,6 @@ class LatentParam:
             return self.z.detach().clone()
         return self._codes.most_likely(self.z)[0]
 
-    def indices(self) -> torch.Tensor:
-        """Code indices ``[B, h, w]`` of :meth:`latent`."""
-        if self._codes is None:
-            return self.quantize(self.z.detach())[1]
-        return self.z.detach().argmax(1)
-
     @torch.no_grad()
     def after_step(self) -> None:
         """Clamp to the codebook's range (z+quantize) and restore kept cells; in place (CUDA graphs stay valid)."""

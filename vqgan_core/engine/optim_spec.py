@@ -134,7 +134,3 @@ class OptimizerSpec:
         """``(optimizer, schedule)`` over ``params`` for a run that plans ``planned_steps`` steps."""
         opt = make_optimizer(self.name, params, lr=self.lr)
         return opt, ScheduleFactor(self.schedule, self.schedule_steps or max(planned_steps, 1))
-
-    def describe(self) -> str:
-        """One line for logs."""
-        return f"{self.name} lr {self.lr:g} ({self.schedule})"

@@ -9,16 +9,34 @@ each call. Nothing is global: two runs with the same parts and seed draw the sam
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["RunInfo", "StepContext", "stream_seed"]
+__all__ = ["RunInfo", "StepContext", "restore_stream", "stream_seed"]
+
+log = logging.getLogger(__name__)
 
 
 def stream_seed(seed: int, stream: int) -> int:
     """An independent generator seed per random stream of a run, inside torch's 64-bit seed range."""
     return (int(seed) * 7919 + stream) % 2**64
+
+
+def restore_stream(gen: torch.Generator, device_type: str | None, state: torch.Tensor) -> bool:
+    """Go on with a saved random stream when it is of ``gen``'s device type and this torch's layout; else the
+    generator keeps drawing from its own seed (with a warning). Returns whether it was restored."""
+    if device_type != gen.device.type:
+        log.warning("the saved random stream is for %s, this run is on %s: it draws from its own seed", device_type,
+                    gen.device.type)
+        return False
+    try:
+        gen.set_state(state)
+    except RuntimeError as e:  # another torch version's generator layout
+        log.warning("the saved random stream does not fit this torch (%s): it draws from its own seed", e)
+        return False
+    return True
 
 
 @dataclass

@@ -24,7 +24,7 @@ from vqgan_core.cuda_graph import GraphedLossBackward
 from vqgan_core.engine.clip_loss import ClipLoss
 from vqgan_core.engine.latent_param import LatentParam
 from vqgan_core.engine.optim_spec import OptimizerSpec
-from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
+from vqgan_core.engine.run_info import RunInfo, StepContext, restore_stream, stream_seed
 from vqgan_core.engine.terms import LossTerm, SumLoss
 from vqgan_core.finite import LastFinite, NonFiniteLossError, loss_error
 from vqgan_core.gen_memory import private_decoder
@@ -260,12 +260,7 @@ class Stepper:
             self.loss.load_state_dict(state["loss"])
             self.opt.load_state_dict(copy.deepcopy(opt["state"]))  # copies: a host's cached state never changes
             self.schedule.load_state_dict(copy.deepcopy(sched["state"]))
-            rng = state["rng"]
-            if rng["device"] == self.gen.device.type:
-                self.gen.set_state(rng["state"])
-            else:
-                log.warning("the saved random stream is for %s, this run is on %s: it draws from its own seed",
-                            rng["device"], self.gen.device.type)
+            restore_stream(self.gen, state["rng"]["device"], state["rng"]["state"])
         self.step_index, self.losses = int(state["step"]), list(state.get("losses", []))
 
 

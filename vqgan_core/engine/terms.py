@@ -24,7 +24,7 @@ from vqgan_core.finite import check_finite
 from vqgan_core.image_losses import IMAGE_LOSSES
 from vqgan_core.losses import init_weight_factor, tv_loss
 
-__all__ = ["INIT_DECAYS", "ImageLoss", "InitLoss", "LossTerm", "SumLoss", "TVLoss", "as_terms"]
+__all__ = ["INIT_DECAYS", "ImageLoss", "InitLoss", "LossTerm", "SumLoss", "TVLoss"]
 
 INIT_DECAYS = ("classic", "linear", "none")
 
@@ -59,9 +59,6 @@ class LossTerm:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Go on from :meth:`state_dict` of an equal term."""
 
-    def describe(self) -> str:
-        """One line for logs and the graph's loss readout."""
-        return f"{self.name} x{self.weight:g}"
 
     def __add__(self, other: LossTerm) -> SumLoss:
         return SumLoss([self, other])
@@ -104,9 +101,6 @@ class SumLoss(LossTerm):
         for t, s in zip(self.terms, saved, strict=True):
             t.load_state_dict(s)
 
-    def describe(self) -> str:  # noqa: D102
-        inner = " + ".join(t.describe() for t in self.terms)
-        return inner if self.weight == 1.0 else f"{self.weight:g} x ({inner})"
 
     def leaves(self) -> list[LossTerm]:
         """The non-sum terms inside, depth first."""
@@ -114,11 +108,6 @@ class SumLoss(LossTerm):
         for t in self.terms:
             out += t.leaves() if isinstance(t, SumLoss) else [t]
         return out
-
-
-def as_terms(loss: LossTerm | Iterable[LossTerm]) -> LossTerm:
-    """A term, or a list of terms as their sum."""
-    return loss if isinstance(loss, LossTerm) else SumLoss(loss)
 
 
 class TVLoss(LossTerm):
@@ -220,5 +209,3 @@ class InitLoss(LossTerm):
         if t is not None and self.target is not None and tuple(t.shape) == tuple(self.target.shape):
             self.target.copy_(t.to(self.target.device, self.target.dtype))
 
-    def describe(self) -> str:  # noqa: D102
-        return f"init x{self.weight:g} ({self.decay})"
