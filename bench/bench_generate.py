@@ -43,7 +43,7 @@ def _child(args: argparse.Namespace) -> dict:
     import torch
 
     from vqgan_core import VQGAN, VQGANConfig
-    from vqgan_core.clip_guide import load_clip
+    from vqgan_core.clip.guide import load_clip
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,8 +68,8 @@ def _child(args: argparse.Namespace) -> dict:
         precision = "fp32 VQGAN + " + ("fp16" if device.type == "cuda" else "fp32") + f" CLIP ({impl})"
         precision += " vqgan_core layers" if args.classic_project_layers else ""
     else:
-        from vqgan_core.gen_config import GenerationConfig
-        from vqgan_core.generate import GenerationLoop
+        from vqgan_core.engine.config import GenerationConfig
+        from vqgan_core.engine.loop import GenerationLoop
 
         cfg = GenerationConfig(prompts="a painting of a lighthouse", width=size, height=size, steps=10**9, seed=0,
                                cutn=cutn, precision=args.precision, compile=args.compile,

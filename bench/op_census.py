@@ -68,7 +68,8 @@ def census(step, n: int = 1) -> dict:
 def use_cuda_paths() -> None:
     """Make a CPU run take the branches a CUDA run takes (GroupNorm split, explicit wide attention, SDPA in
     CLIP), so the census counts the CUDA step's ops."""
-    from vqgan_core import clip_speed, layers
+    from vqgan_core.clip import speed as clip_speed
+    from vqgan_core.vqgan import layers
 
     layers.FAST_PATH_DEVICES.add("cpu")
     clip_speed.EXPLICIT_DEVICES.clear()  # SDPA in CLIP's attention, as on CUDA
@@ -91,9 +92,9 @@ def main() -> int:
     import torch
 
     from vqgan_core import VQGAN, VQGANConfig
-    from vqgan_core.clip_guide import load_clip
-    from vqgan_core.gen_config import GenerationConfig
-    from vqgan_core.generate import GenerationLoop
+    from vqgan_core.clip.guide import load_clip
+    from vqgan_core.engine.config import GenerationConfig
+    from vqgan_core.engine.loop import GenerationLoop
 
     if args.cuda_paths:
         use_cuda_paths()

@@ -15,7 +15,7 @@ from types import MethodType
 import torch
 from torch import nn
 
-from vqgan_core.layers import AttnBlock, GroupNorm, ResnetBlock
+from vqgan_core.vqgan.layers import AttnBlock, GroupNorm, ResnetBlock
 
 
 def _swish(x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Save VQ Latent / Load VQ Latent: a run stops in one session and goes on in another.
 
-The file (``vqgan_core.latent_io``) holds the latent, the optimiser state a continued Optimize picks up,
+The file (``vqgan_core.latents.files``) holds the latent, the optimiser state a continued Optimize picks up,
 and the VQGAN's codebook shape, so loading it next to a different VQGAN is refused with a clear message.
 Saved files go to ComfyUI's output folder; Load lists the input folder and the output folder (``[output]``) and
 reads nothing else: ComfyUI does not check the value a client sends against the list, so Load resolves it itself
@@ -26,21 +26,21 @@ CATEGORY = "vqgan_clip/latent"
 
 def latent_choices() -> list[str]:
     """``.vqlatent`` files of the input folder, then those of the output folder (annotated ``[output]``)."""
-    from vqgan_core.latent_io import SUFFIX
+    from vqgan_core.latents.files import SUFFIX
 
     return ca.user_file_choices(SUFFIX)
 
 
 def latent_path(latent_file: str) -> str | None:
     """Full path of a listed latent file, or None for anything else (never says whether it exists elsewhere)."""
-    from vqgan_core.latent_io import SUFFIX
+    from vqgan_core.latents.files import SUFFIX
 
     return ca.find_user_file(latent_file, SUFFIX)
 
 
 def refusal(latent_file: str) -> str:
     """The one message for every name that is not a latent file in the input/output folders (existing or not)."""
-    from vqgan_core.latent_io import SUFFIX
+    from vqgan_core.latents.files import SUFFIX
 
     return (f"Latent file {latent_file!r} is not available: Load VQ Latent reads only {SUFFIX} files in ComfyUI's "
             f"input folder ('name{SUFFIX}') or output folder ('name{SUFFIX} [output]'), as listed in its menu. "
@@ -72,7 +72,7 @@ class SaveVQLatent(io.ComfyNode):
         """Write ``<prefix>_00001_.vqlatent`` (ComfyUI's numbering); the workflow goes into the metadata."""
         import folder_paths
 
-        from vqgan_core.latent_io import SUFFIX, LatentFile, save_latent
+        from vqgan_core.latents.files import SUFFIX, LatentFile, save_latent
 
         out_dir = folder_paths.get_output_directory()
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
@@ -116,7 +116,7 @@ class LoadVQLatent(io.ComfyNode):
     @classmethod
     def execute(cls, vqgan, latent_file: str) -> io.NodeOutput:  # noqa: ANN001
         """Read the file and check it belongs to this VQGAN."""
-        from vqgan_core.latent_io import check_model, load_latent
+        from vqgan_core.latents.files import check_model, load_latent
 
         path = latent_path(latent_file)
         if path is None:

@@ -28,7 +28,7 @@ WEIGHT = {"min": -100.0, "max": 100.0, "step": 0.01, "round": 0.0001}
 
 
 def _guides(clip) -> tuple:  # noqa: ANN001
-    from vqgan_core.clip_guide import ClipEnsemble
+    from vqgan_core.clip.guide import ClipEnsemble
 
     return tuple(g for g, _ in ClipEnsemble.of(clip).guides)
 
@@ -155,7 +155,7 @@ class ImageLoss(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         """Schema: name and weight."""
-        from vqgan_core.image_losses import image_loss_names
+        from vqgan_core.objective.image_losses import image_loss_names
 
         return io.Schema(
             node_id="VQGAN_ImageLoss", display_name="Image Loss", category=CATEGORY,

@@ -1,10 +1,10 @@
 """Model files for the loaders: which VQGANs Load VQGAN offers, released models fetched on first use, and
 messages in ComfyUI's terms (folders, not command-line flags).
 
-Released models (``vqgan_core.known_models.KNOWN_VQGANS``) are offered as the file they become in models/vqgan,
+Released models (``vqgan_core.hub.known_models.KNOWN_VQGANS``) are offered as the file they become in models/vqgan,
 ``<name>.ckpt``; until that file is there the option reads ``<name>.ckpt (download)``. Choosing either downloads
 the checkpoint (and its yaml, as ``<name>.yaml`` beside it) into the first models/vqgan folder, with ComfyUI's
-progress bar, Cancel, ``.part`` resume and size/sha256 checks (``vqgan_core.download``). Once downloaded, the plain
+progress bar, Cancel, ``.part`` resume and size/sha256 checks (``vqgan_core.hub.download``). Once downloaded, the plain
 ``<name>.ckpt`` is an ordinary file in the folder: a saved workflow keeps working, and on another machine the same
 value downloads the model again. Workflows saved with the marked name load too.
 """
@@ -26,7 +26,7 @@ _REPORTED: set[tuple[str, str]] = set()  # files left out of the menu, logged on
 def known_vqgan_name(choice: object) -> str | None:
     """The released model a menu value stands for (``<name>.ckpt``, ``<name>.ckpt (download)``, ``<name>`` or
     ``<name> (download)``), else None."""
-    from vqgan_core.known_models import KNOWN_VQGANS
+    from vqgan_core.hub.known_models import KNOWN_VQGANS
 
     if not isinstance(choice, str):
         return None
@@ -37,14 +37,14 @@ def known_vqgan_name(choice: object) -> str | None:
 
 def _local_known_file(name: str) -> str | None:
     """Full path of a released model's checkpoint already in a models/vqgan folder, or None."""
-    from vqgan_core.known_models import known_file_names
+    from vqgan_core.hub.known_models import known_file_names
 
     return ca.find_model_file(ca.VQGAN_FOLDER, known_file_names(name)[0])
 
 
 def known_vqgan_choices() -> list[str]:
     """Every released model: ``<name>.ckpt`` when it is in models/vqgan, else ``<name>.ckpt (download)``."""
-    from vqgan_core.known_models import KNOWN_VQGANS, known_file_names
+    from vqgan_core.hub.known_models import KNOWN_VQGANS, known_file_names
 
     out = []
     for name in KNOWN_VQGANS.names():
@@ -56,10 +56,10 @@ def known_vqgan_choices() -> list[str]:
 def loadable_vqgan_files() -> list[str]:
     """Files in models/vqgan that can be loaded as a VQGAN, released models' files excepted (they are listed with
     the released models). A training run's discriminator, optimizer states and other non-VQGAN safetensors are
-    left out, judged from the file header alone (``vqgan_core.loading.vqgan_file_problem``, cached by mtime)."""
+    left out, judged from the file header alone (``vqgan_core.hub.loading.vqgan_file_problem``, cached by mtime)."""
     import folder_paths
 
-    from vqgan_core.loading import vqgan_file_problem
+    from vqgan_core.hub.loading import vqgan_file_problem
 
     out = []
     for rel in ca.list_models(ca.VQGAN_FOLDER):
@@ -88,7 +88,7 @@ def vqgan_download_folder() -> str:
 
 
 class DownloadProgress:
-    """``progress(received, total)`` for ``vqgan_core.download``, shown on ComfyUI's progress bar of the running
+    """``progress(received, total)`` for ``vqgan_core.hub.download``, shown on ComfyUI's progress bar of the running
     node: at most one update per percent (a 1 GB checkpoint arrives in thousands of chunks) plus the last one."""
 
     def __init__(self) -> None:
@@ -113,8 +113,8 @@ class DownloadProgress:
 
 def offline_vqgan_message(name: str, reason: str) -> str:
     """What to do when a released model cannot be downloaded: the folder, the exact file names, and the links."""
-    from vqgan_core.download import OFFLINE_HINT
-    from vqgan_core.known_models import KNOWN_VQGANS, MIRROR_ENV, known_file_names, known_urls
+    from vqgan_core.hub.download import OFFLINE_HINT
+    from vqgan_core.hub.known_models import KNOWN_VQGANS, MIRROR_ENV, known_file_names, known_urls
 
     folder = vqgan_download_folder()
     spec = KNOWN_VQGANS.get(name)
@@ -137,8 +137,8 @@ def fetch_known_vqgan(name: str) -> str:
     A file already there is checked against the published sha256, or the one recorded when it was downloaded;
     a damaged one is refused with its name and what to do. A failed download raises a message naming the
     folder, the file names and the links (the partial file is kept and resumed next time)."""
-    from vqgan_core.download import DownloadError, verify_cached
-    from vqgan_core.known_models import KNOWN_VQGANS, fetch_known, known_file_names
+    from vqgan_core.hub.download import DownloadError, verify_cached
+    from vqgan_core.hub.known_models import KNOWN_VQGANS, fetch_known, known_file_names
 
     spec = KNOWN_VQGANS.get(name)
     found = _local_known_file(name)
@@ -164,7 +164,7 @@ def fetch_known_vqgan(name: str) -> str:
 
 # -- Load CLIP Guide --------------------------------------------------------------------------------------------
 def clip_offline_hint(name: str, tag: str, source: str) -> str:
-    """``offline_hint`` for ``vqgan_core.clip_guide.load_clip``: where to put the weights in ComfyUI's folders."""
+    """``offline_hint`` for ``vqgan_core.clip.guide.load_clip``: where to put the weights in ComfyUI's folders."""
     import folder_paths
 
     try:

@@ -108,8 +108,8 @@ class OptimizeSteps(io.ComfyNode):
                 snapshot_every: int = 0) -> io.NodeOutput:
         """Build the run's parts, continue the latent's run when it carries one, and step."""
         from vqgan_core.engine import LatentParam, Stepper
+        from vqgan_core.engine.config import GenerationConfig
         from vqgan_core.engine.loss_curve import loss_table, plot_losses
-        from vqgan_core.gen_config import GenerationConfig
 
         check_latent_model(latent, vqgan)
         node_id = ca.node_id(cls)

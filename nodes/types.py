@@ -17,7 +17,7 @@ VQGANModel = io.Custom("VQGAN_MODEL")
 """A loaded ``vqgan_core.VQGAN`` (built outside inference mode; in ComfyUI's memory manager: nodes call ``memory.use``)."""
 
 ClipGuide = io.Custom("VQCLIP_GUIDE")
-"""One CLIP model or an ensemble of several (``vqgan_core.clip_guide``)."""
+"""One CLIP model or an ensemble of several (``vqgan_core.clip.guide``)."""
 
 VQLatent = io.Custom("VQ_LATENT")
 """A :class:`Latent`: continuous VQ latent plus the model that decodes it."""

@@ -53,6 +53,6 @@ def vqgan(taming_fixtures):
 @pytest.fixture(scope="module")
 def clip(tiny_clip_dir):
     """The tiny random CLIP guide, per test module."""
-    from vqgan_core.clip_guide import load_clip
+    from vqgan_core.clip.guide import load_clip
 
     return load_clip(str(tiny_clip_dir))

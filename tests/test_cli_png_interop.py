@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from vqgan_core import comfy_workflow as cw
-from vqgan_core.cli import main
-from vqgan_core.image_io import read_png_metadata
+from vqgan_core.cli import comfy_workflow as cw
+from vqgan_core.cli.main import main
+from vqgan_core.media.image_io import read_png_metadata
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def test_model_files_map_to_their_names_with_a_note(object_info, taming_fixtures
 
 
 def test_images_before_the_end_map_only_with_a_constant_schedule():
-    from vqgan_core.gen_config import GenerationConfig
+    from vqgan_core.engine.config import GenerationConfig
 
     cfg = GenerationConfig(prompts="red", width=64, height=64, steps=4, seed=1, vqgan="demo", clip=["demo"]).to_dict()
     wf = cw.comfy_workflow(cfg, step=2)
@@ -239,7 +239,7 @@ def test_old_cli_pngs_with_the_prompt_text_in_prompt_still_reproduce(tmp_path):
 def test_resume_restores_every_setting_and_equals_one_longer_run(tmp_path, capsys):
     """The README's resume: no prompt, no --cutn repeated; also a run stopped early goes on to its planned end,
     flags still override, and a latent without settings (ComfyUI's Save VQ Latent) works as before."""
-    from vqgan_core.latent_io import LatentFile, load_latent, save_latent
+    from vqgan_core.latents.files import LatentFile, load_latent, save_latent
 
     run = ["generate", "--device", "cpu", "--no-progress", "a red circle", "--cutn", "3", "--seed", "5",
            "--lr-schedule", "cosine"]

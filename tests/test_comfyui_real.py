@@ -176,7 +176,7 @@ def server(tmp_path_factory):
     (base / "custom_nodes" / "vqgan_clip_under_test").symlink_to(REPO, target_is_directory=True)
     user_models = base / "user_vqgans"
     user_models.mkdir()
-    from vqgan_core import demo
+    from vqgan_core.hub import demo
 
     shutil.copyfile(demo.vqgan_path(), user_models / "my_user_vqgan.safetensors")
     if TAMING.is_dir():  # a real taming .ckpt + .yaml pair (tiny, random weights) for the .ckpt path

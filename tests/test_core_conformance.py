@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from vqgan_core import VQGAN, VQGANConfig, load_vqgan
-from vqgan_core.checkpoint import generator_state_dict
+from vqgan_core.hub.checkpoint import generator_state_dict
 
 H_ATOL, DEC_ATOL = 1e-5, 1e-4
 
@@ -158,7 +158,7 @@ _ARCH = ("in_channels", "out_ch", "ch", "ch_mult", "num_res_blocks", "attn_resol
 def test_released_architectures_are_read_from_their_weights(taming_fixtures):
     """Without a yaml, the keys and shapes alone give each released model's config (f16-1024, f16-16384,
     Gumbel f8, COCO-8k, the S-FLCKR segmentation VQGAN); the tiny fixtures decode the same either way."""
-    from vqgan_core.config_infer import infer_config
+    from vqgan_core.vqgan.config_infer import infer_config
 
     for y in _reference_key_files(taming_fixtures):
         ref = json.loads(y.with_suffix(".json").read_text())["keys"]
@@ -180,7 +180,7 @@ def test_released_architectures_are_read_from_their_weights(taming_fixtures):
 def test_architecture_from_weights_for_any_training_resolution(resolution):
     """taming counts encoder resolutions down and decoder ones up: at sizes not divisible by the factor they
     disagree about where attention sits. The weights alone still give a config with exactly these keys."""
-    from vqgan_core.config_infer import infer_config
+    from vqgan_core.vqgan.config_infer import infer_config
 
     for ch_mult in ((1, 2), (1, 1, 2, 2, 4)):
         bottom = resolution // 2 ** (len(ch_mult) - 1)

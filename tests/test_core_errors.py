@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from vqgan_core import CheckpointError, load_vqgan
-from vqgan_core.checkpoint import safe_torch_load
+from vqgan_core.hub.checkpoint import safe_torch_load
 
 
 @pytest.fixture

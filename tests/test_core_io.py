@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from vqgan_core import VQGAN, VQGANConfig, load_vqgan, save_vqgan
-from vqgan_core.cli import main
-from vqgan_core.download import DownloadError, download
+from vqgan_core.cli.main import main
+from vqgan_core.hub.download import DownloadError, download
 
 
 def test_ckpt_to_safetensors_roundtrip_bit_exact(taming_fixtures, tmp_path):
@@ -88,8 +88,8 @@ def test_download_error_is_actionable(http_dir, tmp_path):
 
 def test_dead_links_are_named_not_parsed(taming_fixtures, http_dir, tmp_path):
     """A dead heibox link answers with an HTML page: refused at download, and named when already saved."""
-    from vqgan_core.checkpoint import CheckpointError
-    from vqgan_core.config import ConfigError, VQGANConfig
+    from vqgan_core.hub.checkpoint import CheckpointError
+    from vqgan_core.vqgan.config import ConfigError, VQGANConfig
 
     root, base = http_dir
     page = "<!DOCTYPE html>\n<html><body>Link does not exist :(</body></html>\n"
@@ -153,11 +153,11 @@ def test_known_model_by_name_through_mirror(taming_fixtures, http_dir, tmp_path,
     (root / "vqgan_coco_f16_8192.ckpt").write_bytes((taming_fixtures / "tiny_gumbel_f8" / "last.ckpt").read_bytes())
     coco = load_vqgan("vqgan_coco_f16_8192")  # published without a yaml: none is asked for, the weights tell
     assert coco.config.quantizer == "gumbel" and coco.config.extra["config_source"] == "inferred from the weights"
-    from vqgan_core.known_models import fetch_known
+    from vqgan_core.hub.known_models import fetch_known
 
     ckpt, yaml_path = fetch_known("vqgan_coco_f16_8192")
     assert ckpt.name.endswith("-vqgan_coco_f16_8192.ckpt") and yaml_path is None
-    from vqgan_core.download import _filename_for
+    from vqgan_core.hub.download import _filename_for
 
     heibox = "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1"
     assert _filename_for(heibox, "vqgan_imagenet_f16_16384.ckpt").endswith("-last.ckpt")  # caches made before stay found
@@ -168,7 +168,7 @@ def test_known_model_by_name_through_mirror(taming_fixtures, http_dir, tmp_path,
 
 def test_norm_groups_reach_every_groupnorm():
     """Tiny models may use fewer GroupNorm groups; every norm layer (encoder, decoder, mid, attention) gets it."""
-    from vqgan_core.encoder_decoder import Encoder
+    from vqgan_core.vqgan.encoder_decoder import Encoder
 
     cfg = VQGANConfig(ch=32, ch_mult=(1, 2), n_embed=8, embed_dim=4, z_channels=4, resolution=16, attn_resolutions=(8,), norm_groups=8)
     groups = {m.num_groups for m in VQGAN(cfg).modules() if isinstance(m, torch.nn.GroupNorm)}
@@ -182,7 +182,7 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     import os
     import stat
 
-    from vqgan_core.io_utils import atomic_write
+    from vqgan_core.util.atomic import atomic_write
 
     p = atomic_write(tmp_path / "f.bin", lambda tmp: open(tmp, "wb").write(b"x"))
     mask = os.umask(0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqgan_core.layers import group_norm_split, normalize, spatial_attention
+from vqgan_core.vqgan.layers import group_norm_split, normalize, spatial_attention
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -111,8 +111,8 @@ def test_group_norm_split_bf16_output_rounds_once_for_large_means():
 def test_group_norm_split_traces_as_one_graph_in_channels_last(monkeypatch):
     """compile="blocks" compiles each decoder block whole: the split GroupNorm (its out= writes in particular)
     must not break the graph for the channels_last bf16 inputs of a CUDA run."""
-    from vqgan_core import layers
-    from vqgan_core.layers import ResnetBlock
+    from vqgan_core.vqgan import layers
+    from vqgan_core.vqgan.layers import ResnetBlock
 
     monkeypatch.setattr(layers, "FAST_PATH_DEVICES", {"cpu"})
     blk = ResnetBlock(64, 64, 0.0, 32).eval().requires_grad_(False).to(torch.bfloat16)

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqgan_core.codebook_ops import code_colors, edit_region, mask_region, pick_codes, rect_region
-from vqgan_core.latent_ops import crop_to_multiple, resize_latent
-from vqgan_core.score import clip_scores
+from vqgan_core.latents.codebook_edit import code_colors, edit_region, mask_region, pick_codes, rect_region
+from vqgan_core.latents.ops import crop_to_multiple, resize_latent
+from vqgan_core.objective.score import clip_scores
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
@@ -126,7 +126,7 @@ def test_resize_latent_modes():
 
 
 def test_interpolate_latents_ends_midpoint_and_slerp_norm():
-    from vqgan_core.latent_ops import interpolate_latents
+    from vqgan_core.latents.ops import interpolate_latents
 
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(2, 4, 3, 3, generator=g), torch.randn(2, 4, 3, 3, generator=g)

@@ -11,7 +11,8 @@ import torch
 
 from training.clip_vocab import needed_merges, write_bpe
 from training.shapes import CAPTION_TEMPLATES, PALETTE, SHAPES, ShapeSpec, caption_words, make_dataset, render
-from vqgan_core import demo, load_vqgan
+from vqgan_core import load_vqgan
+from vqgan_core.hub import demo
 
 
 def test_shapes_dataset_is_coco_captions(tmp_path):
@@ -65,7 +66,7 @@ def test_demo_weights_are_small_and_load_offline():
 
 def test_demo_models_know_the_colours():
     """Reconstruction of a drawing, and the demo CLIP picking the right colours for it (not the generation test)."""
-    from vqgan_core.clip_guide import load_clip
+    from vqgan_core.clip.guide import load_clip
 
     vq = load_vqgan("demo")
     clip = load_clip("demo")

@@ -6,7 +6,7 @@ import torch
 
 from training import clip_train
 from training.shapes import make_dataset
-from vqgan_core.clip_guide import load_clip
+from vqgan_core.clip.guide import load_clip
 
 
 def test_clip_train_writes_a_loadable_open_clip_folder(tmp_path, one_thread):

@@ -18,10 +18,11 @@ import pytest
 import torch
 
 from training.shapes import PALETTE
-from vqgan_core import demo, load_vqgan
-from vqgan_core.clip_guide import load_clip
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.generate import run_generation
+from vqgan_core import load_vqgan
+from vqgan_core.clip.guide import load_clip
+from vqgan_core.engine.config import GenerationConfig
+from vqgan_core.engine.loop import run_generation
+from vqgan_core.hub import demo
 
 NAMES = list(PALETTE)
 RGB = np.array([PALETTE[n] for n in NAMES], dtype=np.float32)

@@ -20,9 +20,9 @@ from vqgan_core.engine import (
     TVLoss,
     Views,
 )
+from vqgan_core.engine.config import GenerationConfig
 from vqgan_core.engine.from_config import parts_from_config
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.generate import GenerationLoop
+from vqgan_core.engine.loop import GenerationLoop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -152,7 +152,7 @@ def test_clip_loss_value_is_the_spherical_distance(clip):
 
 def test_per_guide_prompts_reach_only_their_guide(vqgan, clip, tiny_clip_dir):
     """Two CLIP losses with their own guide and prompt: each guide embeds only its own text."""
-    from vqgan_core.clip_guide import load_clip
+    from vqgan_core.clip.guide import load_clip
 
     other = load_clip(str(tiny_clip_dir))
     seen: dict[int, list[str]] = {id(clip): [], id(other): []}

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vqgan_core.animate import AnimationConfig, SourceFrames, frame_transform, run_animation
-from vqgan_core.animation_io import load_frames, save_animation
-from vqgan_core.cli import main
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
-from vqgan_core.image_io import read_png_metadata, to_pil
+from vqgan_core.animation.animate import AnimationConfig, SourceFrames, frame_transform, run_animation
+from vqgan_core.cli.main import main
+from vqgan_core.engine.config import GenerationConfig
+from vqgan_core.engine.loop import GenerationCallbacks, GenerationLoop, run_generation
+from vqgan_core.media.frames import load_frames, save_animation
+from vqgan_core.media.image_io import read_png_metadata, to_pil
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # vqgan / clip: the tiny models of conftest.py
 
@@ -374,7 +374,7 @@ def test_cli_animate_rejects_save_every_and_keeps_frames_on_ctrl_c(anim_args, tm
     assert "--frames-dir" in capsys.readouterr().err
     import signal
 
-    import vqgan_core.generate as gen
+    import vqgan_core.engine.loop as gen
 
     real_step, calls, fired = gen.GenerationLoop.step, [], []
 

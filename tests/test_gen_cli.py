@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vqgan_core.cli import main
-from vqgan_core.image_io import read_png_metadata
+from vqgan_core.cli.main import main
+from vqgan_core.media.image_io import read_png_metadata
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def test_generate_video_of_the_run_and_ctrl_c(base_args, tmp_path, capsys, monke
     assert "wrote" in capsys.readouterr().out
     import signal
 
-    import vqgan_core.generate as gen
+    import vqgan_core.engine.loop as gen
 
     real_step, calls = gen.GenerationLoop.step, []
 
@@ -156,7 +156,7 @@ def test_generate_video_of_the_run_and_ctrl_c(base_args, tmp_path, capsys, monke
 def test_out_of_memory_is_one_actionable_line(base_args, tmp_path, capsys, monkeypatch):
     import torch
 
-    import vqgan_core.generate as gen
+    import vqgan_core.engine.loop as gen
 
     def oom(self, max_steps=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -200,7 +200,7 @@ def test_boolean_flags_override_stored_settings_and_threads_work(base_args, tmp_
 
 
 def test_default_device_prefers_cuda_then_apple_mps_then_cpu(monkeypatch):
-    from vqgan_core.gen_runtime import default_device
+    from vqgan_core.engine.runtime import default_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
@@ -221,7 +221,7 @@ def test_resume_goes_on_exactly_like_one_longer_run(base_args, tmp_path):
                  "--save-latent", str(tmp_path / "half.vqlatent")]) == 0
     assert main([*story, "--steps", "2", "--out", str(rest), "--resume", str(tmp_path / "half.vqlatent"),
                  "--save-latent", str(tmp_path / "rest.vqlatent")]) == 0
-    from vqgan_core.latent_io import load_latent
+    from vqgan_core.latents.files import load_latent
 
     a, b = load_latent(tmp_path / "whole.vqlatent"), load_latent(tmp_path / "rest.vqlatent")
     assert a.state["steps"] == b.state["steps"] == 4
@@ -248,7 +248,7 @@ def test_codebook_sampling_resumes_exactly_and_is_recorded(base_args, tmp_path):
     assert main([*run, "--steps", "2", "--out", str(rest), "--resume", str(tmp_path / "half.vqlatent"),
                  "--save-latent", str(tmp_path / "rest.vqlatent")]) == 0
     assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(rest)))
-    from vqgan_core.latent_io import load_latent
+    from vqgan_core.latents.files import load_latent
 
     a, b = load_latent(tmp_path / "whole.vqlatent"), load_latent(tmp_path / "rest.vqlatent")
     assert torch.equal(a.state["logits"], b.state["logits"])  # the distribution itself, not only its argmax

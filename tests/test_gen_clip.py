@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from tests.gen_helpers import TINY_CLIP_CFG
-from vqgan_core.clip_guide import (
+from vqgan_core.clip.guide import (
     ClipLoadError,
     load_clip,
     load_clip_ensemble,
     parse_clip_spec,
 )
-from vqgan_core.clip_speed import ShortSeqAttention, _seq_first, apply_speed_patches
+from vqgan_core.clip.speed import ShortSeqAttention, _seq_first, apply_speed_patches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,7 +74,7 @@ def test_seq_first_is_bit_identical(tiny_clip_dir):
 def test_speed_patches_match_stock_model_with_gradients(sdpa, monkeypatch):
     import open_clip
 
-    from vqgan_core import clip_speed
+    from vqgan_core.clip import speed as clip_speed
 
     if sdpa:
         monkeypatch.setattr(clip_speed, "EXPLICIT_DEVICES", set())
@@ -170,7 +170,7 @@ def test_demo_clip_if_shipped():
 def test_normalisation_follows_the_input_device_once(tiny_clip_dir):
     """A host may move only the weights (ComfyUI): mean/std are copied to the input's device once, then
     reused (a copy every step would synchronise and break CUDA-graph capture)."""
-    from vqgan_core.clip_guide import load_clip
+    from vqgan_core.clip.guide import load_clip
 
     g = load_clip(str(tiny_clip_dir))
     first = g._normalisation(torch.device("meta"), torch.float16)

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from vqgan_core.code_sampling import INIT_CODE_PROBABILITY, CodeSampler
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.generate import GenerationLoop, run_generation
-from vqgan_core.latent_io import LatentFile, load_latent, save_latent
-from vqgan_core.run_state import continue_run, run_state
-from vqgan_core.score import clip_scores
+from vqgan_core.engine.config import GenerationConfig
+from vqgan_core.engine.loop import GenerationLoop, run_generation
+from vqgan_core.engine.run_state import continue_run, run_state
+from vqgan_core.latents.code_sampling import INIT_CODE_PROBABILITY, CodeSampler
+from vqgan_core.latents.files import LatentFile, load_latent, save_latent
+from vqgan_core.objective.score import clip_scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

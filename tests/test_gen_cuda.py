@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from vqgan_core import load_vqgan
-from vqgan_core.clip_guide import load_clip
-from vqgan_core.demo import preset
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.generate import GenerationLoop, run_generation
+from vqgan_core.clip.guide import load_clip
+from vqgan_core.engine.config import GenerationConfig
+from vqgan_core.engine.loop import GenerationLoop, run_generation
+from vqgan_core.hub.demo import preset
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -116,8 +116,8 @@ def test_fast_paths_match_stock_ops_on_cuda(dtype):
     views, forward and input gradients against PyTorch's own modules."""
     import torch.nn.functional as F
 
-    from vqgan_core.clip_speed import ShortSeqAttention
-    from vqgan_core.layers import normalize
+    from vqgan_core.clip.speed import ShortSeqAttention
+    from vqgan_core.vqgan.layers import normalize
 
     g = torch.Generator(device="cuda").manual_seed(0)
     tol = {"atol": 0.05, "rtol": 0.05} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
@@ -156,7 +156,7 @@ def test_compiled_blocks_inside_the_graph(models):
 
 def test_set_latent_keeps_the_graph(models):
     """``set_latent`` (the zoom animation's frame step) copies in place: one capture serves every frame."""
-    from vqgan_core.animate import AnimationConfig, frame_transform
+    from vqgan_core.animation.animate import AnimationConfig, frame_transform
 
     vqgan, clip = models
     loop = GenerationLoop(vqgan, clip, _cfg(steps=30, cuda_graph=True))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from vqgan_core.augment import AUGMENTS, Augmenter, parse_augments
-from vqgan_core.cutouts import Cutouts, cutout_names
+from vqgan_core.views.augment import AUGMENTS, Augmenter, parse_augments
+from vqgan_core.views.cutouts import Cutouts, cutout_names
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,7 +78,7 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_color_matrix_identity_luma_and_gray():
-    from vqgan_core.augment import color_matrix
+    from vqgan_core.views.augment import color_matrix
 
     z, o = torch.zeros(3), torch.ones(3)
     a, b = color_matrix(z, o, o, z)

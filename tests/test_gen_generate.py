@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from vqgan_core import load_vqgan
-from vqgan_core.edit_mask import keep_cells
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.generate import GenerationCallbacks, GenerationLoop, run_generation
-from vqgan_core.layers import AttnBlock, ResnetBlock
-from vqgan_core.recompute import Recomputed
-from vqgan_core.regions import RegionPrompt, RegionView, load_mask
+from vqgan_core.engine.config import GenerationConfig
+from vqgan_core.engine.loop import GenerationCallbacks, GenerationLoop, run_generation
+from vqgan_core.latents.edit_mask import keep_cells
+from vqgan_core.objective.regions import RegionPrompt, RegionView, load_mask
+from vqgan_core.vqgan.layers import AttnBlock, ResnetBlock
+from vqgan_core.vqgan.recompute import Recomputed
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # vqgan / clip: the tiny models of conftest.py
 
@@ -93,7 +93,7 @@ def test_story_mode_switches_targets(vqgan, clip):
 
 def test_story_fade_mixes_the_two_sets_losses(vqgan, clip):
     """During a crossfade the loss is (1 - a) * loss(previous set) + a * loss(current set), a = 1/3, 2/3."""
-    from vqgan_core.losses import prompt_loss
+    from vqgan_core.objective.losses import prompt_loss
 
     loop = GenerationLoop(vqgan, clip, _cfg(prompts="red ^ blue circle", change_prompts_every=6, story_fade=3))
     emb = torch.nn.functional.normalize(torch.randn(2, 4, loop.targets.at(0)[0].embeds.shape[1]), dim=-1)
@@ -115,9 +115,9 @@ def test_story_fade_mixes_the_two_sets_losses(vqgan, clip):
 
 
 def test_story_fade_per_item_when_stories_change_on_different_steps(clip):
-    from vqgan_core.clip_guide import ClipEnsemble
-    from vqgan_core.prompts import PromptSchedule, parse_prompt_set
-    from vqgan_core.targets import TargetBank
+    from vqgan_core.clip.guide import ClipEnsemble
+    from vqgan_core.objective.prompts import PromptSchedule, parse_prompt_set
+    from vqgan_core.objective.targets import TargetBank
 
     a, b, c, d = (parse_prompt_set(t) for t in ("red", "blue", "green", "white"))
     schedules = [PromptSchedule([(0, a), (4, b)], period=10), PromptSchedule([(0, c), (3, d)], period=10)]
@@ -324,7 +324,7 @@ def test_out_of_memory_asks_the_host_to_free_memory_first(vqgan, clip, persists,
 def test_out_of_memory_inside_a_graph_capture_keeps_the_graph(vqgan, clip, monkeypatch):
     """Ending a capture that ran out of memory raises a RuntimeError of its own: it is still an out-of-memory
     step (switch to checkpointing, capture again), not an op that cannot be captured (give up on graphs)."""
-    import vqgan_core.gen_memory as gen_memory
+    import vqgan_core.engine.oom as gen_memory
 
     class FakeGraph:  # GraphedLossBackward's interface, eager, on CPU
         fail = True
@@ -368,7 +368,7 @@ def test_region_image_prompts_are_fitted_to_the_region(vqgan, clip, monkeypatch)
 
 
 def test_cudnn_benchmark_is_on_for_cuda_runs_only_and_restored(vqgan, clip, monkeypatch):
-    import vqgan_core.generate as gen
+    import vqgan_core.engine.loop as gen
 
     seen = []
     real = gen.run_context
@@ -405,7 +405,7 @@ def test_resumed_plateau_schedule_goes_on_like_one_run(vqgan, clip):
     """The plateau schedule's best loss and patience survive a resume, and its checks fall on the whole run's
     cadence: 3 steps + a resume for 3 more == 6 in one go (without the carried state, the drop at step 4 is lost)."""
     from vqgan_core.engine.optim_spec import ScheduleFactor
-    from vqgan_core.run_state import continue_run, run_state
+    from vqgan_core.engine.run_state import continue_run, run_state
 
     def loop(steps, **kw):
         lp = GenerationLoop(vqgan, clip, _cfg(steps=steps, lr_schedule="plateau", log_every=2), **kw)
@@ -430,7 +430,7 @@ def test_resumed_plateau_schedule_goes_on_like_one_run(vqgan, clip):
 def test_a_hosts_reduced_precision_attention_setting_does_not_change_the_image():
     """ComfyUI turns on fp16/bf16 reduction in attention at import (process-wide); a run gives the image it gives
     anywhere else, and the host's setting is back afterwards (the demo VQGAN decodes with attention)."""
-    from vqgan_core.clip_guide import load_clip
+    from vqgan_core.clip.guide import load_clip
 
     vqgan, clip = load_vqgan("demo"), load_clip("demo")
     cfg = _cfg(precision="auto", steps=3, width=64, height=64)

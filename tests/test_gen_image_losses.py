@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from vqgan_core import load_vqgan
-from vqgan_core.clip_guide import load_clip
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.generate import run_generation
-from vqgan_core.image_losses import IMAGE_LOSSES, image_loss_names, image_losses, parse_image_losses
+from vqgan_core.clip.guide import load_clip
+from vqgan_core.engine.config import GenerationConfig
+from vqgan_core.engine.loop import run_generation
+from vqgan_core.objective.image_losses import IMAGE_LOSSES, image_loss_names, image_losses, parse_image_losses
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

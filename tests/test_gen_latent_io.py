@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqgan_core.checkpoint import CheckpointError
-from vqgan_core.io_utils import atomic_save_file
-from vqgan_core.latent_io import LatentFile, load_latent, save_latent
-from vqgan_core.optimizers import make_optimizer, optimizer_names
+from vqgan_core.engine.optimizers import make_optimizer, optimizer_names
+from vqgan_core.hub.checkpoint import CheckpointError
+from vqgan_core.latents.files import LatentFile, load_latent, save_latent
+from vqgan_core.util.atomic import atomic_save_file
 
 
 @pytest.mark.parametrize("name", optimizer_names())

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vqgan_core.losses import clamp_with_grad, init_weight_factor, prompt_loss, spherical_dist, tv_loss
+from vqgan_core.objective.losses import clamp_with_grad, init_weight_factor, prompt_loss, spherical_dist, tv_loss
 
 
 def test_spherical_distance_known_values():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqgan_core.clip_guide import ClipEnsemble
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.memory_estimate import _OVERHEAD, run_memory_bytes, step_memory_bytes
+from vqgan_core.clip.guide import ClipEnsemble
+from vqgan_core.engine.config import GenerationConfig
+from vqgan_core.engine.memory_estimate import _OVERHEAD, run_memory_bytes, step_memory_bytes
 
 
 def _real_saved_bytes(vqgan, clip, size, batch, cutn):
@@ -37,7 +37,7 @@ def test_estimate_is_what_a_real_step_saves(vqgan, clip, size, batch, cutn):
 
 def test_weights_are_not_counted(vqgan, clip):
     """A frozen layer saves its weight for backward; the weight is not memory the run adds."""
-    from vqgan_core.memory_estimate import _meta_twin, _saved_bytes
+    from vqgan_core.engine.memory_estimate import _meta_twin, _saved_bytes
 
     net = torch.nn.Sequential(torch.nn.Linear(1000, 1000), torch.nn.SiLU()).requires_grad_(False)
     twin, weights = _meta_twin(net, torch.float32)
@@ -87,7 +87,7 @@ def test_estimate_touches_no_weights_wherever_they_are(vqgan, clip):
 
 def test_estimate_is_traced_once_per_models_and_sizes(vqgan, clip, monkeypatch):
     """A host asks before every run: the same models and sizes reuse the answer, other sizes trace anew."""
-    from vqgan_core import memory_estimate
+    from vqgan_core.engine import memory_estimate
 
     calls = []
     real = memory_estimate._step_memory_bytes

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vqgan_core.engine.optim_spec import ScheduleFactor
-from vqgan_core.optimizers import make_optimizer, optimizer_names
+from vqgan_core.engine.optimizers import make_optimizer, optimizer_names
 
 
 @pytest.mark.parametrize("name", optimizer_names())

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from vqgan_core.prompts import (
+from vqgan_core.objective.prompts import (
     PromptSchedule,
     PromptSyntaxError,
     TextPrompt,

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from vqgan_core import load_vqgan
-from vqgan_core.cli import main
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.generate import GenerationLoop, run_generation
-from vqgan_core.image_io import read_png_metadata
-from vqgan_core.seamless import is_seamless, random_roll, seamless_copy
+from vqgan_core.cli.main import main
+from vqgan_core.engine.config import GenerationConfig
+from vqgan_core.engine.loop import GenerationLoop, run_generation
+from vqgan_core.media.image_io import read_png_metadata
+from vqgan_core.vqgan.seamless import is_seamless, random_roll, seamless_copy
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # vqgan / clip: the tiny models of conftest.py
 
@@ -71,7 +71,7 @@ def test_seamless_run_uses_the_circular_decoder_and_rolled_views(vqgan, clip, mo
 
 def test_seamless_tv_weight_smooths_across_the_edges(vqgan, clip, monkeypatch):
     import vqgan_core.engine.terms as gen  # the TV term
-    from vqgan_core.losses import tv_loss
+    from vqgan_core.objective.losses import tv_loss
 
     seen = []
     monkeypatch.setattr(gen, "tv_loss", lambda img, circular=False: seen.append(circular) or tv_loss(img, circular))

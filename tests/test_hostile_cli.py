@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vqgan_core.cli import main
+from vqgan_core.cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -42,9 +42,9 @@ def test_huge_size_is_refused_before_allocating(tmp_path, capsys):
 
 def test_budget_uses_free_memory(monkeypatch):
     from vqgan_core import load_vqgan
-    from vqgan_core import memory_budget as mb
-    from vqgan_core.clip_guide import load_clip
-    from vqgan_core.gen_config import GenerationConfig
+    from vqgan_core.clip.guide import load_clip
+    from vqgan_core.engine import memory_budget as mb
+    from vqgan_core.engine.config import GenerationConfig
 
     vq, clip = load_vqgan("demo"), load_clip("demo")
     cfg = GenerationConfig(prompts="x", width=64, height=64, cutn=4)
@@ -133,7 +133,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_finite_image(tmp_path, 
 
 
 def test_animation_settings_reject_nan():
-    from vqgan_core.animate import AnimationConfig
+    from vqgan_core.animation.animate import AnimationConfig
 
     for field in ("rotate", "zoom", "shift_x"):
         with pytest.raises(ValueError, match=field):
@@ -151,7 +151,7 @@ def test_unwritable_output_is_found_before_the_run(capsys, out):
 def test_full_disk_at_the_end_keeps_the_image(tmp_path, capsys, monkeypatch):
     import errno
 
-    import vqgan_core.image_io as image_io
+    import vqgan_core.media.image_io as image_io
 
     real = image_io.save_png
 
@@ -217,7 +217,7 @@ def test_decompression_bomb_is_refused(tmp_path, capsys, monkeypatch):
 
 def test_legacy_pickle_refusal_never_suggests_weights_only_false(tmp_path):
     from vqgan_core import load_vqgan
-    from vqgan_core.checkpoint import CheckpointError
+    from vqgan_core.hub.checkpoint import CheckpointError
 
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "x": _Evil()}, path, _use_new_zipfile_serialization=False)
@@ -234,8 +234,8 @@ class _Evil:
 
 # -- data from elsewhere -----------------------------------------------------------------------------------------
 def _png_with(tmp_path, **config):
-    from vqgan_core.gen_config import GenerationConfig
-    from vqgan_core.image_io import save_png
+    from vqgan_core.engine.config import GenerationConfig
+    from vqgan_core.media.image_io import save_png
 
     cfg = GenerationConfig(prompts="red", width=64, height=64, steps=1, seed=1, cutn=2, **config)
     path = tmp_path / "theirs.png"
@@ -267,7 +267,7 @@ def test_vqgan_weights_must_be_finite_floats(tmp_path, capsys, change, needle):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from vqgan_core import demo
+    from vqgan_core.hub import demo
 
     with safe_open(str(demo.vqgan_path()), "pt") as fh:
         meta, tensors = dict(fh.metadata()), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118

@@ -48,7 +48,7 @@ def test_pixel_cap_refuses_before_the_run(pack, monkeypatch):
 
 
 def test_ram_budget_on_the_cpu(pack, monkeypatch):
-    from vqgan_core import memory_budget
+    from vqgan_core.engine import memory_budget
 
     monkeypatch.setattr(memory_budget, "free_bytes", lambda device: 1024)
     with pytest.raises(memory_budget.MemoryBudgetError, match="GiB of RAM"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vqgan_core.cli import main
+from vqgan_core.cli.main import main
 
 MARK = "vqgan_pwned_marker"
 

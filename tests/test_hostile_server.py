@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vqgan_core.download import DownloadError, download
+from vqgan_core.hub.download import DownloadError, download
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
@@ -212,7 +212,7 @@ def test_clip_guide_downloads_only_urls_the_owner_allowed(comfy, tiny_registered
 
 
 def test_url_allow_list_compares_parts_not_strings():
-    from vqgan_core.download import url_allowed
+    from vqgan_core.hub.download import url_allowed
 
     allowed = ["https://models.example.com/vqgan/", "http://127.0.0.1:8000/w.pt"]
     assert url_allowed("https://models.example.com/vqgan/a.pt", allowed)
@@ -243,7 +243,7 @@ def test_clip_guide_download_from_a_dripping_server_is_cancelled(comfy, tiny_reg
 
 # -- 2. Load VQ Latent -------------------------------------------------------------------------------------------
 def _latent_file(path: Path, vqgan) -> Path:
-    from vqgan_core.latent_io import LatentFile, save_latent
+    from vqgan_core.latents.files import LatentFile, save_latent
 
     z = torch.zeros(1, vqgan.config.embed_dim, 4, 4)
     return save_latent(path, LatentFile.of(z, vqgan, {}))
@@ -287,7 +287,7 @@ def test_load_vqgan_still_refuses_paths_outside_its_folder(comfy, tmp_path):
 
 # -- 3. downloads: complete or not at all ----------------------------------------------------------------------
 def test_truncated_download_is_kept_as_part_and_resumed_with_range(server, tmp_path):
-    from vqgan_core.download import sidecar_path
+    from vqgan_core.hub.download import sidecar_path
 
     srv, base = server(PAYLOAD, "short", "range")
     url = f"{base}/w.bin"
@@ -311,7 +311,7 @@ def test_truncated_download_restarts_when_the_server_ignores_range(server, tmp_p
 
 def test_damaged_cached_download_is_named_with_what_to_do(server, tmp_path, taming_fixtures, monkeypatch):
     from vqgan_core import load_vqgan
-    from vqgan_core.download import sidecar_path
+    from vqgan_core.hub.download import sidecar_path
 
     ckpt = (taming_fixtures / "tiny_f4" / "last.ckpt").read_bytes()
     _, base = server(ckpt, "full")
@@ -334,7 +334,7 @@ def test_damaged_cached_download_is_named_with_what_to_do(server, tmp_path, tami
 def test_known_models_table_checks_a_published_sha256(server, tmp_path, monkeypatch):
     import dataclasses
 
-    from vqgan_core import known_models
+    from vqgan_core.hub import known_models
 
     name = "vqgan_coco_f16_8192"  # published without a yaml: one download
     spec = known_models.KNOWN_VQGANS.get(name)
@@ -390,7 +390,7 @@ def test_download_size_is_capped(server, tmp_path):
 
 # -- 4. random-weight guides are the same in every process ---------------------------------------------------
 def test_random_clip_weights_are_fixed_and_leave_the_rng_alone(tiny_registered):
-    from vqgan_core.clip_guide import load_clip
+    from vqgan_core.clip.guide import load_clip
 
     torch.manual_seed(1)
     state = torch.get_rng_state()

@@ -146,20 +146,20 @@ def test_random_latent_seeded_and_batch_items_match_single_runs(pack, vqgan):
 
 
 def test_random_latent_seed_derivation_matches_the_engine(pack, vqgan, monkeypatch):
-    """Item i is seeded with (seed + i) % 2**64 like vqgan_core.generate, also past the 32-bit widget maximum.
+    """Item i is seeded with (seed + i) % 2**64 like vqgan_core.engine.loop, also past the 32-bit widget maximum.
 
     (CPU generators only use the low 32 bits, so the values agree either way; the seeds must match too.)
     """
-    import vqgan_core.init
+    import vqgan_core.latents.init
 
     seed, seen = 2**32 - 1, []
-    real = vqgan_core.init.init_latent
+    real = vqgan_core.latents.init.init_latent
 
     def spy(*args, **kwargs):
         seen.extend(g.initial_seed() for g in args[5])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(vqgan_core.init, "init_latent", spy)
+    monkeypatch.setattr(vqgan_core.latents.init, "init_latent", spy)
     (a,) = run(pack.latent.RandomVQLatent, vqgan=vqgan, width=16, height=16, seed=seed, init="random", batch_size=2)
     assert seen == [seed, seed + 1]
     with torch.no_grad():
@@ -361,8 +361,8 @@ def test_zoom_animation_frames_progress_and_determinism(pack, vqgan, guide):
 
 
 def test_zoom_padding_auto_wraps_for_a_seamless_vqgan(pack, vqgan, guide, monkeypatch):
-    from vqgan_core import animate
-    from vqgan_core.seamless import seamless_copy
+    from vqgan_core.animation import animate
+    from vqgan_core.vqgan.seamless import seamless_copy
 
     seen = []
     monkeypatch.setattr(animate, "run_animation", lambda vq, clip, cfg, anim, *a, **k: seen.append(anim.padding)
@@ -433,7 +433,7 @@ def test_optimize_with_a_mask_inpaints(pack, vqgan, guide):
 
 
 def test_optimize_image_losses_widget(pack, vqgan, guide, monkeypatch):
-    from vqgan_core.generate import GenerationLoop
+    from vqgan_core.engine.loop import GenerationLoop
 
     seen, prepare = [], GenerationLoop._prepare_models
     monkeypatch.setattr(GenerationLoop, "_prepare_models",
@@ -455,7 +455,7 @@ def test_optimize_image_losses_widget(pack, vqgan, guide, monkeypatch):
 
 
 def test_out_of_memory_unloads_comfy_models_and_retries(pack, vqgan, guide, monkeypatch):
-    from vqgan_core.generate import GenerationLoop
+    from vqgan_core.engine.loop import GenerationLoop
 
     lat = _start(pack, vqgan)
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
@@ -477,7 +477,7 @@ def test_out_of_memory_unloads_comfy_models_and_retries(pack, vqgan, guide, monk
 
 
 def test_seamless_vqgan_node_makes_tileable_runs_and_decodes(pack, vqgan, guide):
-    from vqgan_core.seamless import is_seamless
+    from vqgan_core.vqgan.seamless import is_seamless
 
     (twin,) = run(pack.loaders.SeamlessVQGAN, vqgan=vqgan)
     assert is_seamless(twin) and not is_seamless(vqgan) and twin.codebook is vqgan.codebook
@@ -494,7 +494,7 @@ def test_seamless_vqgan_node_makes_tileable_runs_and_decodes(pack, vqgan, guide)
 
 
 def test_noise_prompt_node_reaches_the_engine(pack, vqgan, guide, monkeypatch):
-    from vqgan_core.generate import GenerationLoop
+    from vqgan_core.engine.loop import GenerationLoop
 
     configs, prepare = [], GenerationLoop._prepare_models
     monkeypatch.setattr(GenerationLoop, "_prepare_models", lambda self: configs.append(self.config) or prepare(self))
@@ -518,7 +518,7 @@ def test_noise_prompt_node_reaches_the_engine(pack, vqgan, guide, monkeypatch):
 
 
 def test_lr_schedule_widget(pack, vqgan, guide, monkeypatch):
-    from vqgan_core.generate import GenerationLoop
+    from vqgan_core.engine.loop import GenerationLoop
 
     lrs, step = [], GenerationLoop.step
 
@@ -544,7 +544,7 @@ def test_lr_schedule_widget(pack, vqgan, guide, monkeypatch):
 
 
 def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
-    from vqgan_core.generate import GenerationLoop
+    from vqgan_core.engine.loop import GenerationLoop
 
     configs, prepare = [], GenerationLoop._prepare_models
     monkeypatch.setattr(GenerationLoop, "_prepare_models", lambda self: configs.append(self.config) or prepare(self))
@@ -585,7 +585,7 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     (whole_three,) = run(pack.prompts.CombineTargets, targets_1=two, targets_2=three)
     assert [s.replace(":1.0:-inf", "") for s in pack.optimize.prompt_string(whole_three).split("^")] == [
         "a|x", "b|y", "a|z", "b|x", "a|y", "b|z"]
-    from vqgan_core.targets import TargetBank  # a continued run goes on with its story (2 steps per set here)
+    from vqgan_core.objective.targets import TargetBank  # a continued run goes on with its story (2 steps per set here)
 
     keys, real_key = [], TargetBank.key
     monkeypatch.setattr(TargetBank, "key", lambda self, step: keys.append(real_key(self, step)) or keys[-1])
@@ -636,7 +636,7 @@ def test_clip_score_ranks_batch(pack, guide):
 
 
 def test_demo_models_load_when_shipped(pack):
-    from vqgan_core.assets import DEMO_DIR
+    from vqgan_core.hub.assets import DEMO_DIR
 
     if not (DEMO_DIR / "vqgan.safetensors").is_file() or not (DEMO_DIR / "clip" / "open_clip_config.json").is_file():
         pytest.skip("demo assets not built yet")
@@ -701,7 +701,7 @@ def test_loaders_register_models_and_runs_load_them_through_comfyui(pack, tmp_pa
 def test_copies_of_a_managed_model_share_its_patcher(pack, vqgan):
     import copy
 
-    from vqgan_core.seamless import seamless_copy
+    from vqgan_core.vqgan.seamless import seamless_copy
 
     m = pack.memory.manage(copy.deepcopy(vqgan))
     p = pack.memory.patcher_of(m)
@@ -728,8 +728,8 @@ def test_weights_moved_under_inference_mode_are_made_normal_before_use(pack, vqg
 
 
 def test_runs_ask_comfyui_for_their_activation_memory_on_a_gpu(pack, vqgan, guide, monkeypatch):
-    from vqgan_core.gen_config import GenerationConfig
-    from vqgan_core.memory_estimate import run_memory_bytes
+    from vqgan_core.engine.config import GenerationConfig
+    from vqgan_core.engine.memory_estimate import run_memory_bytes
 
     cfg = GenerationConfig(width=32, height=32, cutn=4, batch_size=2, precision="fp32")
     assert pack.memory.run_memory(vqgan, guide, cfg) == 0  # CPU: ComfyUI budgets no memory there
@@ -747,7 +747,7 @@ def test_use_puts_every_tensor_of_a_model_on_the_compute_device(pack, vqgan, mon
     """Unmanaged models and the buffers of weight-sharing copies follow too (meta stands in for a GPU)."""
     import copy
 
-    from vqgan_core.seamless import seamless_copy
+    from vqgan_core.vqgan.seamless import seamless_copy
 
     m = copy.deepcopy(vqgan)
     m.register_buffer("extra", torch.ones(3))  # taming's segmentation models carry a buffer

@@ -140,7 +140,7 @@ def test_vqgan_menu_lists_released_models_marked_and_leaves_out_non_vqgan_files(
     from safetensors.torch import save_file
 
     from vqgan_core import save_vqgan
-    from vqgan_core.known_models import KNOWN_VQGANS
+    from vqgan_core.hub.known_models import KNOWN_VQGANS
 
     folder = comfy.vqgan_folder
     save_vqgan(harness.tiny_vqgan(), folder / "tiny.safetensors")
@@ -202,7 +202,7 @@ def test_broken_download_is_resumed_from_part(comfy, mirror):
 
 
 def test_sha256_is_recorded_and_a_damaged_file_is_refused_by_name(comfy, mirror):
-    from vqgan_core.download import sidecar_path
+    from vqgan_core.hub.download import sidecar_path
 
     srv = mirror("full")
     data = srv.files[f"/{MODEL}.ckpt"]
@@ -256,7 +256,7 @@ def test_clip_guide_offers_and_accepts_only_published_pairs(comfy):
 def test_offline_clip_message_speaks_comfyui(comfy, monkeypatch):
     import open_clip
 
-    from vqgan_core.clip_guide import ClipLoadError, load_clip
+    from vqgan_core.clip.guide import ClipLoadError, load_clip
 
     real = open_clip.create_model
 

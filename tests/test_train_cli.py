@@ -29,7 +29,7 @@ def test_cli_train_resume_and_export(tmp_path):
     assert (run / "checkpoints" / "step_00000003").is_dir()
     assert main(["export", str(run), str(tmp_path / "model.safetensors")]) == 0
     assert load_vqgan(tmp_path / "model.safetensors").config.n_embed == 32
-    from vqgan_core.checkpoint import read_safetensors
+    from vqgan_core.hub.checkpoint import read_safetensors
 
     origin = read_safetensors(tmp_path / "model.safetensors")[1]["exported_from"]
     assert origin == "step_00000003/weights.safetensors" and str(tmp_path) not in origin

@@ -11,7 +11,7 @@ from training.config import LossConfig, TrainConfig
 from training.discriminator import NLayerDiscriminator
 from training.lpips import LPIPS, build_lpips
 from vqgan_core import load_vqgan
-from vqgan_core.checkpoint import read_state_dict
+from vqgan_core.hub.checkpoint import read_state_dict
 
 
 @pytest.fixture(autouse=True)

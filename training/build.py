@@ -14,14 +14,14 @@ from typing import Any
 import torch
 
 from vqgan_core import VQGAN, VQGANConfig, safe_torch_load
-from vqgan_core.checkpoint import (
+from vqgan_core.hub.checkpoint import (
     CONFIG_KEY,
     CheckpointError,
     generator_state_dict,
     read_safetensors,
     resolve_config,
 )
-from vqgan_core.loading import check_state_dict_or_explain
+from vqgan_core.hub.loading import check_state_dict_or_explain
 
 from . import checkpointing as ck
 from .config import TrainConfig

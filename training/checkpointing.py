@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from vqgan_core import save_vqgan
-from vqgan_core.checkpoint import read_safetensors, safe_torch_load
-from vqgan_core.io_utils import atomic_save_file, atomic_torch_save, atomic_write
+from vqgan_core.hub.checkpoint import read_safetensors, safe_torch_load
+from vqgan_core.util.atomic import atomic_save_file, atomic_torch_save, atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .checkpoint import CheckpointError, read_state_dict, safe_torch_load, save_vqgan
-from .config import ConfigError, VQGANConfig
-from .loading import count_parameters, load_vqgan
-from .model import VQGAN
-from .quantize import GumbelQuantizer, VectorQuantizer
+from .hub.checkpoint import CheckpointError, read_state_dict, safe_torch_load, save_vqgan
+from .hub.loading import count_parameters, load_vqgan
+from .vqgan.config import ConfigError, VQGANConfig
+from .vqgan.model import VQGAN
+from .vqgan.quantize import GumbelQuantizer, VectorQuantizer
 
 __all__ = [
     "VQGAN",
@@ -29,11 +29,11 @@ __all__ = [
 ]
 
 # --- generation API ---
-from .animate import AnimationConfig, AnimationResult, run_animation  # noqa: E402
-from .clip_guide import ClipEnsemble, ClipGuide, ClipLoadError, load_clip, load_clip_ensemble  # noqa: E402
-from .gen_config import GenerationConfig  # noqa: E402
-from .generate import GenerationCallbacks, GenerationLoop, GenerationResult, run_generation  # noqa: E402
-from .prompts import PromptSyntaxError  # noqa: E402
+from .animation.animate import AnimationConfig, AnimationResult, run_animation  # noqa: E402
+from .clip.guide import ClipEnsemble, ClipGuide, ClipLoadError, load_clip, load_clip_ensemble  # noqa: E402
+from .engine.config import GenerationConfig  # noqa: E402
+from .engine.loop import GenerationCallbacks, GenerationLoop, GenerationResult, run_generation  # noqa: E402
+from .objective.prompts import PromptSyntaxError  # noqa: E402
 
 __all__ += [
     "AnimationConfig",

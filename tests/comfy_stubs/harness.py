@@ -89,12 +89,12 @@ def tiny_vqgan():  # -> vqgan_core.VQGAN
     return model
 
 
-def tiny_guide(image_size: int = 16, dim: int = 8):  # -> vqgan_core.clip_guide.ClipGuide
+def tiny_guide(image_size: int = 16, dim: int = 8):  # -> vqgan_core.clip.guide.ClipGuide
     """A deterministic toy CLIP (conv + pooling; hashed-character text embedding)."""
     import torch
     from torch import nn
 
-    from vqgan_core.clip_guide import ClipGuide
+    from vqgan_core.clip.guide import ClipGuide
 
     class ToyClip(nn.Module):
         def __init__(self) -> None:

@@ -2,7 +2,7 @@
 
 A run is built from parts, each with one job::
 
-    from vqgan_core.engine import ClipLoss, LatentParam, OptimizerSpec, Stepper, TVLoss, Views
+    from . import ClipLoss, LatentParam, OptimizerSpec, Stepper, TVLoss, Views
 
     loss = ClipLoss(guide_a, "a lighthouse", views=Views(cutn=16)) + ClipLoss(guide_b, "at dusk") + TVLoss(0.1)
     run = Stepper(vqgan, LatentParam(vqgan, z0), loss, OptimizerSpec("adam", 0.1), seed=1, planned_steps=100)
@@ -11,12 +11,12 @@ A run is built from parts, each with one job::
 ``vqgan_core.engine.from_config`` builds the same parts from a ``GenerationConfig``.
 """
 
-from vqgan_core.engine.clip_loss import ClipLoss, Views
-from vqgan_core.engine.latent_param import LatentParam
-from vqgan_core.engine.optim_spec import SCHEDULERS, OptimizerSpec
-from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
-from vqgan_core.engine.stepper import Stepper, StepResult, clip_terms
-from vqgan_core.engine.terms import INIT_DECAYS, ImageLoss, InitLoss, LossTerm, SumLoss, TVLoss
+from .clip_loss import ClipLoss, Views
+from .latent_param import LatentParam
+from .optim_spec import SCHEDULERS, OptimizerSpec
+from .run_info import RunInfo, StepContext, stream_seed
+from .stepper import Stepper, StepResult, clip_terms
+from .terms import INIT_DECAYS, ImageLoss, InitLoss, LossTerm, SumLoss, TVLoss
 
 __all__ = [
     "INIT_DECAYS", "SCHEDULERS", "ClipLoss", "ImageLoss", "InitLoss", "LatentParam", "LossTerm", "OptimizerSpec",

@@ -16,18 +16,18 @@ from typing import Any
 
 import torch
 
-from vqgan_core.augment import DEFAULT_AUGMENTS, Augmenter, parse_augments
-from vqgan_core.clip_guide import ClipEnsemble, ClipGuide
-from vqgan_core.cutouts import Cutouts
-from vqgan_core.engine.run_info import RunInfo, StepContext, stream_seed
-from vqgan_core.engine.terms import LossTerm
-from vqgan_core.image_io import load_image01
-from vqgan_core.init import fit_image
-from vqgan_core.losses import prompt_loss
-from vqgan_core.prompts import parse_story
-from vqgan_core.regions import RegionView
-from vqgan_core.seamless import random_roll
-from vqgan_core.targets import TargetBank
+from ..clip.guide import ClipEnsemble, ClipGuide
+from ..latents.init import fit_image
+from ..media.image_io import load_image01
+from ..objective.losses import prompt_loss
+from ..objective.prompts import parse_story
+from ..objective.regions import RegionView
+from ..objective.targets import TargetBank
+from ..views.augment import DEFAULT_AUGMENTS, Augmenter, parse_augments
+from ..views.cutouts import Cutouts
+from ..vqgan.seamless import random_roll
+from .run_info import RunInfo, StepContext, stream_seed
+from .terms import LossTerm
 
 __all__ = ["ClipLoss", "Views"]
 
@@ -39,7 +39,7 @@ ImagePrompt = tuple[torch.Tensor, float, float]  # (image01 [1,3,H,W], weight, s
 @dataclass(frozen=True)
 class Views:
     """How CLIP sees the image: ``cutn`` cutouts by ``method`` (sizes ~ ``cut_pow``), augmented by ``augments``
-    (codes of ``vqgan_core.augment``), plus per-cutout noise up to ``aug_noise``. Defaults: the classic loop's."""
+    (codes of ``vqgan_core.views.augment``), plus per-cutout noise up to ``aug_noise``. Defaults: the classic loop's."""
 
     method: str = "latest"
     cutn: int = 32

@@ -10,18 +10,18 @@ from dataclasses import dataclass
 
 import torch
 
-from vqgan_core.clip_guide import ClipEnsemble, ClipGuide
-from vqgan_core.code_sampling import CodeSampler
-from vqgan_core.engine.clip_loss import ClipLoss, Views
-from vqgan_core.engine.latent_param import LatentParam
-from vqgan_core.engine.optim_spec import OptimizerSpec
-from vqgan_core.engine.terms import ImageLoss, InitLoss, LossTerm, SumLoss, TVLoss
-from vqgan_core.gen_config import GenerationConfig
-from vqgan_core.image_io import load_image01
-from vqgan_core.init import init_latent as make_init_latent
-from vqgan_core.prompts import parse_story
-from vqgan_core.regions import RegionPrompt, load_mask
-from vqgan_core.seamless import is_seamless, seamless_copy
+from ..clip.guide import ClipEnsemble, ClipGuide
+from ..latents.code_sampling import CodeSampler
+from ..latents.init import init_latent as make_init_latent
+from ..media.image_io import load_image01
+from ..objective.prompts import parse_story
+from ..objective.regions import RegionPrompt, load_mask
+from ..vqgan.seamless import is_seamless, seamless_copy
+from .clip_loss import ClipLoss, Views
+from .config import GenerationConfig
+from .latent_param import LatentParam
+from .optim_spec import OptimizerSpec
+from .terms import ImageLoss, InitLoss, LossTerm, SumLoss, TVLoss
 
 __all__ = ["Parts", "parts_from_config", "start_latent", "views_of"]
 

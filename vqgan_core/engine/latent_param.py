@@ -2,7 +2,7 @@
 
 ``z_quantize`` (the classic method): a continuous latent, snapped to its nearest code with a straight-through
 gradient and clamped to the codebook's range after each step. ``codebook_sampling`` (EleutherAI's notebook):
-logits over the codes of every cell, one code drawn per step (``vqgan_core.code_sampling``). An edit mask
+logits over the codes of every cell, one code drawn per step (``vqgan_core.latents.code_sampling``). An edit mask
 keeps some cells at their start (inpainting) in both. The nearest-code search is ``quantize.nearest_code``.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from vqgan_core.code_sampling import METHODS, CodeSampler
-from vqgan_core.edit_mask import keep_cells
-from vqgan_core.quantize import nearest_code
+from ..latents.code_sampling import METHODS, CodeSampler
+from ..latents.edit_mask import keep_cells
+from ..vqgan.quantize import nearest_code
 
 __all__ = ["LatentParam"]
 

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch.optim import lr_scheduler
 
-from vqgan_core.optimizers import OPTIMIZERS, make_optimizer
-from vqgan_core.registry import Registry
+from ..util.registry import Registry
+from .optimizers import OPTIMIZERS, make_optimizer
 
 __all__ = ["SCHEDULERS", "OptimizerSpec", "ScheduleFactor"]
 
@@ -110,7 +110,7 @@ class OptimizerSpec:
     """Which optimiser, at which learning rate, on which schedule.
 
     Args:
-        name: an optimiser of ``vqgan_core.optimizers`` (adam, adamw, lion, ...).
+        name: an optimiser of ``vqgan_core.engine.optimizers`` (adam, adamw, lion, ...).
         lr: the base learning rate (classic 0.1).
         schedule: constant | cosine | step | plateau (``SCHEDULERS``).
         schedule_steps: steps the schedule spans; 0 = the steps the run plans when it starts (set it to the

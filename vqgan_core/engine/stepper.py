@@ -20,18 +20,18 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_map
 
-from vqgan_core.cuda_graph import GraphedLossBackward
-from vqgan_core.engine.clip_loss import ClipLoss
-from vqgan_core.engine.latent_param import LatentParam
-from vqgan_core.engine.optim_spec import OptimizerSpec
-from vqgan_core.engine.run_info import RunInfo, StepContext, restore_stream, stream_seed
-from vqgan_core.engine.terms import LossTerm, SumLoss
-from vqgan_core.finite import LastFinite, NonFiniteLossError, loss_error
-from vqgan_core.gen_memory import private_decoder
-from vqgan_core.gen_runtime import resolve_precision, run_context
-from vqgan_core.gen_types import GenerationCallbacks
-from vqgan_core.losses import clamp_with_grad
-from vqgan_core.seamless import is_seamless
+from ..objective.losses import clamp_with_grad
+from ..util.finite import LastFinite, NonFiniteLossError, loss_error
+from ..vqgan.seamless import is_seamless
+from .callbacks import GenerationCallbacks
+from .clip_loss import ClipLoss
+from .cuda_graph import GraphedLossBackward
+from .latent_param import LatentParam
+from .oom import private_decoder
+from .optim_spec import OptimizerSpec
+from .run_info import RunInfo, StepContext, restore_stream, stream_seed
+from .runtime import resolve_precision, run_context
+from .terms import LossTerm, SumLoss
 
 __all__ = ["STATE_VERSION", "StepResult", "Stepper", "clip_terms", "cpu_copy"]
 

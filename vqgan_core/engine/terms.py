@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from vqgan_core.engine.run_info import RunInfo, StepContext
-from vqgan_core.finite import check_finite
-from vqgan_core.image_losses import IMAGE_LOSSES
-from vqgan_core.losses import init_weight_factor, tv_loss
+from ..objective.image_losses import IMAGE_LOSSES
+from ..objective.losses import init_weight_factor, tv_loss
+from ..util.finite import check_finite
+from .run_info import RunInfo, StepContext
 
 __all__ = ["INIT_DECAYS", "ImageLoss", "InitLoss", "LossTerm", "SumLoss", "TVLoss"]
 
@@ -120,7 +120,7 @@ class TVLoss(LossTerm):
 
 
 class ImageLoss(LossTerm):
-    """One named image term of ``vqgan_core.image_losses`` (a positive weight asks for more of it)."""
+    """One named image term of ``vqgan_core.objective.image_losses`` (a positive weight asks for more of it)."""
 
     def __init__(self, name: str, weight: float = 1.0) -> None:
         self.fn = IMAGE_LOSSES.get(name)  # an unknown name lists the valid ones
@@ -156,7 +156,7 @@ class InitLoss(LossTerm):
         self._factor_t: torch.Tensor | None = None
 
     def bind(self, run: RunInfo) -> None:  # noqa: D102
-        from vqgan_core.init import encode_image01, fit_image
+        from ..latents.init import encode_image01, fit_image
 
         if self._image is not None:
             t = encode_image01(run.vqgan, fit_image(self._image, run.height, run.width))

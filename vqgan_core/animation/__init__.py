@@ -1,0 +1,1 @@
+"""Animations built on the engine: zoom / pan / rotate feedback videos and video restyling."""

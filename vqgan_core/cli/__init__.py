@@ -1,0 +1,1 @@
+"""The command line: ``python -m vqgan_core {convert,info,generate,animate}``."""

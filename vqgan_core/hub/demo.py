@@ -1,0 +1,80 @@
+"""The offline demo models (name ``demo``) and the generation settings that make them work.
+
+Why: pretrained VQGAN/CLIP weights cannot be downloaded everywhere, so the package ships two tiny models
+trained by this project's own code on the synthetic "shapes world" dataset (``python -m training.shapes``):
+
+* ``assets/demo/vqgan.safetensors``: an f4 VQGAN (256 codes, GroupNorm with 8 groups) from ``python -m training``
+  (config ``training/configs/demo_vqgan.yaml``).
+* ``assets/demo/clip/``: an open_clip folder (``open_clip_config.json``, ``open_clip_model.safetensors`` in fp16,
+  ``bpe_vocab.txt.gz``) from ``python -m training.clip_train`` (config ``training/configs/demo_clip.json``).
+
+Reproduce (commands and measured numbers in ``train_info.json`` and the configs' headers)::
+
+    python -m training.shapes --out data/shapes --n-train 6000 --n-val 600 --seed 0
+    python -m training.clip_train --config training/configs/demo_clip.json --data data/shapes --out vqgan_core/hub/assets/demo/clip
+    OMP_NUM_THREADS=1 python -m training --config training/configs/demo_vqgan.yaml --data data/shapes --out runs/demo_vqgan
+    python -m training export runs/demo_vqgan vqgan_core/hub/assets/demo/vqgan.safetensors
+
+They only know captions like "a red circle on a blue background" (colours: red, orange, yellow, green, cyan,
+blue, purple, white; shapes: circle, square, triangle) at 64x64 pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .assets import DEMO_DIR
+
+NAME = "demo"
+_REPRODUCE = "see README 'Offline demo models' (python -m training.shapes / training.clip_train / training)"
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"demo asset missing: {path}. The package data was not installed; reproduce it: "
+                                f"{_REPRODUCE}")
+    return path
+
+
+def is_demo(name: object) -> bool:
+    """True when a model name/path argument asks for the shipped demo model."""
+    return isinstance(name, str) and name == NAME
+
+
+def vqgan_path() -> Path:
+    """The demo VQGAN's safetensors file (config in its metadata; ``load_vqgan("demo")`` uses it)."""
+    return _existing(DEMO_DIR / "vqgan.safetensors")
+
+
+def clip_dir() -> Path:
+    """The demo CLIP folder; ``open_clip.create_model("local-dir:" + str(clip_dir()))`` loads it.
+
+    Its tokenizer is ``SimpleTokenizer(bpe_path=clip_dir() / "bpe_vocab.txt.gz", context_length=16)``
+    (``vqgan_core.clip.guide.load_clip("demo")`` builds both); ``open_clip.get_tokenizer("local-dir:...")``
+    would silently return the standard 49k-token tokenizer, whose ids do not fit this model.
+    """
+    return _existing(DEMO_DIR / "clip")
+
+
+def preset() -> dict[str, Any]:
+    """Generation settings tuned for the demo models (keys are ``GenerationConfig`` fields).
+
+    Measured on a 2-core CPU: see tests/test_demo_e2e.py for what these settings achieve.
+    """
+    return dict(_PRESET)
+
+
+_PRESET: dict[str, Any] = {
+    "width": 64,
+    "height": 64,
+    "steps": 150,
+    "cutout_method": "mixed",  # half whole-image views, half random crops: 8/8 vs 6-7/8 pixel-test passes
+    "cutn": 16,
+    "augments": ["Hf", "Af", "Ji"],
+    "aug_padding": "border",
+    "aug_noise": 0.05,
+    "tv_weight": 20.0,  # smoothness: one compact blob instead of scattered patches (0 -> 3 -> 20 tried)
+    "lr": 0.1,
+    "precision": "fp32",
+}

@@ -1,0 +1,1 @@
+"""VQ latents: initial latents, files, token edits, masks, codebook sampling and grid operations."""

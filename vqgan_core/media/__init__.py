@@ -1,0 +1,1 @@
+"""Images and frame sequences in and out (files, URLs, PNG metadata, animated formats, video)."""

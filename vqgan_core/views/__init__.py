@@ -1,0 +1,1 @@
+"""How CLIP sees a generated image: cutout methods and their augmentations."""
