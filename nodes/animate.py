@@ -49,7 +49,7 @@ def resolve_padding(padding: str, vqgan) -> str:  # noqa: ANN001
     """``auto`` -> ``wrap`` for a tileable (seamless) VQGAN, else ``reflection``."""
     if padding != "auto":
         return padding
-    from vqgan_core.vqgan.seamless import is_seamless
+    from ..vqgan_core import is_seamless
 
     return "wrap" if is_seamless(vqgan) else "reflection"
 
@@ -133,7 +133,7 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
                 low_memory: bool = False, change_prompts_every: int = 0, story_fade: int = 0,
                 method: str = "z_quantize") -> io.NodeOutput:
         """Run the animation; frames come out frame-major (all batch items of frame 0, then frame 1...)."""
-        from vqgan_core.animation.animate import AnimationConfig, run_animation
+        from ..vqgan_core import AnimationConfig, run_animation
 
         check_inputs(latent, vqgan, targets)
         anim = AnimationConfig(frames=frames, steps_per_frame=steps_per_frame, zoom=zoom, shift_x=shift_x,
@@ -198,7 +198,7 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                 image_losses: str = "", low_memory: bool = False, smooth: float = 0.0,
                 change_prompts_every: int = 0, story_fade: int = 0, method: str = "z_quantize") -> io.NodeOutput:
         """Run the restyling; one output frame per input frame."""
-        from vqgan_core.animation.animate import AnimationConfig, run_animation
+        from ..vqgan_core import AnimationConfig, run_animation
 
         if not targets.items:
             raise ValueError("No targets: connect a CLIP Text Prompt or CLIP Image Prompt.")

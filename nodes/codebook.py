@@ -31,7 +31,7 @@ def parse_codes(text: str, n_embed: int) -> list[int]:
 
 def region_mask(latent: Latent, mask: torch.Tensor | None, x: int, y: int, width: int, height: int) -> torch.Tensor:
     """Boolean [B,h,w] token mask from a MASK (any size, > 0.5) or a pixel rectangle."""
-    from vqgan_core.latents.codebook_edit import mask_region, rect_region
+    from ..vqgan_core import mask_region, rect_region
 
     b, _, h, w = latent.z.shape
     if mask is not None:
@@ -58,7 +58,7 @@ class CodebookLookup(io.ComfyNode):
     @classmethod
     def execute(cls, latent: Latent) -> io.NodeOutput:
         """Quantise, return indices, a colour map (one pixel per token) and the grid text."""
-        from vqgan_core.latents.codebook_edit import code_colors
+        from ..vqgan_core import code_colors
 
         model = latent.model
         with torch.no_grad():
@@ -97,7 +97,7 @@ class CodebookEdit(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         """Schema: latent, codes, pattern, region (mask or rectangle), seed."""
-        from vqgan_core.latents.codebook_edit import FILL_PATTERNS
+        from ..vqgan_core import FILL_PATTERNS
 
         px = {"min": 0, "max": 16384, "step": 1}
         return io.Schema(
@@ -126,7 +126,7 @@ class CodebookEdit(io.ComfyNode):
     def execute(cls, latent: Latent, codes: str, pattern: str, x: int, y: int, width: int, height: int,
                 seed: int, mask: torch.Tensor | None = None) -> io.NodeOutput:
         """Replace the masked tokens' latent vectors by the chosen codebook vectors."""
-        from vqgan_core.latents.codebook_edit import edit_region, pick_codes
+        from ..vqgan_core import edit_region, pick_codes
 
         model = latent.model
         chosen = parse_codes(codes, model.codebook.shape[0])

@@ -282,8 +282,7 @@ class Progress:
     def callbacks(self):  # noqa: ANN201
         """The engine's ``GenerationCallbacks`` wired to this bar (progress, previews, Cancel) and to ComfyUI's
         memory management (out of GPU memory: unload ComfyUI's other models and retry)."""
-        from vqgan_core.engine.loop import GenerationCallbacks
-
+        from ..vqgan_core import GenerationCallbacks
         from .memory import free_others
 
         return GenerationCallbacks(progress=self.progress, preview=self.preview, should_stop=self.should_stop,
@@ -296,7 +295,7 @@ class Progress:
 
     def preview(self, step: int, images: torch.Tensor) -> None:
         """Engine hook every N steps: keep the first image for the next progress update."""
-        from vqgan_core.media.image_io import to_pil
+        from ..vqgan_core import to_pil
 
         self._pending = ("JPEG", to_pil(images), self.preview_size)
 

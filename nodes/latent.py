@@ -47,7 +47,7 @@ class VQGANEncode(io.ComfyNode):
     @classmethod
     def execute(cls, vqgan, image: torch.Tensor) -> io.NodeOutput:  # noqa: ANN001
         """Encode to the pre-quantisation latent (its nearest codes are the image's codes)."""
-        from vqgan_core.latents.ops import crop_to_multiple
+        from ..vqgan_core import crop_to_multiple
 
         device = memory.use(vqgan)
         x = crop_to_multiple(ca.image_to_bchw(image, device), vqgan.downsample_factor)
@@ -81,7 +81,7 @@ class VQGANDecode(io.ComfyNode):
 
 def init_type_names() -> list[str]:
     """Init types of the engine: random codes, the optional image, or a noise image."""
-    from vqgan_core.latents.init import NOISE_IMAGES
+    from ..vqgan_core import NOISE_IMAGES
 
     return ["random", "image", *NOISE_IMAGES.names()]
 
@@ -125,7 +125,7 @@ class RandomVQLatent(io.ComfyNode):
     def execute(cls, vqgan, width: int, height: int, seed: int, init: str,  # noqa: ANN001
                 batch_size: int, init_image: torch.Tensor | None = None) -> io.NodeOutput:
         """Build the latent with the engine's ``init_latent`` (one generator per image)."""
-        from vqgan_core.latents.init import init_latent
+        from ..vqgan_core import init_latent
 
         f = vqgan.downsample_factor
         w, h = (width // f) * f, (height // f) * f
@@ -166,7 +166,7 @@ class ResizeVQLatent(io.ComfyNode):
     @classmethod
     def execute(cls, latent: Latent, scale: float, mode: str) -> io.NodeOutput:
         """Interpolate z; the optimiser state is dropped (its shapes no longer match)."""
-        from vqgan_core.latents.ops import resize_latent
+        from ..vqgan_core import resize_latent
 
         return io.NodeOutput(Latent(z=resize_latent(latent.z, scale, mode), model=latent.model))
 
@@ -177,7 +177,7 @@ class InterpolateVQLatents(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         """Schema: two latents, frames, mode -> latent batch."""
-        from vqgan_core.latents.ops import INTERPOLATIONS
+        from ..vqgan_core import INTERPOLATIONS
 
         return io.Schema(
             node_id="VQGAN_InterpolateLatents",
@@ -200,7 +200,7 @@ class InterpolateVQLatents(io.ComfyNode):
     @classmethod
     def execute(cls, latent_a: Latent, latent_b: Latent, frames: int, mode: str) -> io.NodeOutput:
         """Interpolate on the output device; the optimiser state is not carried."""
-        from vqgan_core.latents.ops import interpolate_latents
+        from ..vqgan_core import interpolate_latents
 
         if latent_a.model is not latent_b.model and tuple(latent_a.model.codebook.shape) != tuple(
                 latent_b.model.codebook.shape):

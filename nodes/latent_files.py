@@ -26,21 +26,21 @@ CATEGORY = "vqgan_clip/latent"
 
 def latent_choices() -> list[str]:
     """``.vqlatent`` files of the input folder, then those of the output folder (annotated ``[output]``)."""
-    from vqgan_core.latents.files import SUFFIX
+    from ..vqgan_core import SUFFIX
 
     return ca.user_file_choices(SUFFIX)
 
 
 def latent_path(latent_file: str) -> str | None:
     """Full path of a listed latent file, or None for anything else (never says whether it exists elsewhere)."""
-    from vqgan_core.latents.files import SUFFIX
+    from ..vqgan_core import SUFFIX
 
     return ca.find_user_file(latent_file, SUFFIX)
 
 
 def refusal(latent_file: str) -> str:
     """The one message for every name that is not a latent file in the input/output folders (existing or not)."""
-    from vqgan_core.latents.files import SUFFIX
+    from ..vqgan_core import SUFFIX
 
     return (f"Latent file {latent_file!r} is not available: Load VQ Latent reads only {SUFFIX} files in ComfyUI's "
             f"input folder ('name{SUFFIX}') or output folder ('name{SUFFIX} [output]'), as listed in its menu. "
@@ -72,7 +72,7 @@ class SaveVQLatent(io.ComfyNode):
         """Write ``<prefix>_00001_.vqlatent`` (ComfyUI's numbering); the workflow goes into the metadata."""
         import folder_paths
 
-        from vqgan_core.latents.files import SUFFIX, LatentFile, save_latent
+        from ..vqgan_core import SUFFIX, LatentFile, save_latent
 
         out_dir = folder_paths.get_output_directory()
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
@@ -116,7 +116,7 @@ class LoadVQLatent(io.ComfyNode):
     @classmethod
     def execute(cls, vqgan, latent_file: str) -> io.NodeOutput:  # noqa: ANN001
         """Read the file and check it belongs to this VQGAN."""
-        from vqgan_core.latents.files import check_model, load_latent
+        from ..vqgan_core import check_model, load_latent
 
         path = latent_path(latent_file)
         if path is None:

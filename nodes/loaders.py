@@ -99,7 +99,7 @@ class LoadVQGAN(io.ComfyNode):
     @classmethod
     def execute(cls, vqgan_name: str) -> io.NodeOutput:
         """Load (or reuse) the model where ComfyUI keeps idle models; nodes move it to the GPU when they run."""
-        from vqgan_core import load_vqgan
+        from ..vqgan_core import load_vqgan
 
         path = resolve_vqgan(vqgan_name)
         device = memory.offload_device()
@@ -107,7 +107,7 @@ class LoadVQGAN(io.ComfyNode):
         if path.endswith(".ckpt"):  # its yaml (added, edited or removed) decides the model as much as the weights
             from pathlib import Path
 
-            from vqgan_core.hub.checkpoint import find_yaml
+            from ..vqgan_core import find_yaml
 
             found = find_yaml(Path(path))
             mtime = (mtime, str(found), os.path.getmtime(found) if found else 0.0)
@@ -141,7 +141,7 @@ class SeamlessVQGAN(io.ComfyNode):
     @classmethod
     def execute(cls, vqgan) -> io.NodeOutput:  # noqa: ANN001
         """Wrap the convolutions' padding (a weight-sharing twin; the input model is unchanged)."""
-        from vqgan_core.vqgan.seamless import seamless_copy
+        from ..vqgan_core import seamless_copy
 
         with ca.outside_inference_mode():
             return io.NodeOutput(seamless_copy(vqgan))
@@ -210,7 +210,7 @@ def resolve_clip_pretrained(pretrained: str) -> str:
     """'none', the full path of a weights file in models/clip_guide, an open_clip tag, or a URL the server's owner
     allowed (``$VQGAN_CLIP_ALLOWED_URLS``); anything else is refused (ValueError listing what is allowed, the same
     message whether or not such a file exists)."""
-    from vqgan_core.hub.download import ALLOWED_URLS_ENV, allowed_url_prefixes, url_allowed
+    from ..vqgan_core import ALLOWED_URLS_ENV, allowed_url_prefixes, url_allowed
 
     if pretrained == "none":
         return pretrained
@@ -300,7 +300,7 @@ class LoadCLIPGuide(io.ComfyNode):
     @classmethod
     def execute(cls, clip_name: str, pretrained: str) -> io.NodeOutput:
         """Resolve names to paths and load (cached) where ComfyUI keeps idle models; Cancel stops a URL download."""
-        from vqgan_core.clip.guide import load_clip
+        from ..vqgan_core import load_clip
 
         name = resolve_clip_name(clip_name)
         weights = resolve_clip_pretrained(pretrained)
@@ -348,7 +348,7 @@ class CombineCLIPGuides(io.ComfyNode):
     def execute(cls, guide_1, weight_1: float, guide_2, weight_2: float,  # noqa: ANN001
                 weight_3: float = 1.0, guide_3=None) -> io.NodeOutput:  # noqa: ANN001
         """Flatten the inputs into one ClipEnsemble."""
-        from vqgan_core.clip.guide import ClipEnsemble
+        from ..vqgan_core import ClipEnsemble
 
         members = []
         for guide, weight in ((guide_1, weight_1), (guide_2, weight_2), (guide_3, weight_3)):

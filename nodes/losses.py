@@ -28,7 +28,7 @@ WEIGHT = {"min": -100.0, "max": 100.0, "step": 0.01, "round": 0.0001}
 
 
 def _guides(clip) -> tuple:  # noqa: ANN001
-    from vqgan_core.clip.guide import ClipEnsemble
+    from ..vqgan_core import ClipEnsemble
 
     return tuple(g for g, _ in ClipEnsemble.of(clip).guides)
 
@@ -44,7 +44,7 @@ def story_error(targets: Targets) -> str | None:
 
 def clip_terms(clip, targets: Targets, views, weight: float) -> list:  # noqa: ANN001
     """The engine's CLIP terms of ``targets``: the whole image (when it has targets) and one per region."""
-    from vqgan_core.engine import ClipLoss
+    from ..vqgan_core import ClipLoss
 
     every, fade = targets.pace
     terms = []
@@ -107,7 +107,7 @@ class CLIPLoss(io.ComfyNode):
     def execute(cls, clip_guide, targets: Targets, weight: float, cutouts: int, cutout_method: str,  # noqa: ANN001
                 cut_pow: float, augmentations: str, aug_noise: float) -> io.NodeOutput:
         """A recipe of the CLIP term(s); views and targets are checked now, where they were given."""
-        from vqgan_core.engine import SumLoss, Views
+        from ..vqgan_core import SumLoss, Views
 
         if not targets.items:
             raise ValueError("No targets: connect a CLIP Text Prompt or CLIP Image Prompt.")
@@ -143,7 +143,7 @@ class TVLoss(io.ComfyNode):
     @classmethod
     def execute(cls, weight: float) -> io.NodeOutput:
         """A recipe of one TV term."""
-        from vqgan_core.engine import TVLoss as Term
+        from ..vqgan_core import TVLoss as Term
 
         Term(weight)  # a bad weight fails here
         return io.NodeOutput(LossRecipe(lambda: Term(weight), f"TV x{weight:g}"))
@@ -155,7 +155,7 @@ class ImageLoss(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         """Schema: name and weight."""
-        from vqgan_core.objective.image_losses import image_loss_names
+        from ..vqgan_core import image_loss_names
 
         return io.Schema(
             node_id="VQGAN_ImageLoss", display_name="Image Loss", category=CATEGORY,
@@ -173,7 +173,7 @@ class ImageLoss(io.ComfyNode):
     @classmethod
     def execute(cls, name: str, weight: float) -> io.NodeOutput:
         """A recipe of one image term."""
-        from vqgan_core.engine import ImageLoss as Term
+        from ..vqgan_core import ImageLoss as Term
 
         Term(name, weight)
         return io.NodeOutput(LossRecipe(lambda: Term(name, weight), f"{name} x{weight:g}"))
@@ -185,7 +185,7 @@ class InitImageLoss(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         """Schema: optional image, weight, decay."""
-        from vqgan_core.engine import INIT_DECAYS
+        from ..vqgan_core import INIT_DECAYS
 
         return io.Schema(
             node_id="VQGAN_InitImageLoss", display_name="Init Image Loss", category=CATEGORY,
@@ -207,7 +207,7 @@ class InitImageLoss(io.ComfyNode):
     @classmethod
     def execute(cls, weight: float, decay: str, image: torch.Tensor | None = None) -> io.NodeOutput:
         """A recipe of one init pull-back term."""
-        from vqgan_core.engine import InitLoss
+        from ..vqgan_core import InitLoss
 
         img = None if image is None else ca.image_to_bchw(image)[:1].detach().cpu().clone()
         InitLoss(weight, decay)
@@ -237,7 +237,7 @@ class CombineLosses(io.ComfyNode):
                 weight_4: float = 1.0, loss_2: LossRecipe | None = None, loss_3: LossRecipe | None = None,
                 loss_4: LossRecipe | None = None) -> io.NodeOutput:
         """A recipe of the weighted sum."""
-        from vqgan_core.engine import SumLoss
+        from ..vqgan_core import SumLoss
 
         parts = [(r, w) for r, w in ((loss_1, weight_1), (loss_2, weight_2), (loss_3, weight_3), (loss_4, weight_4))
                  if r is not None]

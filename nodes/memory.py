@@ -143,7 +143,7 @@ def check_run(vqgan: Any, clip: Any, config: Any, views: int = 1) -> None:
                          "smaller size or batch.")
     device = mm.get_torch_device()
     if device.type == "cpu":
-        from vqgan_core.engine.memory_budget import check_run_fits
+        from ..vqgan_core import check_run_fits
 
         check_run_fits(vqgan, clip, config, device, views)
 
@@ -153,7 +153,7 @@ def running(vqgan: Any, clip: Any, config: Any, views: int = 1) -> Iterator[None
     """Around an engine run: check it fits (:func:`check_run`), load the models with room for the run
     (:func:`run_memory`), and free the low-precision weight copies the run made when it ends (ComfyUI does not see
     them, so none outlive it)."""
-    from vqgan_core.clip.guide import ClipEnsemble
+    from ..vqgan_core import ClipEnsemble
 
     check_run(vqgan, clip, config, views)
     use(vqgan, clip, memory_required=run_memory(vqgan, clip, config, views))
@@ -172,7 +172,7 @@ def run_memory(vqgan: Any, clip: Any, config: Any, views: int = 1) -> int:
     device = mm.get_torch_device()
     if device.type == "cpu":
         return 0
-    from vqgan_core.engine.memory_estimate import run_memory_bytes
+    from ..vqgan_core import run_memory_bytes
 
     return run_memory_bytes(vqgan, clip, config, device, views)
 

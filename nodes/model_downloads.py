@@ -26,7 +26,7 @@ _REPORTED: set[tuple[str, str]] = set()  # files left out of the menu, logged on
 def known_vqgan_name(choice: object) -> str | None:
     """The released model a menu value stands for (``<name>.ckpt``, ``<name>.ckpt (download)``, ``<name>`` or
     ``<name> (download)``), else None."""
-    from vqgan_core.hub.known_models import KNOWN_VQGANS
+    from ..vqgan_core import KNOWN_VQGANS
 
     if not isinstance(choice, str):
         return None
@@ -37,14 +37,14 @@ def known_vqgan_name(choice: object) -> str | None:
 
 def _local_known_file(name: str) -> str | None:
     """Full path of a released model's checkpoint already in a models/vqgan folder, or None."""
-    from vqgan_core.hub.known_models import known_file_names
+    from ..vqgan_core import known_file_names
 
     return ca.find_model_file(ca.VQGAN_FOLDER, known_file_names(name)[0])
 
 
 def known_vqgan_choices() -> list[str]:
     """Every released model: ``<name>.ckpt`` when it is in models/vqgan, else ``<name>.ckpt (download)``."""
-    from vqgan_core.hub.known_models import KNOWN_VQGANS, known_file_names
+    from ..vqgan_core import KNOWN_VQGANS, known_file_names
 
     out = []
     for name in KNOWN_VQGANS.names():
@@ -59,7 +59,7 @@ def loadable_vqgan_files() -> list[str]:
     left out, judged from the file header alone (``vqgan_core.hub.loading.vqgan_file_problem``, cached by mtime)."""
     import folder_paths
 
-    from vqgan_core.hub.loading import vqgan_file_problem
+    from ..vqgan_core import vqgan_file_problem
 
     out = []
     for rel in ca.list_models(ca.VQGAN_FOLDER):
@@ -113,8 +113,7 @@ class DownloadProgress:
 
 def offline_vqgan_message(name: str, reason: str) -> str:
     """What to do when a released model cannot be downloaded: the folder, the exact file names, and the links."""
-    from vqgan_core.hub.download import OFFLINE_HINT
-    from vqgan_core.hub.known_models import KNOWN_VQGANS, MIRROR_ENV, known_file_names, known_urls
+    from ..vqgan_core import KNOWN_VQGANS, MIRROR_ENV, OFFLINE_HINT, known_file_names, known_urls
 
     folder = vqgan_download_folder()
     spec = KNOWN_VQGANS.get(name)
@@ -137,8 +136,7 @@ def fetch_known_vqgan(name: str) -> str:
     A file already there is checked against the published sha256, or the one recorded when it was downloaded;
     a damaged one is refused with its name and what to do. A failed download raises a message naming the
     folder, the file names and the links (the partial file is kept and resumed next time)."""
-    from vqgan_core.hub.download import DownloadError, verify_cached
-    from vqgan_core.hub.known_models import KNOWN_VQGANS, fetch_known, known_file_names
+    from ..vqgan_core import KNOWN_VQGANS, DownloadError, fetch_known, known_file_names, verify_cached
 
     spec = KNOWN_VQGANS.get(name)
     found = _local_known_file(name)

@@ -37,14 +37,14 @@ SEED_MAX = 2**32 - 1  # the engine derives generator seeds as seed * 7919 + k
 
 def optimizer_choices() -> list[str]:
     """Optimiser names of the engine's registry."""
-    from vqgan_core.engine.optimizers import optimizer_names
+    from ..vqgan_core import optimizer_names
 
     return optimizer_names()
 
 
 def lr_schedule_input() -> io.Combo.Input:
     """The learning-rate schedule widget (the engine's registry)."""
-    from vqgan_core.engine.optim_spec import SCHEDULERS
+    from ..vqgan_core import SCHEDULERS
 
     return io.Combo.Input("lr_schedule", options=SCHEDULERS.names(), default="constant",
                           tooltip="Learning rate over this node's steps: constant (classic), cosine (decays to "
@@ -54,7 +54,7 @@ def lr_schedule_input() -> io.Combo.Input:
 
 def cutout_choices() -> list[str]:
     """Cutout methods of the engine's registry."""
-    from vqgan_core.views.cutouts import cutout_names
+    from ..vqgan_core import cutout_names
 
     return cutout_names()
 
@@ -80,7 +80,7 @@ class TextWidgetNode(io.ComfyNode):
 
 def check_augments(augmentations: str) -> str | None:
     """None when the augmentation codes are valid, else a message listing the valid codes."""
-    from vqgan_core.views.augment import augment_names, parse_augments
+    from ..vqgan_core import augment_names, parse_augments
 
     try:
         parse_augments(augmentations)
@@ -92,7 +92,7 @@ def check_augments(augmentations: str) -> str | None:
 
 def check_image_losses(spec: str | None) -> str | None:
     """None when the image-loss spec parses, else the engine's message (it lists the valid names)."""
-    from vqgan_core.objective.image_losses import parse_image_losses
+    from ..vqgan_core import parse_image_losses
 
     try:
         parse_image_losses(spec)
@@ -162,7 +162,7 @@ def story_fade_input() -> io.Int.Input:
 
 def method_input() -> io.Combo.Input:
     """How the latent is optimised (the engine's methods)."""
-    from vqgan_core.latents.code_sampling import METHODS
+    from ..vqgan_core import METHODS
 
     # optional: API-format prompts written before it existed still validate (the UI shows it as a widget)
     return io.Combo.Input("method", options=list(METHODS), default=METHODS[0], optional=True,
@@ -192,7 +192,7 @@ def image_prompts(targets: Targets) -> list[tuple[torch.Tensor, float, float]]:
 
 def region_prompts(targets: Targets) -> list:
     """Regional targets as the engine's ``RegionPrompt`` list, one per distinct mask (in order)."""
-    from vqgan_core.objective.regions import RegionPrompt
+    from ..vqgan_core import RegionPrompt
 
     groups: dict[int, list] = {}
     for t in targets.items:
@@ -214,7 +214,7 @@ def run_views(targets: Targets, regions: list) -> int:
 
 def make_config(settings: dict, **extra):  # noqa: ANN003, ANN201
     """GenerationConfig from node settings (errors name the setting)."""
-    from vqgan_core.engine.config import GenerationConfig
+    from ..vqgan_core import GenerationConfig
 
     return GenerationConfig.from_dict({**settings, **extra})
 
@@ -230,8 +230,7 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
     its moments in place, and the upstream node's cached output must never change (re-running the workflow
     must give the same image). ``snapshots``: a list that receives the image every ``snapshot_every`` steps.
     """
-    from vqgan_core.engine.loop import GenerationLoop
-    from vqgan_core.engine.run_state import continue_run, run_state
+    from ..vqgan_core import GenerationLoop, continue_run, run_state
 
     settings = dict(settings)
     every = int(settings.pop("snapshot_every", 0) or 0)

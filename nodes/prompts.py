@@ -26,7 +26,7 @@ def parse_text_targets(text: str, weight: float) -> Targets:
     ``^`` separates story phrase sets (the classic story mode): their targets carry the set's index as
     ``phase``; a prompt without ``^`` applies in every set.
     """
-    from vqgan_core.objective.prompts import PromptSyntaxError, parse_prompt_set
+    from ..vqgan_core import PromptSyntaxError, parse_prompt_set
 
     if not text.strip():
         raise ValueError("The prompt is empty: type what the image should show, e.g. 'a red circle'.")

@@ -14,7 +14,7 @@ CATEGORY = "vqgan_clip/score"
 
 def clip_scores(guide, targets: Targets, images01: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
     """The core's weighted CLIP score of ``images01`` [B,3,H,W] in [0,1] against the node targets -> [B]."""
-    from vqgan_core.objective.score import clip_scores as core_scores
+    from ..vqgan_core import clip_scores as core_scores
 
     pairs = [(t.text if t.kind == "text" else t.image, t.weight, t.region) for t in targets.items if t.kind != "noise"]
     return core_scores(guide, pairs, images01)  # noise prompts (random directions) say nothing about quality

@@ -36,7 +36,7 @@ class Optimizer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         """Schema: name, lr, schedule, schedule_steps."""
-        from vqgan_core.engine import SCHEDULERS
+        from ..vqgan_core import SCHEDULERS
 
         return io.Schema(
             node_id="VQGAN_Optimizer", display_name="Latent Optimizer", category=CATEGORY,
@@ -59,7 +59,7 @@ class Optimizer(io.ComfyNode):
     @classmethod
     def execute(cls, optimizer: str, lr: float, schedule: str, schedule_steps: int) -> io.NodeOutput:
         """The spec (checked now)."""
-        from vqgan_core.engine import OptimizerSpec
+        from ..vqgan_core import OptimizerSpec
 
         return io.NodeOutput(OptimizerSpec(optimizer, lr, schedule, schedule_steps))
 
@@ -107,9 +107,7 @@ class OptimizeSteps(io.ComfyNode):
                 preview_every: int, method: str = "z_quantize", mask: torch.Tensor | None = None,
                 snapshot_every: int = 0) -> io.NodeOutput:
         """Build the run's parts, continue the latent's run when it carries one, and step."""
-        from vqgan_core.engine import LatentParam, Stepper
-        from vqgan_core.engine.config import GenerationConfig
-        from vqgan_core.engine.loss_curve import loss_table, plot_losses
+        from ..vqgan_core import GenerationConfig, LatentParam, Stepper, loss_table, plot_losses
 
         check_latent_model(latent, vqgan)
         node_id = ca.node_id(cls)

@@ -4,7 +4,6 @@ import functools
 import http.server
 import json
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -159,10 +158,10 @@ def test_ensemble(tiny_clip_dir):
         load_clip_ensemble([str(tiny_clip_dir)], [1.0, 2.0])
 
 
-def test_demo_clip_if_shipped():
-    demo_dir = Path(__file__).resolve().parents[1] / "vqgan_core" / "assets" / "demo" / "clip"
-    if not (demo_dir / "open_clip_config.json").is_file():
-        pytest.skip("demo CLIP not shipped yet")
+def test_demo_clip_is_shipped_and_loads():
+    from vqgan_core.hub.assets import DEMO_DIR
+
+    assert (DEMO_DIR / "clip" / "open_clip_config.json").is_file(), f"demo CLIP missing in {DEMO_DIR}"
     g = load_clip("demo")
     assert g.encode_text(["a red circle on a blue background"]).ndim == 2
 

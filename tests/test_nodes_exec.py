@@ -150,16 +150,16 @@ def test_random_latent_seed_derivation_matches_the_engine(pack, vqgan, monkeypat
 
     (CPU generators only use the low 32 bits, so the values agree either way; the seeds must match too.)
     """
-    import vqgan_core.latents.init
+    import vqgan_core
 
     seed, seen = 2**32 - 1, []
-    real = vqgan_core.latents.init.init_latent
+    real = vqgan_core.init_latent
 
     def spy(*args, **kwargs):
         seen.extend(g.initial_seed() for g in args[5])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(vqgan_core.latents.init, "init_latent", spy)
+    monkeypatch.setattr(vqgan_core, "init_latent", spy)  # the public name the node imports
     (a,) = run(pack.latent.RandomVQLatent, vqgan=vqgan, width=16, height=16, seed=seed, init="random", batch_size=2)
     assert seen == [seed, seed + 1]
     with torch.no_grad():
@@ -361,11 +361,11 @@ def test_zoom_animation_frames_progress_and_determinism(pack, vqgan, guide):
 
 
 def test_zoom_padding_auto_wraps_for_a_seamless_vqgan(pack, vqgan, guide, monkeypatch):
-    from vqgan_core.animation import animate
+    import vqgan_core
     from vqgan_core.vqgan.seamless import seamless_copy
 
     seen = []
-    monkeypatch.setattr(animate, "run_animation", lambda vq, clip, cfg, anim, *a, **k: seen.append(anim.padding)
+    monkeypatch.setattr(vqgan_core, "run_animation", lambda vq, clip, cfg, anim, *a, **k: seen.append(anim.padding)
                         or (_ for _ in ()).throw(KeyboardInterrupt))
     (tt,) = run(pack.prompts.CLIPTextPrompt, text="a red circle", weight=1.0)
     kw = {k: v for k, v in OPT.items() if k not in ("steps", "continue_run")}

@@ -13,15 +13,17 @@ from typing import Any
 
 import torch
 
-from vqgan_core import VQGAN, VQGANConfig, safe_torch_load
-from vqgan_core.hub.checkpoint import (
+from vqgan_core import (
     CONFIG_KEY,
+    VQGAN,
     CheckpointError,
+    VQGANConfig,
+    check_state_dict_or_explain,
     generator_state_dict,
     read_safetensors,
     resolve_config,
+    safe_torch_load,
 )
-from vqgan_core.hub.loading import check_state_dict_or_explain
 
 from . import checkpointing as ck
 from .config import TrainConfig

@@ -26,9 +26,7 @@ from typing import Any
 
 import torch
 
-from vqgan_core import save_vqgan
-from vqgan_core.hub.checkpoint import read_safetensors, safe_torch_load
-from vqgan_core.util.atomic import atomic_save_file, atomic_torch_save, atomic_write
+from vqgan_core import atomic_save_file, atomic_torch_save, atomic_write, read_safetensors, safe_torch_load, save_vqgan
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from vqgan_core.util.atomic import atomic_write
+from vqgan_core import atomic_write
 
 from .codebook import CodeUsage
 from .config import TrainConfig

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqgan_core.util.registry import Registry
+from vqgan_core import Registry
 
 from .config import LossConfig
 

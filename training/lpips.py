@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vqgan_core.hub.checkpoint import read_safetensors, safe_torch_load
+from vqgan_core import read_safetensors, safe_torch_load
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import kornia.metrics
 import torch
 import torch.nn.functional as F
 
-from vqgan_core.hub.checkpoint import read_state_dict
+from vqgan_core import read_state_dict
 
 from .codebook import CodeUsage
 

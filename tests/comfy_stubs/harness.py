@@ -1,19 +1,25 @@
 """Import the node pack against the stub ComfyUI modules (used by tests/test_nodes_*.py).
 
-``load_pack()`` puts this folder first on ``sys.path``, drops any cached ``comfy*``/``folder_paths``/
-``nodes*`` modules, imports ``nodes.extension`` and runs its set-up; ``unload_pack()`` undoes it, so
-other test files never see the stubs.
+``load_pack()`` puts this folder first on ``sys.path``, drops any cached ``comfy*``/``folder_paths``/pack modules,
+imports the pack the way ComfyUI does (its ``__init__.py`` as a package, here named ``vqgan_clip``), and runs the
+extension's set-up; ``unload_pack()`` undoes it, so other test files never see the stubs.
+
+The pack's ``vqgan_core`` is the test process's own ``vqgan_core`` (one module object under both names), so
+models and configs the tests build are the same classes the nodes check against.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from pathlib import Path
 
 STUBS = str(Path(__file__).resolve().parent)
-ROOTS = {"comfy", "comfy_api", "folder_paths", "nodes"}
+ROOTS = {"comfy", "comfy_api", "folder_paths", "vqgan_clip"}
+PACK = "vqgan_clip"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _drop() -> dict[str, types.ModuleType]:
@@ -28,7 +34,16 @@ def load_pack() -> tuple[types.SimpleNamespace, dict[str, types.ModuleType]]:
     saved = _drop()
     sys.path.insert(0, STUBS)
     importlib.invalidate_caches()
-    ext = importlib.import_module("nodes.extension")
+
+
+    import vqgan_core
+
+    spec = importlib.util.spec_from_file_location(PACK, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = pack
+    sys.modules[f"{PACK}.vqgan_core"] = vqgan_core
+    spec.loader.exec_module(pack)
+    ext = importlib.import_module(f"{PACK}.nodes.extension")
     ext.setup()
     ns = types.SimpleNamespace(
         extension=ext,
@@ -36,7 +51,7 @@ def load_pack() -> tuple[types.SimpleNamespace, dict[str, types.ModuleType]]:
         comfy_utils=importlib.import_module("comfy.utils"),
         mm=importlib.import_module("comfy.model_management"),
         io=importlib.import_module("comfy_api.latest.io"),
-        **{name: importlib.import_module(f"nodes.{name}") for name in
+        **{name: importlib.import_module(f"{PACK}.nodes.{name}") for name in
            ("types", "comfy_adapters", "loaders", "latent", "codebook", "prompts", "optimize", "animate", "score",
             "workflow_api", "memory", "latent_files", "losses", "steps")},
     )

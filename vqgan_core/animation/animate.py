@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..engine.config import GenerationConfig
 from ..engine.loop import GenerationCallbacks, GenerationLoop
-from ..latents.init import fit_image
+from ..media.image_io import fit_image
 from ..util.finite import check_finite
 from ..vqgan.config import reject_unknown_keys
 

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from ..media.image_io import METADATA_KEY, png_chunks, read_png_metadata
 from .png_trust import names_file_or_url  # one definition of "names a file or URL"
 
-__all__ = ["GENERATE", "NODE_WIDGETS", "ComfyWorkflow", "api_from_chunk", "comfy_workflow",
+__all__ = ["GENERATE", "NODE_WIDGETS", "ComfyWorkflow", "api_from_chunk", "comfy_workflow", "settings_from_png",
            "settings_from_comfy_prompt"]
 
 log = logging.getLogger(__name__)
@@ -382,6 +383,19 @@ def api_from_chunk(text: str, source: str) -> dict[str, Any] | None:
                                                   and isinstance(v.get("inputs"), dict) for k, v in api.items())):
         return None
     return api
+
+
+def settings_from_png(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings of a PNG: the ``vqgan_clip`` chunk the CLI writes, or, for an image ComfyUI saved from this
+    pack's nodes, the settings its API prompt describes. A ValueError when it has neither."""
+    text = png_chunks(path)
+    if METADATA_KEY in text:
+        return read_png_metadata(path, text)
+    api = api_from_chunk(text["prompt"], str(path)) if "prompt" in text else None
+    if api is not None:
+        return settings_from_comfy_prompt(api, str(path))
+    raise ValueError(f"{path} has no '{METADATA_KEY}' settings chunk nor a ComfyUI 'prompt' chunk (not written "
+                     "by vqgan_core generate or by ComfyUI's Save Image?)")
 
 
 def settings_from_comfy_prompt(api: dict[str, Any], source: str) -> dict[str, Any]:

@@ -176,9 +176,9 @@ def from_png_metadata(args: argparse.Namespace) -> dict[str, Any]:
     if not args.from_png:
         return {}
     if getattr(args, "_from_png_metadata", None) is None:
-        from ..media.image_io import read_png_metadata
+        from .comfy_workflow import settings_from_png
 
-        args._from_png_metadata = read_png_metadata(args.from_png)
+        args._from_png_metadata = settings_from_png(args.from_png)
     return args._from_png_metadata
 
 

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from ..clip.guide import ClipEnsemble, ClipGuide
-from ..latents.init import fit_image
-from ..media.image_io import load_image01
+from ..media.image_io import fit_image, load_image01
 from ..objective.losses import prompt_loss
 from ..objective.prompts import parse_story
 from ..objective.regions import RegionView

@@ -156,7 +156,8 @@ class InitLoss(LossTerm):
         self._factor_t: torch.Tensor | None = None
 
     def bind(self, run: RunInfo) -> None:  # noqa: D102
-        from ..latents.init import encode_image01, fit_image
+        from ..latents.init import encode_image01
+        from ..media.image_io import fit_image
 
         if self._image is not None:
             t = encode_image01(run.vqgan, fit_image(self._image, run.height, run.width))

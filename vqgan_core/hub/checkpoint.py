@@ -18,9 +18,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..util.atomic import atomic_save_file
+from ..util.web_page import DEAD_LINK_HINT, is_web_page
 from ..vqgan.config import ConfigError, UnreadableConfig, VQGANConfig
 from ..vqgan.config_infer import ASSUMED, describe, infer_config
-from .download import DEAD_LINK_HINT, is_web_page
 
 log = logging.getLogger(__name__)
 

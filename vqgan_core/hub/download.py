@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from ..util.web_page import DEAD_LINK_HINT, is_web_page  # noqa: F401  (re-exported: the download check)
+
 log = logging.getLogger(__name__)
 
 ALLOWED_URLS_ENV = "VQGAN_CLIP_ALLOWED_URLS"
@@ -63,17 +65,6 @@ def _filename_for(url: str, name: str | None = None) -> str:
     query_path = urllib.parse.parse_qs(parsed.query).get("p", [""])[0]
     name = os.path.basename(query_path or parsed.path) or name or "download.bin"  # the link's own name first
     return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
-
-
-DEAD_LINK_HINT = ("the link it came from is probably dead or needs a login (heibox and other hosts answer with "
-                  "an error page); download it again from a working mirror")
-
-
-def is_web_page(path: str | os.PathLike) -> bool:
-    """True for an HTML page saved under a model's name: what a dead download link leaves behind."""
-    with open(path, "rb") as fh:
-        head = fh.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
 
 
 # -- the server owner's allow-list ----------------------------------------------------------------------

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
+from ..media.image_io import fit_image
 from ..util.registry import Registry
 
-__all__ = ["NOISE_IMAGES", "encode_image01", "fit_image", "gradient_image", "init_latent", "perlin_image", "pixel_noise_image", "random_code_latent"]
+__all__ = ["NOISE_IMAGES", "encode_image01", "gradient_image", "init_latent", "perlin_image", "pixel_noise_image", "random_code_latent"]
 
 NOISE_IMAGES: Registry = Registry("init noise")
 
@@ -86,16 +86,6 @@ def encode_image01(vqgan, img01: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         z_q, _ = vqgan.encode(img01.to(dev) * 2 - 1)
     return z_q.float()
-
-
-def fit_image(img01: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize (cover) and centre-crop ``[B, 3, h, w]`` images in [0, 1] to exactly ``height x width``."""
-    _, _, h, w = img01.shape
-    s = max(height / h, width / w)
-    nh, nw = max(height, round(h * s)), max(width, round(w * s))
-    x = F.interpolate(img01.float(), size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return x[..., top : top + height, left : left + width].clamp(0, 1)
 
 
 def init_latent(

@@ -139,7 +139,7 @@ def _fit_array(a: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     """One ``[H, W, 3]`` uint8 frame, fitted (cover + centre crop) to ``size`` = (height, width) if given."""
     if size is None:
         return a
-    from ..latents.init import fit_image
+    from .image_io import fit_image
 
     x = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255.0
     x = fit_image(x, *size)[0]

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..util.atomic import atomic_write
 
-__all__ = ["METADATA_KEY", "PROMPT_KEY", "load_image01", "open_image", "read_png_metadata", "save_png", "to_pil"]
+__all__ = ["METADATA_KEY", "PROMPT_KEY", "load_image01", "open_image", "png_chunks", "read_png_metadata", "save_png", "to_pil"]
 
 METADATA_KEY = "vqgan_clip"
 PROMPT_KEY = "vqgan_clip_prompt"  # the prompt text ("prompt" is ComfyUI's API-prompt JSON chunk)
@@ -106,20 +107,18 @@ def save_png(path: str | os.PathLike, img01: torch.Tensor, prompt: str = "", set
     return atomic_write(path, _write)
 
 
-def read_png_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The settings dict stored by :func:`save_png`, or, for an image ComfyUI saved from this pack's nodes, the
-    settings its API prompt describes (:func:`vqgan_core.cli.comfy_workflow.settings_from_comfy_prompt`). A
-    ValueError when the PNG has neither."""
+def png_chunks(path: str | os.PathLike) -> dict[str, str]:
+    """The text chunks of an image file (empty for formats without them)."""
     with open_image(path) as im:
-        text = dict(getattr(im, "text", {}) or im.info)
-    if METADATA_KEY not in text:
-        from ..cli.comfy_workflow import api_from_chunk, settings_from_comfy_prompt
+        return {k: v for k, v in (dict(getattr(im, "text", {}) or im.info)).items() if isinstance(v, str)}
 
-        api = api_from_chunk(text["prompt"], str(path)) if isinstance(text.get("prompt"), str) else None
-        if api is not None:
-            return settings_from_comfy_prompt(api, str(path))
-        raise ValueError(f"{path} has no '{METADATA_KEY}' settings chunk nor a ComfyUI 'prompt' chunk (not written "
-                         "by vqgan_core generate or by ComfyUI's Save Image?)")
+
+def read_png_metadata(path: str | os.PathLike, chunks: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings dict stored by :func:`save_png`; a ValueError when the PNG has none (a ComfyUI image's graph
+    is read by :func:`vqgan_core.cli.comfy_workflow.settings_from_png`)."""
+    text = png_chunks(path) if chunks is None else chunks
+    if METADATA_KEY not in text:
+        raise ValueError(f"{path} has no '{METADATA_KEY}' settings chunk (not written by vqgan_core generate?)")
     try:
         meta = json.loads(text[METADATA_KEY])
     except ValueError as e:
@@ -127,3 +126,18 @@ def read_png_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
         raise ValueError(f"{path}: its '{METADATA_KEY}' settings are not a settings object")
     return meta
+
+
+def fit_image(img01: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize (cover) and centre-crop ``[B, 3, h, w]`` images in [0, 1] to exactly ``height x width``.
+
+    Not kornia's ``resize``/``center_crop``: torch's own antialiased bicubic matches PIL's downscaling, where kornia
+    approximates antialiasing with a Gaussian blur, and a centre crop of a tensor is a slice (kornia's resamples
+    through an affine warp).
+    """
+    _, _, h, w = img01.shape
+    s = max(height / h, width / w)
+    nh, nw = max(height, round(h * s)), max(width, round(w * s))
+    x = F.interpolate(img01.float(), size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return x[..., top : top + height, left : left + width].clamp(0, 1)

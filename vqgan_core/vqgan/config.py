@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..hub.download import DEAD_LINK_HINT, is_web_page
+from ..util.web_page import DEAD_LINK_HINT, is_web_page
 
 QUANTIZERS = ("vq", "gumbel")
 
