@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..vqgan_core import AnimationConfig, GenerationConfig, settings_of
 from . import comfy_adapters as ca
 from . import memory
 from .optimize import (
@@ -29,6 +30,7 @@ from .optimize import (
     story_fade_input,
     target_settings,
 )
+from .settings import setting_input
 from .types import (
     GUIDE_TIP,
     LATENT_TIP,
@@ -57,31 +59,21 @@ def resolve_padding(padding: str, vqgan) -> str:  # noqa: ANN001
 def animation_inputs() -> list:
     """Motion widgets (per frame)."""
     return [
-        io.Int.Input("frames", default=16, min=1, max=10000, step=1, tooltip="Frames to make (frame 0 = the input)."),
-        io.Float.Input("zoom", default=1.05, min=0.5, max=2.0, step=0.01, round=0.001,
-                       tooltip="Scale per frame: above 1 zooms in, below 1 zooms out."),
-        io.Float.Input("shift_x", default=0.0, min=-256.0, max=256.0, step=0.5, round=0.01,
-                       tooltip="Pixels per frame; positive moves the picture right."),
-        io.Float.Input("shift_y", default=0.0, min=-256.0, max=256.0, step=0.5, round=0.01,
-                       tooltip="Pixels per frame; positive moves the picture down."),
-        io.Float.Input("rotate", default=0.0, min=-180.0, max=180.0, step=0.5, round=0.01,
-                       tooltip="Degrees per frame, counter-clockwise."),
-        io.Combo.Input("padding", options=PADDINGS, default="auto",
-                       tooltip="What fills the borders that zooming out, shifting or rotating reveals. 'wrap' "
-                       "continues the image as a tile; 'auto' = wrap for a VQGAN Seamless, else reflection."),
+        *(setting_input(AnimationConfig, n) for n in ("frames", "zoom", "shift_x", "shift_y", "rotate")),
+        # the graph's menu adds 'auto': wrap for a VQGAN Seamless, else reflection
+        setting_input(AnimationConfig, "padding", options=PADDINGS, default="auto",
+                      tooltip=settings_of(AnimationConfig)["padding"].help + " 'auto' = wrap for a VQGAN Seamless, "
+                      "else reflection."),
     ]
 
 
 def frame_tail_inputs(init_weight: float, init_tooltip: str) -> list:
     """The widgets both animation nodes end with (new widgets go last: saved workflows keep their order)."""
     return [
-        io.Float.Input("init_weight", default=init_weight, min=0.0, max=100.0, step=0.01, round=0.001,
-                       tooltip=init_tooltip),
-        io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
-                       tooltip="Total-variation smoothing of the image."),
+        setting_input(GenerationConfig, "init_weight", default=init_weight, tooltip=init_tooltip),
+        setting_input(GenerationConfig, "tv_weight"),
         image_losses_input(),
-        io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
-                     tooltip="Show a preview every N steps (0 = none)."),
+        setting_input(GenerationConfig, "preview_every"),
         low_memory_input(),
     ]
 
@@ -99,8 +91,7 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
     def define_schema(cls) -> io.Schema:
         """Schema: latent, models, targets, motion, optimiser settings -> frames, last latent."""
         _steps, *rest = common_inputs()  # the run's 'steps' widget becomes steps_per_frame
-        per_frame = io.Int.Input("steps_per_frame", default=10, min=0, max=10000, step=1,
-                                 tooltip="Optimisation steps between frames.")
+        per_frame = setting_input(AnimationConfig, "steps_per_frame")
         return io.Schema(
             node_id="VQGAN_CLIPZoomAnimation",
             display_name="VQGAN+CLIP Zoom Animation",
@@ -173,16 +164,11 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                 ClipTargets.Input("targets", tooltip=TARGETS_TIP),
                 io.Int.Input("first_steps", default=50, min=0, max=10000, step=1,
                              tooltip="Optimisation steps for the first frame."),
-                io.Int.Input("steps_per_frame", default=10, min=0, max=10000, step=1,
-                             tooltip="Optimisation steps for every later frame."),
-                io.Float.Input("blend", default=0.3, min=0.0, max=1.0, step=0.01, round=0.001,
-                               tooltip="Share of the previous output mixed into each input frame: more gives a "
-                               "steadier style and less flicker, less follows the video more closely."),
+                setting_input(AnimationConfig, "steps_per_frame"),
+                setting_input(AnimationConfig, "blend"),
                 *rest,
                 *frame_tail_inputs(0.1, "Pull back towards each encoded start frame (keeps the video's layout)."),
-                io.Float.Input("smooth", default=0.0, min=0.0, max=0.99, step=0.01, round=0.001,
-                               tooltip="Frames shown average the latents over time (EWMA): the share of the last "
-                               "shown latent. Less flicker; the optimisation itself is unchanged. 0 = off."),
+                setting_input(AnimationConfig, "smooth"),
                 change_prompts_input(),
                 story_fade_input(),
                 method_input(),

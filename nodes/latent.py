@@ -9,12 +9,13 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..vqgan_core import GenerationConfig, settings_of
 from . import comfy_adapters as ca
 from . import memory
+from .settings import setting_input
 from .types import LATENT_TIP, VQGAN_TIP, Latent, VQGANModel, VQLatent
 
 CATEGORY = "vqgan_clip/latent"
-MAX_SIZE = 4096
 
 
 def decode_latent(latent: Latent, model=None) -> torch.Tensor:  # noqa: ANN001
@@ -79,13 +80,6 @@ class VQGANDecode(io.ComfyNode):
         return io.NodeOutput(ca.bchw_to_image(x))
 
 
-def init_type_names() -> list[str]:
-    """Init types of the engine: random codes, the optional image, or a noise image."""
-    from ..vqgan_core import NOISE_IMAGES
-
-    return ["random", "image", *NOISE_IMAGES.names()]
-
-
 class RandomVQLatent(io.ComfyNode):
     """A starting latent: random codes, a noise image (pixels, gradient, perlin) or an init image, seeded."""
 
@@ -100,16 +94,9 @@ class RandomVQLatent(io.ComfyNode):
             "single run with that seed). init 'image' resizes and crops the init image to width x height.",
             inputs=[
                 VQGANModel.Input("vqgan", tooltip=VQGAN_TIP),
-                io.Int.Input("width", default=256, min=8, max=MAX_SIZE, step=8,
-                             tooltip="Image width in pixels (rounded down to the VQGAN's factor; CPU: 64-256)."),
-                io.Int.Input("height", default=256, min=8, max=MAX_SIZE, step=8,
-                             tooltip="Image height in pixels (rounded down to the VQGAN's factor)."),
-                io.Int.Input("seed", default=0, min=0, max=2**32 - 1, step=1, control_after_generate=True,
-                             tooltip="Seed of the starting codes or noise; image i of a batch uses seed + i."),
-                io.Combo.Input("init", options=init_type_names(), default="random",
-                               tooltip="random: random codes; image: the init image; others: encoded noise."),
-                io.Int.Input("batch_size", default=1, min=1, max=64, step=1,
-                             tooltip="Images optimised together in one batched step (different seeds)."),
+                *(setting_input(GenerationConfig, n) for n in ("width", "height")),
+                setting_input(GenerationConfig, "seed", control_after_generate=True),
+                *(setting_input(GenerationConfig, n) for n in ("init", "batch_size")),
                 io.Image.Input("init_image", optional=True, tooltip="Used when init is 'image'."),
             ],
             outputs=[VQLatent.Output(display_name="latent")],
@@ -118,7 +105,7 @@ class RandomVQLatent(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, init: str = "random") -> bool | str:
         """Only checks the init name (other inputs keep ComfyUI's own min/max checks)."""
-        names = init_type_names()
+        names = settings_of(GenerationConfig)["init"].options()
         return True if init in names else f"Unknown init '{init}'. Choose one of: {', '.join(names)}."
 
     @classmethod

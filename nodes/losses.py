@@ -11,16 +11,17 @@ import dataclasses
 import torch
 from comfy_api.latest import io
 
+from ..vqgan_core import GenerationConfig
 from . import comfy_adapters as ca
 from .optimize import (
     check_augments,
-    cutout_choices,
     image_prompts,
     noise_string,
     prompt_string,
     region_prompts,
     story_sets,
 )
+from .settings import setting_input
 from .types import ClipGuide, ClipTargets, LossRecipe, Targets, VQLoss
 
 CATEGORY = "vqgan_clip/losses"
@@ -79,19 +80,8 @@ class CLIPLoss(io.ComfyNode):
                                   "Prompt, Region Targets, Combine Targets)."),
                 io.Float.Input("weight", default=1.0, **WEIGHT, tooltip="Multiplies this loss (negative: away "
                                "from the targets)."),
-                io.Int.Input("cutouts", default=32, min=1, max=256, step=1,
-                             tooltip="Crops of the image CLIP sees per step (more: steadier, slower; CPU: 8-16)."),
-                io.Combo.Input("cutout_method", options=cutout_choices(), default="latest",
-                               tooltip="How crops are taken: latest (the classic script's mix of pooled views and "
-                               "crops), crops (random squares), mixed (half each)."),
-                io.Float.Input("cut_pow", default=1.0, min=0.0, max=10.0, step=0.05, round=0.01,
-                               tooltip="Crop size power: above 1 favours small crops (detail), below 1 large ones "
-                               "(composition)."),
-                io.String.Input("augmentations", default="Af,Pe,Ji,Er",
-                                tooltip="Comma-separated augmentation codes applied to the crops (Af affine, Pe "
-                                "perspective, Ji colour jitter, Er erasing, ...) or 'none'."),
-                io.Float.Input("aug_noise", default=0.1, min=0.0, max=1.0, step=0.01, round=0.001,
-                               tooltip="Per-crop noise up to this strength (classic 0.1; 0 = none)."),
+                *(setting_input(GenerationConfig, n) for n in ("cutn", "cutout_method", "cut_pow", "augments",
+                                                               "aug_noise")),
             ],
             outputs=[VQLoss.Output(display_name="loss")],
         )
@@ -263,11 +253,9 @@ class StoryPace(io.ComfyNode):
             "phrase set every N steps of the run (chained step nodes go on counting).",
             inputs=[
                 ClipTargets.Input("targets", tooltip="Targets whose text has '^'-separated phrase sets."),
-                io.Int.Input("change_prompts_every", default=50, min=1, max=100000, step=1,
-                             tooltip="Steps each phrase set lasts (cycling; the classic -cpe)."),
-                io.Int.Input("story_fade", default=0, min=0, max=100000, step=1,
-                             tooltip="Blend into each new set over N steps (at most change_prompts_every; 0 = switch "
-                             "at once)."),
+                # a pace node exists to switch phrase sets: 0 ("no story") is not on its menu
+                setting_input(GenerationConfig, "change_prompts_every", default=50, min=1),
+                setting_input(GenerationConfig, "story_fade"),
             ],
             outputs=[ClipTargets.Output(display_name="targets")],
         )

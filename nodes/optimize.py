@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from comfy_api.latest import io
 
+from ..vqgan_core import GenerationConfig
 from . import comfy_adapters as ca
 from . import memory
+from .settings import setting_input
 from .types import (
     GUIDE_TIP,
     LATENT_TIP,
@@ -32,31 +34,11 @@ from .types import (
 log = logging.getLogger(__name__)
 
 CATEGORY = "vqgan_clip/sampling"
-SEED_MAX = 2**32 - 1  # the engine derives generator seeds as seed * 7919 + k
-
-
-def optimizer_choices() -> list[str]:
-    """Optimiser names of the engine's registry."""
-    from ..vqgan_core import optimizer_names
-
-    return optimizer_names()
 
 
 def lr_schedule_input() -> io.Combo.Input:
     """The learning-rate schedule widget (the engine's registry)."""
-    from ..vqgan_core import SCHEDULERS
-
-    return io.Combo.Input("lr_schedule", options=SCHEDULERS.names(), default="constant",
-                          tooltip="Learning rate over this node's steps: constant (classic), cosine (decays to "
-                          "0.1x: finer detail at the end), step (x0.1 after 75%, pixray), plateau (halves when "
-                          "the loss stalls).")
-
-
-def cutout_choices() -> list[str]:
-    """Cutout methods of the engine's registry."""
-    from ..vqgan_core import cutout_names
-
-    return cutout_names()
+    return setting_input(GenerationConfig, "lr_schedule")
 
 
 def check_text_widgets(augmentations: str | None, image_losses: str | None = None) -> bool | str:
@@ -103,9 +85,7 @@ def check_image_losses(spec: str | None) -> str | None:
 
 def image_losses_input() -> io.String.Input:
     """The optional extra image terms widget."""
-    return io.String.Input("image_losses", default="",
-                           tooltip="Extra image terms 'name:weight,...' (positive = more of it): symmetry, "
-                           "symmetry_vertical, saturation, brightness, contrast, smoothness. Empty = none.")
+    return setting_input(GenerationConfig, "image_losses")
 
 
 def low_memory_input() -> io.Boolean.Input:
@@ -148,27 +128,18 @@ def story_sets(targets: Targets) -> int:
 
 def change_prompts_input() -> io.Int.Input:
     """Story mode: steps per phrase set."""
-    return io.Int.Input("change_prompts_every", default=0, min=0, max=100000, step=1,
-                        tooltip="Story mode: with '^' in a CLIP Text Prompt, switch to the next phrase set every N "
-                        "steps (cycling; the classic -cpe). 0 = no story.")
+    return setting_input(GenerationConfig, "change_prompts_every")
 
 
 def story_fade_input() -> io.Int.Input:
     """Story mode: crossfade length."""
-    return io.Int.Input("story_fade", default=0, min=0, max=100000, step=1,
-                        tooltip="Story mode: blend into each new phrase set over N steps instead of switching at "
-                        "once (at most change_prompts_every). 0 = switch at once (classic).")
+    return setting_input(GenerationConfig, "story_fade")
 
 
 def method_input() -> io.Combo.Input:
     """How the latent is optimised (the engine's methods)."""
-    from ..vqgan_core import METHODS
-
     # optional: API-format prompts written before it existed still validate (the UI shows it as a widget)
-    return io.Combo.Input("method", options=list(METHODS), default=METHODS[0], optional=True,
-                          tooltip="z_quantize (classic): move a continuous latent, snapped to the nearest codes. "
-                          "codebook_sampling (EleutherAI notebook): learn which code each cell should hold, "
-                          "drawing codes every step; cleaner parts, needs more memory; try lr 0.3 with adamw.")
+    return setting_input(GenerationConfig, "method", optional=True)
 
 
 def noise_string(targets: Targets) -> str:
@@ -308,25 +279,21 @@ def optimize_latent(latent: Latent, model, guide, targets: Targets, settings: di
     return out, snapshot_batch(frames, result.images)
 
 
-def common_inputs(steps: int = 50) -> list:
+def steps_input(**override: Any) -> io.Int.Input:
+    """The run's steps (at least 1 in a graph: a node that runs no step is a wiring mistake)."""
+    return setting_input(GenerationConfig, "steps", min=1, **override)
+
+
+def seed_input() -> io.Int.Input:
+    """The run's seed, with ComfyUI's control-after-generate menu."""
+    return setting_input(GenerationConfig, "seed", control_after_generate=True)
+
+
+def common_inputs(**steps_override: Any) -> list:
     """Widgets shared by Optimize and Generate."""
-    return [
-        io.Int.Input("steps", default=steps, min=1, max=10000, step=1,
-                     tooltip="Optimisation steps (classic 300-500 for a finished image; the demo: 60)."),
-        io.Combo.Input("optimizer", options=optimizer_choices(), default="adam",
-                       tooltip="adam (classic), adamw, lion, radam, ... (torch.optim and timm)."),
-        io.Float.Input("lr", default=0.1, min=0.0001, max=10.0, step=0.001, round=0.0001,
-                       tooltip="Learning rate of the latent (classic 0.1)."),
-        io.Int.Input("cutouts", default=32, min=1, max=256, step=1,
-                     tooltip="Cutouts per image per step (CPU: 8-16)."),
-        io.Combo.Input("cutout_method", options=cutout_choices(), default="latest",
-                       tooltip="How crops are taken: latest (the classic script's), crops, mixed."),
-        io.String.Input("augmentations", default="Af,Pe,Ji,Er",
-                        tooltip="Comma-separated kornia-style codes (Af affine, Pe perspective, Ji jitter, "
-                        "Er erasing, ...) or 'none'."),
-        io.Int.Input("seed", default=0, min=0, max=SEED_MAX, step=1, control_after_generate=True,
-                     tooltip="Seed of the random starting codes, cutouts and augmentations: same seed, same image."),
-    ]
+    return [steps_input(**steps_override),
+            *(setting_input(GenerationConfig, n) for n in ("optimizer", "lr", "cutn", "cutout_method", "augments")),
+            seed_input()]
 
 
 class VQGANCLIPOptimize(TextWidgetNode):
@@ -348,15 +315,12 @@ class VQGANCLIPOptimize(TextWidgetNode):
                 ClipGuide.Input("clip_guide", tooltip=GUIDE_TIP),
                 ClipTargets.Input("targets", tooltip=TARGETS_TIP),
                 *common_inputs(),
-                io.Float.Input("init_weight", default=0.0, min=0.0, max=100.0, step=0.01, round=0.001,
-                               tooltip="Pull back towards the input latent (keeps an init image's layout)."),
-                io.Float.Input("tv_weight", default=0.0, min=0.0, max=10.0, step=0.001, round=0.0001,
-                               tooltip="Total-variation smoothing of the image."),
+                setting_input(GenerationConfig, "init_weight"),
+                setting_input(GenerationConfig, "tv_weight"),
                 io.Boolean.Input("continue_run", default=True,
                                  tooltip="Reuse the optimiser state carried by the latent (from a previous "
                                  "Optimize)."),
-                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
-                             tooltip="Show a preview every N steps (0 = none; decoding costs time)."),
+                setting_input(GenerationConfig, "preview_every"),
                 image_losses_input(),  # new widgets go last: workflows saved before keep their widget order
                 low_memory_input(),
                 lr_schedule_input(),
@@ -404,15 +368,11 @@ class VQGANCLIPGenerate(io.ComfyNode):
             inputs=[
                 VQGANModel.Input("vqgan", tooltip=VQGAN_TIP),
                 ClipGuide.Input("clip_guide", tooltip=GUIDE_TIP),
-                io.String.Input("prompt", multiline=True, default="a red circle on a blue background",
-                                tooltip="Prompts in the classic grammar: 'text[:weight[:stop]]', several joined by '|' ('a lighthouse:1|fog:-0.5': a negative weight pushes away; stop ends a prompt's pull once the image is that close). '^' separates story phrase sets ('a forest ^ a city'), switched every change_prompts_every steps."),
-                io.Int.Input("width", default=256, min=8, max=4096, step=8,
-                             tooltip="Image width in pixels (rounded down to the VQGAN's factor; CPU: 64-256)."),
-                io.Int.Input("height", default=256, min=8, max=4096, step=8,
-                             tooltip="Image height in pixels (rounded down to the VQGAN's factor)."),
-                *common_inputs(steps=100),
-                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
-                             tooltip="Show the image on the node every N steps (0 = never)."),
+                setting_input(GenerationConfig, "prompts", multiline=True),
+                setting_input(GenerationConfig, "width"),
+                setting_input(GenerationConfig, "height"),
+                *common_inputs(default=100),  # one node makes the whole image: more steps than one Optimize
+                setting_input(GenerationConfig, "preview_every"),
                 low_memory_input(),
                 lr_schedule_input(),
                 change_prompts_input(),

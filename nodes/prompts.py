@@ -11,6 +11,7 @@ import dataclasses
 import torch
 from comfy_api.latest import io
 
+from ..vqgan_core import PROMPT_HELP
 from . import comfy_adapters as ca
 from .types import TARGETS_TIP, ClipTargets, Target, Targets
 
@@ -66,7 +67,7 @@ class CLIPTextPrompt(io.ComfyNode):
             "sets: the engine nodes switch to the next set every 'change_prompts_every' steps.",
             inputs=[
                 io.String.Input("text", multiline=True, default="a red circle on a blue background",
-                                tooltip="Prompts in the classic grammar: 'text[:weight[:stop]]', several joined by '|' ('a lighthouse:1|fog:-0.5': a negative weight pushes away; stop ends a prompt's pull once the image is that close). '^' separates story phrase sets ('a forest ^ a city'), switched every change_prompts_every steps."),
+                                tooltip=PROMPT_HELP),
                 io.Float.Input("weight", default=1.0, **WEIGHT, tooltip="Multiplies every prompt's weight."),
             ],
             outputs=[ClipTargets.Output(display_name="targets")],

@@ -11,17 +11,18 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from ..vqgan_core import GenerationConfig
 from . import comfy_adapters as ca
 from . import memory
 from .optimize import (
-    SEED_MAX,
     check_latent_model,
     first_mask,
     method_input,
-    optimizer_choices,
     snapshot_batch,
     snapshot_input,
+    steps_input,
 )
+from .settings import setting_input
 from .types import Latent, LossRecipe, VQGANModel, VQLatent, VQLoss, VQOptimizer
 
 log = logging.getLogger(__name__)
@@ -36,19 +37,13 @@ class Optimizer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         """Schema: name, lr, schedule, schedule_steps."""
-        from ..vqgan_core import SCHEDULERS
-
         return io.Schema(
             node_id="VQGAN_Optimizer", display_name="Latent Optimizer", category=CATEGORY,
             description="How the latent is moved: a torch optimiser with its learning rate and schedule.",
             inputs=[
-                io.Combo.Input("optimizer", options=optimizer_choices(), default="adam",
-                               tooltip="adam (classic), adamw, lion, radam, ... (torch.optim and timm)."),
-                io.Float.Input("lr", default=0.1, min=0.0001, max=10.0, step=0.001, round=0.0001,
-                               tooltip="Learning rate (classic 0.1; codebook sampling likes 0.3)."),
-                io.Combo.Input("schedule", options=SCHEDULERS.names(), default="constant",
-                               tooltip="constant (classic), cosine (to 0.1x over the planned steps), step (x0.1 after "
-                               "75%), plateau (halves when the loss stalls)."),
+                setting_input(GenerationConfig, "optimizer"),
+                setting_input(GenerationConfig, "lr"),
+                setting_input(GenerationConfig, "lr_schedule", widget="schedule"),
                 io.Int.Input("schedule_steps", default=0, min=0, max=100000, step=1,
                              tooltip="Steps the schedule (and a linear init decay) spans. 0: the steps of the "
                              "Optimize Steps node that starts the run; for chained nodes set their total."),
@@ -82,14 +77,12 @@ class OptimizeSteps(io.ComfyNode):
                 VQLoss.Input("loss", tooltip="What to minimise: CLIP Loss, TV Loss, Image Loss, Init Image Loss, "
                              "Combine Losses."),
                 VQOptimizer.Input("optimizer", tooltip="Latent Optimizer: name, learning rate, schedule."),
-                io.Int.Input("steps", default=50, min=1, max=10000, step=1, tooltip="Steps this node runs."),
-                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, step=1, control_after_generate=True,
-                             tooltip="Random stream of cutouts and augmentations when this node starts a run. A latent "
+                steps_input(),
+                setting_input(GenerationConfig, "seed", control_after_generate=True, tooltip="Random stream of cutouts and augmentations when this node starts a run. A latent "
                              "from another Optimize Steps continues that run's stream and this seed is not used: "
                              "to branch with a new seed, put a Start New Run node in between."),
                 method_input(),
-                io.Int.Input("preview_every", default=10, min=0, max=10000, step=1,
-                             tooltip="Show the image on the node every N steps (0 = never)."),
+                setting_input(GenerationConfig, "preview_every"),
                 snapshot_input(),
                 io.Mask.Input("mask", optional=True, tooltip="Inpainting: only the masked area (> 0.5) changes; "
                               "the rest keeps the input latent."),

@@ -81,7 +81,7 @@ def test_continue_from_latent_and_init_kinds(vqgan, clip):
     img = torch.rand(1, 3, 20, 30)
     r = run_generation(vqgan, clip, _cfg(init="image", steps=1), init_image=img, image_prompts=[(img, 1.0, float("-inf"))])
     assert r.images.shape == (1, 3, 32, 32)
-    with pytest.raises(ValueError, match="valid: random, image, gradient, perlin, pixels"):
+    with pytest.raises(ValueError, match="valid names: random, image, gradient, perlin, pixels"):
         GenerationLoop(vqgan, clip, _cfg(init="plasma"))
 
 

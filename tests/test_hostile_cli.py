@@ -34,7 +34,7 @@ def _error(capsys) -> str:
 # -- bounded memory ----------------------------------------------------------------------------------------------
 def test_huge_size_is_refused_before_allocating(tmp_path, capsys):
     t0 = time.monotonic()
-    assert main([*DEMO[:1], "red", "--size", "100000", "100000", "--steps", "1", "--out", str(tmp_path / "x.png"),
+    assert main([*DEMO[:1], "red", "--size", "16384", "16384", "--steps", "1", "--out", str(tmp_path / "x.png"),
                  "--device", "cpu", "--no-progress"]) == 2
     assert "GiB" in _error(capsys) and time.monotonic() - t0 < 60
     assert not (tmp_path / "x.png").exists()

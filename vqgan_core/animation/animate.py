@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +28,7 @@ import torch.nn.functional as F
 from ..engine.config import GenerationConfig
 from ..engine.loop import GenerationCallbacks, GenerationLoop
 from ..media.image_io import fit_image
-from ..util.finite import check_finite
-from ..vqgan.config import reject_unknown_keys
+from ..util.settings import check_settings, reject_unknown_keys, setting
 
 __all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "SourceFrames", "frame_transform",
            "run_animation"]
@@ -44,33 +42,30 @@ PADDINGS = ("reflection", "border", "zeros", "wrap")
 class AnimationConfig:
     """How each frame moves (all per frame, about the image centre)."""
 
-    frames: int = 30
-    steps_per_frame: int = 10  # optimisation steps between frames
-    zoom: float = 1.02  # scale per frame: > 1 zooms in, < 1 out
-    shift_x: float = 0.0  # pixels per frame; positive moves the content right
-    shift_y: float = 0.0  # pixels per frame; positive moves the content down
-    rotate: float = 0.0  # degrees per frame, counter-clockwise
-    padding: str = "reflection"  # what fills revealed borders: reflection | border | zeros | wrap (tileable images)
-    fps: float = 12.0  # playback speed of written files
-    blend: float = 0.0  # with source frames: share of the previous output mixed into each source frame
-    smooth: float = 0.0  # frames shown decode an EWMA of the latents: share of the last shown latent (0 = off)
-    source: str | None = None  # provenance: the source frames' file or folder (read by the CLI, not here)
+    frames: int = setting(30, min=1, max=1_000_000, step=1, ui_default=16, help="Number of frames (frame 0 = the start).")
+    steps_per_frame: int = setting(10, min=0, max=10000, step=1, help="Optimisation steps between frames.")
+    zoom: float = setting(1.02, min=0.1, max=10.0, step=0.01, ui_default=1.05, help="Scale per frame: above 1 zooms in, below 1 out.")
+    shift_x: float = setting(0.0, min=-256.0, max=256.0, step=0.5, flag=False,
+                             help="Pixels per frame; positive moves the content right.")
+    shift_y: float = setting(0.0, min=-256.0, max=256.0, step=0.5, flag=False,
+                             help="Pixels per frame; positive moves the content down.")
+    rotate: float = setting(0.0, min=-180.0, max=180.0, step=0.5, help="Degrees per frame, counter-clockwise.")
+    padding: str = setting("reflection", choices=PADDINGS, flag="--anim-padding",
+                           help="What fills revealed borders (wrap: the image continues as a tile; the default for a "
+                           "seamless VQGAN).")
+    fps: float = setting(12.0, min=0.1, max=240.0, step=0.5, help="Playback frames per second of written files.")
+    blend: float = setting(0.0, min=0.0, max=1.0, step=0.01, ui_default=0.3,
+                           help="With source frames: share of the previous output mixed into each source frame "
+                           "(more = steadier style, less flicker).")
+    smooth: float = setting(0.0, min=0.0, max=0.99, step=0.01,
+                            help="Frames shown decode an average of the latents over time (EWMA: the last shown "
+                            "latent's share; less flicker, the run itself is unchanged); frames must not move.")
+    source: str | None = setting(None, help="Frames to restyle: a folder of images (sorted by name), an animated "
+                                 "GIF/WebP/PNG, or a video (.mp4, .mov, .webm...: needs ffmpeg); frames then defaults "
+                                 "to all of them.", group="restyling a video")
 
     def __post_init__(self) -> None:
-        for name in ("zoom", "shift_x", "shift_y", "rotate", "fps", "blend", "smooth"):  # NaN: a black video
-            check_finite(getattr(self, name), name)
-        if self.frames < 1 or self.steps_per_frame < 0:
-            raise ValueError(f"need frames >= 1 and steps_per_frame >= 0 (got {self.frames}, {self.steps_per_frame})")
-        if not (math.isfinite(self.zoom) and self.zoom > 0):
-            raise ValueError(f"zoom must be a positive scale per frame (1.0 = none), got {self.zoom}")
-        if self.padding not in PADDINGS:
-            raise ValueError(f"unknown padding {self.padding!r}; valid: {', '.join(PADDINGS)}")
-        if not self.fps > 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        if not 0.0 <= self.blend <= 1.0:
-            raise ValueError(f"blend must be between 0 and 1, got {self.blend}")
-        if not 0.0 <= self.smooth < 1.0:
-            raise ValueError(f"smooth must be at least 0 and below 1, got {self.smooth}")
+        check_settings(self)  # types, ranges (NaN: a black video) and choices, from the declarations above
         if self.smooth and self.moves:  # latents of moving frames do not line up: averaging them ghosts
             raise ValueError("smooth averages latents of frames that stay in place (video restyling, or zoom 1 "
                              "without shift or rotation); set smooth to 0 for a moving animation")

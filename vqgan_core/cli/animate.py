@@ -18,15 +18,11 @@ from typing import Any
 
 import torch
 
-from ..animation.animate import PADDINGS
+from ..util.settings import settings_of
 from . import generate as cli_generate
+from .flags import add_setting_flags, given_settings
 
 log = logging.getLogger(__name__)
-
-# flag dest -> AnimationConfig field
-_ANIM_FLAGS = {"frames": "frames", "steps_per_frame": "steps_per_frame", "zoom": "zoom", "rotate": "rotate",
-               "anim_padding": "padding", "fps": "fps", "blend": "blend", "smooth": "smooth", "source": "source"}
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``animate`` subcommand."""
@@ -35,28 +31,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     cli_generate.add_generation_arguments(
         p, "animation file: .webp (default animation.webp), .gif, .png (APNG) or .mp4; batch items get _0, _1...")
-    g = p.add_argument_group("animation (per frame)")
-    g.add_argument("--frames", type=int, help="number of frames (default 30)")
-    g.add_argument("--steps-per-frame", type=int, help="optimisation steps between frames (default 10)")
-    g.add_argument("--zoom", type=float, help="scale per frame: >1 zooms in (default 1.02)")
-    g.add_argument("--shift", type=float, nargs=2, metavar=("DX", "DY"), help="pixels per frame (right, down)")
-    g.add_argument("--rotate", type=float, help="degrees per frame, counter-clockwise")
-    g.add_argument("--anim-padding", choices=list(PADDINGS),
-                   help="fills revealed borders (wrap: the image continues as a tile; the default with --seamless)")
-    g.add_argument("--fps", type=float, help="playback frames per second (default 12)")
-    g.add_argument("--frames-dir", help="also write every frame as a PNG into this folder")
-    g.add_argument("--stop-after-frames", type=int, metavar="N",
-                   help="end after N frames of the planned animation. Default with --from-png: the frames that "
-                        "file holds (an interrupted animation, or a --frames-dir frame)")
-    g = p.add_argument_group("restyling a video")
-    g.add_argument("--source", help="frames to restyle: a folder of images (sorted by name), an animated "
-                                    "GIF/WebP/PNG, or a video (.mp4, .mov, .webm...: needs ffmpeg); --frames then "
-                                    "defaults to all of them")
-    g.add_argument("--blend", type=float, help="share of the previous output mixed into each source frame "
-                                               "(0-1; more = steadier style, less flicker)")
-    g.add_argument("--smooth", type=float, help="show an average of the frames' latents over time (EWMA, 0-0.99: "
-                                                "the last shown latent's share; less flicker, the run itself "
-                                                "is unchanged); frames must not move")
+    from ..animation.animate import AnimationConfig
+
+    shift_x = settings_of(AnimationConfig)["shift_x"]
+    groups = {"": p.add_argument_group("animation (per frame)")}
+    groups[""].add_argument("--shift", type=float, nargs=2, metavar=("DX", "DY"),
+                            help=f"pixels per frame (right, down), {shift_x.min:g}..{shift_x.max:g} each")
+    groups[""].add_argument("--frames-dir", help="also write every frame as a PNG into this folder")
+    groups[""].add_argument("--stop-after-frames", type=int, metavar="N",
+                            help="end after N frames of the planned animation. Default with --from-png: the frames "
+                                 "that file holds (an interrupted animation, or a --frames-dir frame)")
+    add_setting_flags(p, groups, AnimationConfig)
     p.set_defaults(func=run)
 
 
@@ -65,9 +50,7 @@ def resolve_animation(args: argparse.Namespace, seamless: bool = False):  # noqa
     from ..animation.animate import AnimationConfig
 
     d: dict[str, Any] = dict(cli_generate.from_png_metadata(args).get("animation", {}))
-    for dest, name in _ANIM_FLAGS.items():
-        if getattr(args, dest) is not None:
-            d[name] = getattr(args, dest)
+    d.update(given_settings(args, AnimationConfig))
     if args.shift is not None:
         d["shift_x"], d["shift_y"] = args.shift
     if args.source is not None:

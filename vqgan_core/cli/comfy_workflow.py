@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 GENERATE = "VQGAN_CLIPGenerate"
 OPTIMIZE = "VQGAN_CLIPOptimize"
 DEMO = "demo"
-SEED_MAX = 2**32 - 1  # the nodes' seed widgets
+from ..engine.config import SEED_MAX  # noqa: E402  (the nodes' seed widgets)
+
 SAVE_PREFIX = "vqgan_clip/from_cli"
 
 # (widget name, values it takes in widgets_values: a seed with control_after_generate keeps one more, "fixed")
@@ -153,6 +154,7 @@ def generate_widgets(cfg: dict[str, Any], steps: int) -> tuple[dict[str, Any] | 
     from ..engine.optimizers import optimizer_names
     from ..latents.code_sampling import METHODS
     from ..objective.prompts import PromptSyntaxError, parse_prompt_set
+    from ..util.settings import settings_of
     from ..views.cutouts import cutout_names
 
     why: list[str] = []
@@ -173,19 +175,20 @@ def generate_widgets(cfg: dict[str, Any], steps: int) -> tuple[dict[str, Any] | 
              "method": list(METHODS)}
     choice = {k: _canonical(cfg.get(k, ""), v) for k, v in names.items()}
     why += [f"{k} {cfg.get(k)!r} is not on the node's menu" for k, v in choice.items() if v is None]
-    ranges = {"width": (8, 4096), "height": (8, 4096), "cutn": (1, 256), "change_prompts_every": (0, 100000),
-              "story_fade": (0, 100000), "seed": (0, SEED_MAX)}
-    for k, (lo, hi) in ranges.items():
+    fields = settings_of(GenerationConfig)  # the widgets are made from these (nodes/settings.py)
+    for k in ("width", "height", "cutn", "change_prompts_every", "story_fade", "seed"):
+        lo, hi = fields[k].min, fields[k].max
         if not (isinstance(cfg.get(k), int) and lo <= cfg[k] <= hi):
-            why.append(f"{k}={cfg.get(k)!r} is outside the widget's {lo}..{hi}")
-    if not 1 <= steps <= 10000:
-        why.append(f"an image after {steps} steps (the steps widget takes 1..10000)")
+            why.append(f"{k}={cfg.get(k)!r} is outside the widget's {lo:g}..{hi:g}")
+    if not 1 <= steps <= fields["steps"].max:  # a graph's steps widget starts at 1
+        why.append(f"an image after {steps} steps (the steps widget takes 1..{fields['steps'].max:g})")
     for k in ("width", "height"):
-        if isinstance(cfg.get(k), int) and cfg[k] % 8:
-            why.append(f"{k}={cfg[k]} is not a multiple of 8 (the widget's step)")
-    lr = cfg.get("lr")
-    if not (isinstance(lr, (int, float)) and 1e-4 <= lr <= 10 and round(lr, 4) == lr):
-        why.append(f"lr={lr!r} does not fit the widget (0.0001..10, 4 decimals)")
+        if isinstance(cfg.get(k), int) and cfg[k] % fields[k].step:
+            why.append(f"{k}={cfg[k]} is not a multiple of {fields[k].step:g} (the widget's step)")
+    lr, lr_field = cfg.get("lr"), fields["lr"]
+    digits = round(-math.log10(lr_field.step / 10))  # the widget rounds to a tenth of its step
+    if not (isinstance(lr, (int, float)) and lr_field.min <= lr <= lr_field.max and round(lr, digits) == lr):
+        why.append(f"lr={lr!r} does not fit the widget ({lr_field.min:g}..{lr_field.max:g}, {digits} decimals)")
     augments = list(cfg.get("augments") or [])
     if why:
         return None, why

@@ -24,24 +24,10 @@ from typing import Any
 
 import torch
 
-from ..latents.code_sampling import METHODS
+from .flags import add_setting_flags, flag_help, given_settings
 from .png_trust import untrusted_references
 
 log = logging.getLogger(__name__)
-
-# flag dest -> GenerationConfig field (flags whose dest equals the field name are listed with None)
-_FIELDS: dict[str, str | None] = {
-    "image_prompts": None, "noise_prompts": None, "batch_prompts": None, "change_prompts_every": None, "story_fade": None,
-    "region_prompts": None,
-    "steps": None, "seed": None, "batch": "batch_size", "seamless": None, "init": None, "init_image": None, "init_weight": None,
-    "init_weight_decay": None, "image_losses": None, "cutouts": "cutout_method", "cutn": None, "cut_pow": None, "augments": None,
-    "aug_noise": None, "aug_padding": None, "tv_weight": None, "clip_weights": None, "method": None, "optimizer": None, "lr": None,
-    "lr_schedule": None, "precision": None, "channels_last": None, "compile": None, "cuda_graph": None,
-    "checkpoint_decoder": None,
-    "deterministic": None, "cudnn_benchmark": None,
-    "log_every": None, "save_every": None,
-}
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``generate`` subcommand."""
@@ -62,79 +48,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
-    """The flags of a generation run (shared by ``generate`` and ``animate``)."""
-    p.add_argument("prompts", nargs="?", default=None,
-                   help="'text:weight:stop|text2...' ('^' separates story phrase sets, see --change-prompts-every)")
-    g = p.add_argument_group("models")
+    """The flags of a generation run (shared by ``generate`` and ``animate``): one per GenerationConfig setting
+    (generated from its fields: type, choices, range and help), plus the models, the output and the run's files."""
+    from ..engine.config import GenerationConfig
+    from ..util.settings import settings_of
+
+    fields = settings_of(GenerationConfig)
+    p.add_argument("prompts", nargs="?", default=None, help=flag_help(fields["prompts"]))
+    groups = {name: p.add_argument_group(name) for name in ("models", "image and run", "prompts", "initialisation",
+                                                            "cutouts, augmentation, loss", "optimisation",
+                                                            "speed and output")}
+    g = groups["models"]
     g.add_argument("--vqgan", help="VQGAN .safetensors / taming .ckpt / URL / 'demo' (default: demo)")
     g.add_argument("--clip", action="append", metavar="NAME[:TAG|:PATH]",
                    help="open_clip model, e.g. ViT-B-32:openai, ViT-B-32:/w/clip.safetensors, ViT-B-32:none, a "
                         "folder, or 'demo'; repeat for an ensemble (default: demo)")
-    g.add_argument("--clip-weights", type=float, nargs="+", help="ensemble weights, one per --clip")
     g.add_argument("--device", help="cuda, cuda:1, cpu, mps (default: cuda if available, else mps on Apple silicon, else cpu)")
-    g = p.add_argument_group("image and run")
-    g.add_argument("--size", type=int, nargs=2, metavar=("W", "H"))
-    g.add_argument("--steps", type=int)
-    g.add_argument("--seamless", action=argparse.BooleanOptionalAction, default=None,
-                   help="a tileable image (no seams when repeated side by side): the VQGAN pads circularly")
-    g.add_argument("--seed", type=int, help="default: random (stored in the PNG)")
+    g = groups["image and run"]
+    w, h = fields["width"], fields["height"]
+    g.add_argument("--size", type=int, nargs=2, metavar=("W", "H"),
+                   help=f"image width and height in pixels, {w.min:g}..{w.max:g}, multiples of the VQGAN's "
+                        f"downsampling factor (default: {w.default} {h.default})")
     g.add_argument("--out", default=None, help=out_help)
-    g.add_argument("--batch", type=int, help="images optimised together in one batched step (seeds seed+i)")
-    g.add_argument("--batch-prompts", nargs="+", help="one prompt string per batch item (instead of PROMPTS)")
-    g = p.add_argument_group("prompts")
-    g.add_argument("--image-prompts", help="'path_or_url:weight:stop|...'")
-    g.add_argument("--noise-prompts", help="'seed:weight|...' random CLIP directions")
-    g.add_argument("--region", dest="region_prompts", nargs=2, action="append", metavar=("MASK", "PROMPTS"),
-                   help="prompts for part of the image: a mask image (white or opaque = the region) and "
-                        "prompts in the same grammar; repeat for several regions")
-    g.add_argument("-cpe", "--change-prompts-every", type=int, help="story mode: next '^' phrase set every N steps")
-    g.add_argument("--story-fade", type=int, help="story mode: crossfade into each new phrase set over N steps "
-                   "(at most --change-prompts-every; default 0 = switch at once, as the classic script)")
-    g = p.add_argument_group("initialisation")
-    g.add_argument("--init", choices=["random", "image", "pixels", "gradient", "perlin"])
-    g.add_argument("--init-image", help="image file or URL (implies --init image)")
-    g.add_argument("--init-weight", type=float, help="pull-back of the latent towards the init")
-    g.add_argument("--init-weight-decay", choices=["classic", "linear", "none"])
-    g.add_argument("--edit-mask", help="inpainting: a mask image; only its white / opaque part changes, the "
-                                       "rest keeps the start (use with --init-image)")
-    g = p.add_argument_group("cutouts, augmentation, loss")
-    g.add_argument("--cutouts", help="cutout method: latest | crops | mixed")
-    g.add_argument("--cutn", type=int)
-    g.add_argument("--cut-pow", type=float)
-    g.add_argument("--augments", help="comma-separated codes (Ji,Sh,Gn,Pe,Ro,Af,Et,Ts,Cr,Er,Re,Hf) or 'none'")
-    g.add_argument("--aug-noise", type=float)
-    g.add_argument("--aug-padding", choices=["zeros", "border", "reflection"])
-    g.add_argument("--tv-weight", type=float)
-    g.add_argument("--image-losses", help="extra image terms 'name:weight,...' (positive = more of it): symmetry, "
-                                          "symmetry_vertical, saturation, brightness, contrast, smoothness")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--method", choices=list(METHODS),
-                   help="z_quantize (classic: a latent snapped to the codebook) or codebook_sampling (logits over "
-                        "the codes of every cell, one draw per step; try --lr 0.3 --optimizer adamw)")
-    g.add_argument("--optimizer", help="adam | adamw | adagrad | adamax | rmsprop | radam | nadam | sgd | adamp | lion ...")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--lr-schedule", help="constant | cosine | step | plateau")
-    g.add_argument("--no-clamp", dest="clamp_latent", action="store_const", const=False, default=None,
-                   help="do not clamp the latent to the codebook range")
-    g = p.add_argument_group("speed and output")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "classic"])
-    g.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--compile", nargs="?", const="blocks", choices=["off", "blocks", "full"], default=None,
-                   help="torch.compile: 'blocks' (default when given: each decoder/CLIP block, fast to compile) "
-                        "or 'full' (the whole step)")
-    g.add_argument("--checkpoint-decoder", action=argparse.BooleanOptionalAction, default=None,
-                   help="recompute the decoder's activations in backward: large images in little memory "
-                        "(about one more decoder pass per step, same image). Default: switched on when a step "
-                        "runs out of GPU memory; --no-checkpoint-decoder fails instead")
-    g.add_argument("--cuda-graph", dest="cuda_graph", action=argparse.BooleanOptionalAction, default=None,
-                   help="replay each step's forward+backward as one CUDA graph (default: on for CUDA)")
-    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
-                   help="let cuDNN time its convolution algorithms on the first step (default: on for CUDA unless "
-                        "--deterministic)")
-    g.add_argument("--save-every", type=int, help="write the current image every N steps")
+    add_setting_flags(p, groups, GenerationConfig)
+    g = groups["speed and output"]
     g.add_argument("--save-sequence", action="store_true", help="with --save-every: numbered frames instead of overwriting")
-    g.add_argument("--log-every", type=int, help="read the loss (a device sync) every N steps")
     g.add_argument("--video", help="(generate) also write the run as an animation: .webp, .gif, .png (APNG) or "
                                    ".mp4 (ffmpeg), a frame every --video-every steps plus the result")
     g.add_argument("--video-every", type=int, default=1, help="steps between video frames (default 1)")
@@ -149,11 +87,9 @@ def add_generation_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
-    out = {}
-    for dest, field in _FIELDS.items():
-        v = getattr(args, dest, None)
-        if v is not None:
-            out[field or dest] = v
+    from ..engine.config import GenerationConfig
+
+    out = given_settings(args, GenerationConfig)
     if args.prompts is not None:
         out["prompts"] = args.prompts
     if args.init_image is not None and not str(args.init_image).startswith(("http://", "https://")):
@@ -164,8 +100,6 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
         out["region_prompts"] = [[str(Path(m).resolve()), p] for m, p in args.region_prompts]
     if args.size is not None:
         out["width"], out["height"] = args.size
-    if args.clamp_latent is not None:
-        out["clamp_latent"] = False
     if args.init_image is not None and args.init is None:
         out["init"] = "image"
     return out

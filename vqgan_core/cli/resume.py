@@ -83,8 +83,8 @@ def resume_config(cfg, latent: LatentFile, args: argparse.Namespace, path: str):
     if args.size is not None and tuple(args.size) != size:
         raise ValueError(f"{path} holds {size[0]}x{size[1]} images, not --size {args.size[0]} {args.size[1]}: "
                          "leave --size out when resuming")
-    if args.batch is not None and args.batch != b:
-        raise ValueError(f"{path} holds a batch of {b}, not --batch {args.batch}: leave --batch out when resuming")
+    if args.batch_size is not None and args.batch_size != b:
+        raise ValueError(f"{path} holds a batch of {b}, not --batch {args.batch_size}: leave --batch out when resuming")
     seed = cfg.seed if args.seed is not None or latent.state.get("seed") is None else latent.state["seed"]
     method = cfg.method if getattr(args, "method", None) is not None else latent.state.get("method", cfg.method)
     return cfg.replace(width=size[0], height=size[1], batch_size=b, seed=seed, method=method)

@@ -12,111 +12,162 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..latents.code_sampling import METHODS
+from ..latents.init import NOISE_IMAGES
 from ..objective.image_losses import parse_image_losses
+from ..objective.prompts import PROMPT_HELP
 from ..util.finite import check_finite
-from ..views.augment import parse_augments
-from ..vqgan.config import reject_unknown_keys
+from ..util.settings import check_settings, reject_unknown_keys, setting
+from ..views.augment import DEFAULT_AUGMENTS, parse_augments
+from ..views.cutouts import cutout_names
+from .optim_spec import SCHEDULERS
+from .optimizers import optimizer_names
+from .terms import INIT_DECAYS
 
-__all__ = ["COMPILE_MODES", "METHODS", "PRECISIONS", "GenerationConfig"]
+__all__ = ["COMPILE_MODES", "METHODS", "PRECISIONS", "SEED_MAX", "GenerationConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "classic")
 COMPILE_MODES = ("off", "blocks", "full")
+SEED_MAX = 2**32 - 1  # the engine derives generator seeds as seed * 7919 + k; ComfyUI's seed widgets stop here
 
 
 @dataclass
 class GenerationConfig:
-    """Settings of one generation run (defaults = the classic nerdyrodent script, except size/steps)."""
+    """Settings of one generation run (defaults = the classic nerdyrodent script, except size/steps).
 
-    # prompts (classic grammar "text:weight:stop|..."; '^' separates story phrase sets)
-    prompts: str = ""
-    image_prompts: str = ""  # "path_or_url:weight:stop|..."
-    noise_prompts: str = ""  # "seed:weight|..."
-    batch_prompts: list[str] | None = None  # one prompt string per batch item (overrides `prompts`)
-    change_prompts_every: int = 0  # story mode: next '^' phrase set every N steps (classic -cpe)
-    story_fade: int = 0  # story mode: crossfade into each new phrase set over N steps (0 = switch at once)
-    region_prompts: list[list[str]] | None = None  # [[mask file, prompts], ...]: prompts for part of the image
+    Each field is declared with :func:`~vqgan_core.util.settings.setting`: its help, range and choices are also the
+    command line's flags and the ComfyUI widgets (generated from here, checked for drift by the tests).
+    """
+
+    # prompts
+    prompts: str = setting("", help=PROMPT_HELP, flag=False, group="prompts", widget="prompt",
+                           ui_default="a red circle on a blue background")
+    image_prompts: str = setting("", help="Images as targets: 'path_or_url:weight:stop|...'.", group="prompts")
+    noise_prompts: str = setting("", help="Random CLIP directions as targets: 'seed:weight:stop|...'.",
+                                 group="prompts")
+    batch_prompts: list[str] | None = setting(None, help="One prompt string per batch item (instead of the prompt).",
+                                              cli={"nargs": "+"}, group="prompts")
+    change_prompts_every: int = setting(0, min=0, max=100000, step=1, aliases=("-cpe",), group="prompts",
+                                        help="Story mode: with '^' in the prompt, switch to the next phrase set "
+                                        "every N steps, cycling (the classic -cpe). 0 = no story.")
+    story_fade: int = setting(0, min=0, max=100000, step=1, group="prompts",
+                              help="Story mode: blend into each new phrase set over N steps instead of switching "
+                              "at once (at most change_prompts_every). 0 = switch at once (classic).")
+    region_prompts: list[list[str]] | None = setting(
+        None, flag="--region", group="prompts", cli={"nargs": 2, "action": "append", "metavar": ("MASK", "PROMPTS")},
+        help="Prompts for part of the image: a mask image (white or opaque = the region) and prompts in the same "
+        "grammar; repeat for several regions.")
     # image and run
-    width: int = 256
-    height: int = 256
-    steps: int = 300
-    seed: int | None = None  # None: drawn at random and recorded in the result/PNG
-    batch_size: int = 1  # items b use seeds seed+b
-    seamless: bool = False  # tileable image: circular padding in the VQGAN, views rolled (vqgan_core.vqgan.seamless)
+    width: int = setting(256, min=8, max=16384, step=8, flag=False, help="Image width in pixels: a multiple of the "
+                         "VQGAN's downsampling factor, 16 for most models (the nodes round down; CPU: 64-256).")
+    height: int = setting(256, min=8, max=16384, step=8, flag=False, help="Image height in pixels: a multiple of "
+                          "the VQGAN's downsampling factor (the nodes round down).")
+    steps: int = setting(300, min=0, max=100000, step=1, ui_default=50, group="image and run",
+                         help="Optimisation steps (classic 300-500 for a finished image; the demo: 60).")
+    seed: int | None = setting(None, min=0, max=SEED_MAX, step=1, ui_default=0, group="image and run",
+                               help="Seed of the starting codes, cutouts and augmentations: same seed, same image "
+                               "(none: drawn at random and recorded with the image).")
+    batch_size: int = setting(1, min=1, max=64, step=1, flag="--batch", group="image and run",
+                              help="Images optimised together in one batched step (item i uses seed + i).")
+    seamless: bool = setting(False, group="image and run", help="A tileable image (no seams when repeated side by "
+                             "side): the VQGAN pads circularly and the views roll.")
     # initialisation
-    init: str = "random"  # random | image | pixels | gradient | perlin
-    init_image: str | None = None  # file or URL for init="image"
-    init_weight: float = 0.0  # MSE pull-back to the initial latent
-    init_weight_decay: str = "classic"  # classic (1/(2i+1)/2) | linear | none
-    edit_mask: str | None = None  # inpainting: mask file (white / opaque = may change; the rest keeps the start)
+    init: str = setting("random", choices=lambda: ("random", "image", *NOISE_IMAGES.names()), group="initialisation",
+                        help="Starting latent: random codes, an init image, or a noise image (pixels, gradient, "
+                        "perlin).")
+    init_image: str | None = setting(None, group="initialisation", help="Image file or URL to start from "
+                                     "(implies init 'image').")
+    init_weight: float = setting(0.0, min=0.0, max=100.0, step=0.01, group="initialisation",
+                                 help="Pull back towards the starting latent (keeps an init image's layout).")
+    init_weight_decay: str = setting("classic", choices=INIT_DECAYS, group="initialisation",
+                                     help="How the pull-back fades: classic (1/(2i+1)/2), linear, none.")
+    edit_mask: str | None = setting(None, group="initialisation", help="Inpainting: a mask image; only its white / "
+                                    "opaque part changes, the rest keeps the start (use with an init image).")
     # cutouts and augmentation
-    cutout_method: str = "latest"  # latest | crops | mixed
-    cutn: int = 32
-    cut_pow: float = 1.0
-    augments: list[str] = field(default_factory=lambda: ["Af", "Pe", "Ji", "Er"])
-    aug_noise: float = 0.1  # per-cutout noise U(0, aug_noise) * N(0, 1) (classic 0.1)
-    aug_padding: str = "zeros"  # zeros | border | reflection
+    cutout_method: str = setting("latest", choices=cutout_names, flag="--cutouts", group="cutouts, augmentation, loss",
+                                 help="How crops are taken: latest (the classic script's mix of pooled views and crops), crops "
+                                 "(random squares), mixed (half each).")
+    cutn: int = setting(32, min=1, max=256, step=1, widget="cutouts", group="cutouts, augmentation, loss",
+                        help="Crops of the image CLIP sees per step (more: steadier, slower; classic 32, CPU: 8-16).")
+    cut_pow: float = setting(1.0, min=0.0, max=10.0, step=0.05, group="cutouts, augmentation, loss",
+                             help="Crop size power: above 1 favours small crops (detail), below 1 large ones "
+                             "(composition).")
+    augments: list[str] = setting(default_factory=lambda: list(DEFAULT_AUGMENTS), widget="augmentations",
+                                  group="cutouts, augmentation, loss",
+                                  help="Comma-separated augmentation codes applied to the crops (Af affine, Pe "
+                                  "perspective, Ji colour jitter, Er erasing, Sh sharpness, Gn noise, Ro rotation, Et elastic, Ts thin-plate, Cr "
+                                  "crop, Re resized crop, Hf flip) or 'none'.")
+    aug_noise: float = setting(0.1, min=0.0, max=1.0, step=0.01, group="cutouts, augmentation, loss",
+                               help="Per-crop noise up to this strength (classic 0.1; 0 = none).")
+    aug_padding: str = setting("zeros", choices=("zeros", "border", "reflection"),
+                               group="cutouts, augmentation, loss",
+                               help="What fills the borders that geometric augmentations reveal.")
     # loss
-    tv_weight: float = 0.0
-    image_losses: dict[str, float] | None = None  # {name: weight}, e.g. {"symmetry": 0.5} (vqgan_core.objective.image_losses)
-    clip_weights: list[float] | None = None  # ensemble weights (default 1 each)
+    tv_weight: float = setting(0.0, min=0.0, max=1000.0, step=0.001, group="cutouts, augmentation, loss",
+                               help="Total-variation smoothing of the image.")
+    image_losses: dict[str, float] | None = setting(
+        None, group="cutouts, augmentation, loss", ui_default="",
+        help="Extra image terms 'name:weight,...' (positive = more of it): symmetry, symmetry_vertical, saturation, "
+        "brightness, contrast, smoothness. Empty = none.")
+    clip_weights: list[float] | None = setting(None, cli={"nargs": "+", "type": float}, group="models",
+                                               help="Ensemble weights, one per CLIP guide (default 1 each).")
     # optimisation
-    # z_quantize: the classic continuous latent, snapped to the codebook; codebook_sampling: logits over the
-    # codes of every cell, a draw per step (EleutherAI's notebook; vqgan_core.latents.code_sampling)
-    method: str = "z_quantize"
-    optimizer: str = "adam"
-    lr: float = 0.1
-    lr_schedule: str = "constant"  # constant | cosine | step | plateau
-    clamp_latent: bool = True  # clamp z to the per-channel codebook range after each step
+    method: str = setting("z_quantize", choices=METHODS, group="optimisation",
+                          help="z_quantize (classic): move a continuous latent, snapped to the nearest codes. "
+                          "codebook_sampling (EleutherAI's notebook): learn which code each cell holds, drawing "
+                          "codes every step; cleaner parts, more memory; try lr 0.3 with adamw.")
+    optimizer: str = setting("adam", choices=optimizer_names, group="optimisation",
+                             help="Optimiser of the latent: adam (classic), adamw, lion, radam, ... (torch.optim).")
+    lr: float = setting(0.1, min=0.0001, max=10.0, step=0.001, group="optimisation",
+                        help="Learning rate of the latent (classic 0.1).")
+    lr_schedule: str = setting("constant", choices=SCHEDULERS.names, group="optimisation",
+                               help="Learning rate over the steps: constant (classic), cosine (decays to 0.1x: finer "
+                               "detail at the end), step (x0.1 after 75%, pixray), plateau (halves when the loss "
+                               "stalls).")
+    clamp_latent: bool = setting(True, flag="--no-clamp", group="optimisation",
+                                 cli={"action": "store_const", "const": False},
+                                 help="Clamp the latent to the codebook's per-channel range after each step.")
     # speed / numerics
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 | classic (fp32 VQGAN + fp16 CLIP on CUDA)
-    channels_last: bool | None = None  # None: on for CUDA and bf16
-    compile: str = "off"  # off | blocks (each decoder/CLIP block; ~65 s to compile on 2 cores) | full (~140 s)
-    # recompute decoder activations in backward: far less memory, ~1 more decoder forward per step, same image.
-    # None: only after a step runs out of GPU memory (the step is retried); False: never (fail instead)
-    checkpoint_decoder: bool | None = None
-    cuda_graph: bool | None = None  # replay forward+backward as one CUDA graph (None: on for CUDA unless deterministic)
-    deterministic: bool = False  # torch deterministic algorithms (CUDA: slower; see docs)
-    # cuDNN times its convolution algorithms on the first step and keeps the fastest (None: on for CUDA unless
-    # deterministic; the pick can vary between runs, so same-seed images may differ in the last bits on CUDA)
-    cudnn_benchmark: bool | None = None
+    precision: str = setting("auto", choices=PRECISIONS, group="speed and output",
+                             help="auto (bf16 where fast, else fp32), fp32, bf16, fp16, classic (fp32 VQGAN + fp16 "
+                             "CLIP on CUDA).")
+    channels_last: bool | None = setting(None, group="speed and output",
+                                         help="Channels-last memory layout (default: on for CUDA and bf16).")
+    compile: str = setting("off", choices=COMPILE_MODES, group="speed and output",
+                           cli={"nargs": "?", "const": "blocks"},
+                           help="torch.compile: blocks (each decoder/CLIP block; the flag alone), full (the whole "
+                           "step), off.")
+    checkpoint_decoder: bool | None = setting(
+        None, group="speed and output",
+        help="Recompute the decoder's activations in backward: large images in little memory (about one more decoder "
+        "pass per step, same image). Default: switched on when a step runs out of GPU memory; off: fail instead.")
+    cuda_graph: bool | None = setting(None, group="speed and output", help="Replay each step's forward+backward as "
+                                      "one CUDA graph (default: on for CUDA unless deterministic).")
+    deterministic: bool = setting(False, group="speed and output",
+                                  help="torch deterministic algorithms (CUDA: slower).")
+    cudnn_benchmark: bool | None = setting(
+        None, group="speed and output", help="Let cuDNN time its convolution algorithms on the first step (default: "
+        "on for CUDA unless deterministic; the pick can vary between runs, so same-seed images may differ in the "
+        "last bits on CUDA).")
     # reporting
-    log_every: int = 10  # fetch the loss (a device sync) every N steps
-    save_every: int = 0
-    preview_every: int = 0
+    log_every: int = setting(10, min=0, max=100000, group="speed and output",
+                             help="Read the loss (a device sync) every N steps.")
+    save_every: int = setting(0, min=0, max=100000, group="speed and output",
+                              help="Write the current image every N steps (0 = only the result).")
+    preview_every: int = setting(0, min=0, max=10000, step=1, flag=False, ui_default=10,
+                                 help="Show a preview every N steps (0 = none; decoding costs time).")
     # provenance (filled by the CLI; not used by the loop)
     vqgan: str | None = None
     clip: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
         if isinstance(self.compile, bool) or self.compile is None:  # settings of older versions: a flag
             self.compile = "blocks" if self.compile else "off"
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(f"unknown compile mode {self.compile!r}; valid: {', '.join(COMPILE_MODES)}")
-        for name in ("lr", "cut_pow", "aug_noise", "tv_weight", "init_weight"):  # NaN/inf: a black image later
-            check_finite(getattr(self, name), name)
-        for name in ("clip_weights",):
-            for w in getattr(self, name) or []:
-                check_finite(w, f"{name} entry")
-        for name in ("steps", "width", "height", "batch_size", "cutn", "change_prompts_every", "story_fade",
-                     "save_every", "preview_every", "log_every"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
-                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ValueError(f"seed must be a whole number, got {self.seed!r}")
-        if self.steps < 0 or self.batch_size < 1 or self.cutn < 1:
-            raise ValueError(f"need steps >= 0, batch_size >= 1, cutn >= 1 (got {self.steps}, {self.batch_size}, {self.cutn})")
-        for name in ("change_prompts_every", "story_fade", "save_every", "preview_every", "log_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        for w in self.clip_weights or []:
+            check_finite(w, "clip_weights entry")
+        check_settings(self)  # types, ranges and choices, from the field declarations above
         if self.story_fade and self.change_prompts_every and self.story_fade > self.change_prompts_every:
             raise ValueError(f"story_fade ({self.story_fade}) must be at most change_prompts_every "
                              f"({self.change_prompts_every}): a crossfade ends before the next change")
-        if not (self.lr > 0 and self.cut_pow >= 0):
-            raise ValueError(f"lr must be positive and cut_pow at least 0, got lr={self.lr}, cut_pow={self.cut_pow}")
         if self.batch_prompts is not None and len(self.batch_prompts) != self.batch_size:
             raise ValueError(f"batch_prompts has {len(self.batch_prompts)} entries but batch_size is {self.batch_size}")
         for r in self.region_prompts or []:

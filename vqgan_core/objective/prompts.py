@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = [
+    "PROMPT_HELP",
     "ImagePrompt",
     "NoisePrompt",
     "PromptSchedule",
@@ -27,6 +28,11 @@ __all__ = [
     "parse_story",
     "split_weight_stop",
 ]
+
+#: the grammar as users read it (CLI help, the ComfyUI prompt box's tooltip)
+PROMPT_HELP = ("Prompts in the classic grammar: 'text[:weight[:stop]]', several joined by '|' ('a lighthouse:1|fog:-0.5': "
+               "a negative weight pushes away; stop ends a prompt's pull once the image is that close). '^' separates "
+               "story phrase sets ('a forest ^ a city'), switched every change_prompts_every steps.")
 
 
 class PromptSyntaxError(ValueError):

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from ..util.settings import reject_unknown_keys
 from ..util.web_page import DEAD_LINK_HINT, is_web_page
 
 QUANTIZERS = ("vq", "gumbel")
@@ -31,14 +32,6 @@ class ConfigError(ValueError):
 
 class UnreadableConfig(ConfigError):
     """A config file that is no YAML at all (a saved error page, binary junk): it says nothing about the model."""
-
-
-def reject_unknown_keys(cls: type, keys: Any, what: str, error: type[Exception] = ValueError) -> None:
-    """Raise ``error`` naming the keys that are not fields of dataclass ``cls`` (a typo never goes unnoticed)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(keys) - names)
-    if unknown:
-        raise error(f"unknown {what} {unknown}; valid: {sorted(names)}")
 
 
 @dataclass
