@@ -16,7 +16,6 @@ from . import memory
 from .optimize import (
     SEED_MAX,
     check_latent_model,
-    first_mask,
     method_input,
     optimizer_choices,
     snapshot_batch,
@@ -125,7 +124,7 @@ class OptimizeSteps(io.ComfyNode):
         device = ca.compute_device()
         try:
             with torch.inference_mode(False):
-                param = LatentParam(vqgan, latent.z.to(device), method=method, edit_mask=first_mask(mask))
+                param = LatentParam(vqgan, latent.z.to(device), method=method, edit_mask=ca.first_mask(mask))
                 term = loss.build()
                 try:
                     run = Stepper(vqgan, param, term, optimizer, seed=seed, planned_steps=optimizer.schedule_steps
