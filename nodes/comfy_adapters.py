@@ -24,6 +24,16 @@ CLIP_EXTENSIONS = {".safetensors", ".bin", ".pt", ".pth"}
 DEMO_NAME = "demo"
 
 
+def first_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """ComfyUI MASK ``[B,H,W]`` or ``[H,W]`` -> its first ``[H,W]`` map, float (None stays None); other shapes
+    raise a ValueError (read by the core's ``load_mask``)."""
+    from ..vqgan_core import load_mask
+
+    if mask is None:
+        return None
+    return load_mask(mask[0] if mask.dim() == 3 else mask, "the MASK")
+
+
 def register_model_folders() -> None:
     """Register ``models/vqgan`` and ``models/clip_guide`` with ComfyUI.
 

@@ -213,7 +213,7 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
         callbacks.save = lambda step, images: snapshots.append(images.detach().cpu())
     with memory.running(model, guide, config, views=run_views(targets, regions)):
         loop = GenerationLoop(model, guide, config, callbacks, init_latent=z0, image_prompts=image_prompts(targets),
-                              regions=regions, edit_mask=first_mask(edit_mask),
+                              regions=regions, edit_mask=ca.first_mask(edit_mask),
                               story_offset=state.get("steps", 0))  # a continued run goes on with its story
         continue_run(loop, state)  # the new lr widget wins over the stored one
         result = loop.run()
@@ -254,13 +254,6 @@ def latent_settings(latent: Latent, model, settings: dict) -> dict:  # noqa: ANN
     h, w = latent.z.shape[-2:]
     f = model.downsample_factor
     return {**settings, "batch_size": latent.batch, "width": int(w) * f, "height": int(h) * f}
-
-
-def first_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """ComfyUI MASK ``[B,H,W]`` or ``[H,W]`` -> the first ``[H,W]`` map (None stays None)."""
-    if mask is None:
-        return None
-    return mask[0] if mask.dim() == 3 else mask
 
 
 def optimize_latent(latent: Latent, model, guide, targets: Targets, settings: dict,  # noqa: ANN001

@@ -193,10 +193,7 @@ class RegionTargets(io.ComfyNode):
     @classmethod
     def execute(cls, targets: Targets, mask: torch.Tensor) -> io.NodeOutput:
         """Attach the (first) mask to every target."""
-        m = mask.detach().float()
-        m = m[0] if m.dim() == 3 else m
-        if m.dim() != 2:
-            raise ValueError(f"Expected a MASK of shape [H, W] or [B, H, W], got {tuple(mask.shape)}.")
+        m = ca.first_mask(mask)
         if not (m > 0.5).any():
             raise ValueError("The mask is empty (no value above 0.5): paint the region the targets should apply to.")
         if any(t.kind == "noise" for t in targets.items):

@@ -16,7 +16,6 @@ from . import comfy_adapters as ca
 from . import memory
 from .optimize import (
     check_latent_model,
-    first_mask,
     method_input,
     snapshot_batch,
     snapshot_input,
@@ -118,7 +117,7 @@ class OptimizeSteps(io.ComfyNode):
         device = ca.compute_device()
         try:
             with torch.inference_mode(False):
-                param = LatentParam(vqgan, latent.z.to(device), method=method, edit_mask=first_mask(mask))
+                param = LatentParam(vqgan, latent.z.to(device), method=method, edit_mask=ca.first_mask(mask))
                 term = loss.build()
                 try:
                     run = Stepper(vqgan, param, term, optimizer, seed=seed, planned_steps=optimizer.schedule_steps

@@ -8,7 +8,8 @@ from vqgan_core import load_vqgan
 from vqgan_core.engine.config import GenerationConfig
 from vqgan_core.engine.loop import GenerationCallbacks, GenerationLoop, run_generation
 from vqgan_core.latents.edit_mask import keep_cells
-from vqgan_core.objective.regions import RegionPrompt, RegionView, load_mask
+from vqgan_core.media.image_io import load_mask
+from vqgan_core.objective.regions import RegionPrompt, RegionView
 from vqgan_core.vqgan.layers import AttnBlock, ResnetBlock
 from vqgan_core.vqgan.recompute import Recomputed
 

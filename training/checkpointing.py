@@ -26,7 +26,14 @@ from typing import Any
 
 import torch
 
-from vqgan_core import atomic_save_file, atomic_torch_save, atomic_write, read_safetensors, safe_torch_load, save_vqgan
+from vqgan_core import (
+    atomic_save_file,
+    atomic_torch_save,
+    atomic_write_bytes,
+    read_safetensors,
+    safe_torch_load,
+    save_vqgan,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +85,7 @@ def save_checkpoint(
                 shutil.rmtree(aside)
             os.replace(final, aside)
         os.replace(tmp, final)
-        atomic_write(root / LATEST, lambda p: Path(p).write_text(final.name + "\n", encoding="utf-8"))
+        atomic_write_bytes(root / LATEST, final.name + "\n")
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError("basic_ios::clear")
         shutil.rmtree(tmp, ignore_errors=True)
         if aside is not None and aside.is_dir() and not final.exists():

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from training.data import coco_image_path, read_coco
 from training.shapes import CAPTION_TEMPLATES, PALETTE, SHAPES, shape_polygon
+from vqgan_core import warp
 
 
 def load_coco(data: Path, split: str) -> tuple[torch.Tensor, list[dict]]:
@@ -142,9 +143,13 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     scale = 0.85 + 0.3 * u(b)
     tx, ty = (u(b) - 0.5) * 0.3, (u(b) - 0.5) * 0.3
     cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    zero, one = torch.zeros_like(cos), torch.ones_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1),
+                         torch.stack([zero, zero, one], 1)], 1)  # output -> source, in [-1, 1] (half-pixel) units
+    h, w = x.shape[-2:]
+    to_unit = torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]])
+    to_pixel = torch.tensor([[w / 2, 0, (w - 1) / 2], [0, h / 2, (h - 1) / 2], [0, 0, 1]])
+    x = warp(x, to_pixel @ theta @ to_unit, "border")  # the same map in pixels (centres at whole numbers)
     bright = 1 + (u(b, 1, 1, 1) - 0.5) * 0.2
     mean = x.mean((1, 2, 3), keepdim=True)
     contrast = 1 + (u(b, 1, 1, 1) - 0.5) * 0.2

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
 from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 from open_clip.tokenizer import SimpleTokenizer
-from safetensors.torch import save_file
 
 from training.clip_data import TEMPLATES, augment, distractors, hard_negative, key, load_coco, mask_bank
 from training.clip_vocab import needed_merges, write_bpe
 from training.shapes import PALETTE, SHAPES, caption_words
+from vqgan_core import atomic_save_file
 
 logger = logging.getLogger(__name__)
 
@@ -185,10 +185,7 @@ def train(c: dict, data: Path, out: Path) -> dict:
     logger.info("zero-shot accuracy on %d val images: %s", len(vimgs), acc)
     dtype = {"float16": torch.float16, "float32": torch.float32}[c["save_dtype"]]
     sd = {n: t.detach().to(dtype).contiguous() for n, t in model.state_dict().items()}
-    tmp = out / "open_clip_model.safetensors.tmp"
-    save_file(sd, str(tmp), metadata={"format": "pt"})
-    tmp.chmod(0o644)  # safetensors' temp file is private; the weights ship with the package
-    tmp.replace(out / "open_clip_model.safetensors")
+    atomic_save_file(sd, out / "open_clip_model.safetensors", metadata={"format": "pt"})
     (out / "open_clip_config.json").write_text(json.dumps({
         "model_cfg": cfg,
         "preprocess_cfg": {"image_size": c["image_size"], "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),

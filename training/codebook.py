@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from vqgan_core import nearest_code
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,17 +51,6 @@ def _rows(h: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def nearest(x: torch.Tensor, c: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Index of the nearest row of ``c`` for each row of ``x`` (chunked to bound memory)."""
-    out = []
-    cn = c.pow(2).sum(1)
-    for s in range(0, x.shape[0], chunk):
-        xs = x[s : s + chunk]
-        out.append((cn - 2 * xs @ c.t()).argmin(1))
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator, spherical: bool = False) -> torch.Tensor:
     """Lloyd's k-means on rows of ``x`` ``[N,D]`` -> ``[k,D]``; empty clusters are re-seeded from the data."""
     n = x.shape[0]
@@ -73,7 +64,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator, sphe
     if n < k:  # fewer points than codes: jitter the duplicates apart
         c += 1e-3 * x.std() * torch.randn(c.shape, generator=generator).to(dev)
     for _ in range(iters):
-        a = nearest(x, c)
+        a = nearest_code(x, c, chunk=8192)  # chunked: bounds the [rows, k] distance matrix
         sums = torch.zeros_like(c).index_add_(0, a, x)
         cnt = torch.bincount(a, minlength=k).to(x.dtype)
         empty = cnt == 0

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vqgan_core import atomic_write_bytes
+
 logger = logging.getLogger(__name__)
 
 #: Palette of named colours (RGB 0-255). Chosen far apart so nearest-colour pixel statistics are unambiguous.
@@ -153,9 +155,7 @@ def _write_split(out: Path, split: str, n: int, size: int, rng: np.random.Genera
     }
     ann_dir = out / "annotations"
     ann_dir.mkdir(parents=True, exist_ok=True)
-    tmp = ann_dir / f".captions_{split}2017.json.tmp"
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(ann_dir / f"captions_{split}2017.json")
+    atomic_write_bytes(ann_dir / f"captions_{split}2017.json", json.dumps(doc))
     logger.info("wrote %d %s images to %s", n, split, img_dir)
 
 

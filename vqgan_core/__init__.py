@@ -26,14 +26,15 @@ def _export(module: str, *names: str) -> None:
         _EXPORTS[name] = module
 
 
-_export("util.atomic", "atomic_save_file", "atomic_torch_save", "atomic_write")
+_export("util.atomic", "atomic_save_file", "atomic_torch_save", "atomic_write", "atomic_write_bytes")
 _export("util.registry", "Registry")
 _export("util.settings", "Setting", "settings_of")
 _export("vqgan.config", "ConfigError", "VQGANConfig")
 _export("vqgan.model", "VQGAN")
-_export("vqgan.quantize", "GumbelQuantizer", "VectorQuantizer")
+_export("vqgan.quantize", "GumbelQuantizer", "VectorQuantizer", "nearest_code")
 _export("vqgan.seamless", "is_seamless", "seamless_copy")
 _export("views.augment", "augment_names", "parse_augments")
+_export("views.warp", "warp")
 _export("views.cutouts", "cutout_names")
 _export("hub.checkpoint", "CONFIG_KEY", "CheckpointError", "find_yaml", "generator_state_dict", "read_safetensors",
         "read_state_dict", "resolve_config", "safe_torch_load", "save_vqgan")
@@ -41,7 +42,7 @@ _export("hub.loading", "check_state_dict_or_explain", "count_parameters", "load_
 _export("hub.download", "ALLOWED_URLS_ENV", "OFFLINE_HINT", "DownloadError", "allowed_url_prefixes", "url_allowed",
         "verify_cached")
 _export("hub.known_models", "KNOWN_VQGANS", "MIRROR_ENV", "fetch_known", "known_file_names", "known_urls")
-_export("media.image_io", "to_pil")
+_export("media.image_io", "load_mask", "to_pil")
 _export("clip.guide", "ClipEnsemble", "ClipGuide", "ClipLoadError", "load_clip", "load_clip_ensemble")
 _export("objective.prompts", "PROMPT_HELP", "PromptSyntaxError", "parse_prompt_set")
 _export("objective.image_losses", "image_loss_names", "parse_image_losses")

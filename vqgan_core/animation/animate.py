@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..engine.config import GenerationConfig
 from ..engine.loop import GenerationCallbacks, GenerationLoop
 from ..media.image_io import fit_image
 from ..util.settings import check_settings, reject_unknown_keys, setting
+from ..views.warp import warp
 
 __all__ = ["PADDINGS", "AnimationConfig", "AnimationResult", "SourceFrames", "frame_transform",
            "run_animation"]
@@ -104,8 +104,10 @@ def frame_transform(img01: torch.Tensor, anim: AnimationConfig) -> torch.Tensor:
 
     ``padding="wrap"`` treats the image as a tile (seamless mode): every output pixel samples the source at
     its coordinates modulo the image size, so whatever leaves one edge comes in at the other, for any move.
+    kornia builds the move (source -> output pixels) and its closed-form inverse; ``views.warp`` resamples.
     """
-    from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
+    from kornia.geometry.conversions import convert_affinematrix_to_homography
+    from kornia.geometry.transform import get_rotation_matrix2d, invert_affine_transform
 
     if not anim.moves:
         return img01
@@ -117,25 +119,8 @@ def frame_transform(img01: torch.Tensor, anim: AnimationConfig) -> torch.Tensor:
     m = get_rotation_matrix2d(center, angle, scale)
     m[:, 0, 2] += anim.shift_x
     m[:, 1, 2] += anim.shift_y
-    if anim.padding == "wrap":
-        return _warp_wrapped(x, m).clamp(0, 1)
-    return warp_affine(x, m, (h, w), mode="bilinear", padding_mode=anim.padding, align_corners=True).clamp(0, 1)
-
-
-def _warp_wrapped(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """``warp_affine`` (``m``: source -> output pixels, ``[B,2,3]``) on a torus: bilinear sampling at the
-    source coordinates taken modulo the size, in the image padded by one wrapped pixel (the seam's neighbours)."""
-    from kornia.geometry.transform import invert_affine_transform
-
-    b, _, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
-                            torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
-    out_pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)
-    src = out_pts @ invert_affine_transform(m).transpose(1, 2)  # [B, h*w, 2] source (x, y) per output pixel
-    sx, sy = torch.remainder(src[..., 0], w), torch.remainder(src[..., 1], h)
-    grid = torch.stack([(sx + 1) / (w + 1) * 2 - 1, (sy + 1) / (h + 1) * 2 - 1], -1).view(b, h, w, 2)
-    return F.grid_sample(F.pad(x, (1, 1, 1, 1), mode="circular"), grid, mode="bilinear", padding_mode="border",
-                         align_corners=True)
+    inv = convert_affinematrix_to_homography(invert_affine_transform(m))  # [B,3,3]: output -> source pixels
+    return warp(x, inv, anim.padding).clamp(0, 1)
 
 
 class SourceFrames:

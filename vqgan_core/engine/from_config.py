@@ -13,9 +13,9 @@ import torch
 from ..clip.guide import ClipEnsemble, ClipGuide
 from ..latents.code_sampling import CodeSampler
 from ..latents.init import init_latent as make_init_latent
-from ..media.image_io import load_image01
+from ..media.image_io import load_image01, load_mask
 from ..objective.prompts import parse_story
-from ..objective.regions import RegionPrompt, load_mask
+from ..objective.regions import RegionPrompt
 from ..vqgan.seamless import is_seamless, seamless_copy
 from .clip_loss import ClipLoss, Views
 from .config import GenerationConfig

@@ -11,6 +11,9 @@ dripping one byte every few seconds) is abandoned, the size is capped, and ``che
 ``throw_exception_if_processing_interrupted``) is called between chunks so a user can cancel.
 
 :func:`url_allowed` is the server owner's allow-list for URLs sent by clients (``$VQGAN_CLIP_ALLOWED_URLS``).
+
+Why not ``torch.hub.download_url_to_file``: no resume (its temporary file is deleted on failure), no timeout, stall
+rule, size cap, Content-Length check or Cancel, only a tqdm bar on stderr where ComfyUI needs a progress callback.
 """
 
 from __future__ import annotations
@@ -151,10 +154,9 @@ def _read_sidecar(path: Path) -> str | None:
 
 
 def _write_sidecar(path: Path, digest: str) -> None:
-    from ..util.atomic import atomic_write
+    from ..util.atomic import atomic_write_bytes
 
-    side = sidecar_path(path)
-    atomic_write(side, lambda tmp: Path(tmp).write_text(f"{digest}  {path.name}\n", encoding="utf-8"))
+    atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n")
 
 
 _VERIFIED: dict[str, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256): hash each cached file once
@@ -396,6 +398,8 @@ def download(url: str, dest_dir: str | os.PathLike | None = None, sha256: str | 
         raise DownloadError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest}; the download was "
                             "deleted. Run again, or use another mirror.")
     _write_sidecar(target, digest)  # before the file: a file in place always has its digest beside it
+    # not util.atomic.atomic_write: the .part is the resumable download itself (kept after a failure, locked
+    # while written), so the complete one is renamed into place, not copied through a second temporary file
     os.replace(part, target)
     _remove(meta_path)
     _VERIFIED[str(target)] = (target.stat().st_size, target.stat().st_mtime_ns, digest)

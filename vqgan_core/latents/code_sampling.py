@@ -9,7 +9,8 @@ numbers per cell (16384 for f16-16384: 64 MiB of logits per 512² image, about 8
 with Adam's state, the gradient and the draw's temporaries; ``vqgan_core.engine.memory_estimate`` counts them).
 
 The draw is Gumbel-max (``argmax(logits + Gumbel noise)``), which is exactly a softmax sample, from the run's
-own generator: seeded, and free of host synchronisation (CUDA-graph safe), unlike ``torch.multinomial``.
+own generator (``quantize.gumbel_noise_like``): seeded, and free of host synchronisation (CUDA-graph safe), unlike
+``torch.multinomial``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..vqgan.quantize import nearest_code
+from ..vqgan.quantize import gumbel_noise_like, nearest_code
 
 __all__ = ["INIT_CODE_PROBABILITY", "METHODS", "CodeSampler"]
 
@@ -66,8 +67,6 @@ class CodeSampler:
     def sample(self, logits: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``(latent, indices)`` of one draw per cell; the latent's gradient flows to ``logits`` through the
         expected code vector ``softmax(logits) @ vectors`` (straight-through)."""
-        u = torch.rand(logits.shape, generator=gen, device=logits.device, dtype=logits.dtype)
-        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))
-        idx = (logits.detach() + gumbel).argmax(1)
+        idx = (logits.detach() + gumbel_noise_like(logits, gen, from_uniform=True)).argmax(1)
         expected = torch.einsum("bkhw,kc->bchw", logits.softmax(1), self.vectors)
         return self.latent(idx) + (expected - expected.detach()), idx

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..media.image_io import load_mask
+
 __all__ = ["FILL_PATTERNS", "code_colors", "edit_region", "mask_region", "pick_codes", "rect_region"]
 
 FILL_PATTERNS = ("tile", "random")
@@ -34,8 +36,8 @@ def mask_region(mask: torch.Tensor, batch: int, h: int, w: int) -> torch.Tensor:
     The mask is area-averaged onto the token grid and thresholded at 0.5, so a token is selected
     when most of its pixels are; a single mask applies to the whole batch.
     """
-    m = mask if mask.ndim == 3 else mask.unsqueeze(0)
-    m = F.interpolate(m.unsqueeze(1).float(), size=(h, w), mode="area")[:, 0] > 0.5
+    m = mask.detach().float() if mask.ndim == 3 else load_mask(mask, "a token-region mask").unsqueeze(0)
+    m = F.interpolate(m.unsqueeze(1), size=(h, w), mode="area")[:, 0] > 0.5
     return m.expand(batch, h, w) if m.shape[0] == 1 else m[:batch]
 
 

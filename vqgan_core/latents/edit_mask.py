@@ -11,16 +11,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..media.image_io import load_mask
+
 __all__ = ["keep_cells"]
 
 
 def keep_cells(mask: torch.Tensor, h: int, w: int, f: int, device: torch.device) -> torch.Tensor:
     """Pixel mask (1 = may change; ``[H, W]``, any size) -> bool ``[1, 1, h, w]``, True for cells to keep."""
-    m = mask.detach().float()
-    while m.dim() > 2 and m.shape[0] == 1:
-        m = m[0]
-    if m.dim() != 2:
-        raise ValueError(f"an edit mask must be one [H, W] map, got shape {tuple(mask.shape)}")
+    m = load_mask(mask, "an edit mask")
     coverage = F.interpolate(m.clamp(0, 1)[None, None], size=(h, w), mode="area")
     editable = coverage >= 0.5
     if not editable.any():

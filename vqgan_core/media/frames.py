@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..util.atomic import atomic_write
+from ..util.atomic import atomic_write, atomic_write_bytes
 from .image_io import png_text
 
 __all__ = ["ANIMATION_FORMATS", "check_animation_path", "load_frames", "save_animation"]
@@ -59,12 +59,7 @@ def save_animation(path: str | os.PathLike, frames: Sequence, fps: float, prompt
         opts.update(format="PNG", pnginfo=png_text(prompt, settings))
     buf = io.BytesIO()
     frames[0].save(buf, **opts)
-
-    def _write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-
-    return atomic_write(p, _write)
+    return atomic_write_bytes(p, buf.getvalue())
 
 
 def _ffmpeg_mp4(tmp: str, frames: Sequence, fps: float) -> None:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..util.atomic import atomic_write
+from ..util.atomic import atomic_write_bytes
 
-__all__ = ["METADATA_KEY", "PROMPT_KEY", "load_image01", "open_image", "png_chunks", "read_png_metadata", "save_png", "to_pil"]
+__all__ = ["METADATA_KEY", "PROMPT_KEY", "load_image01", "load_mask", "open_image", "png_chunks", "read_png_metadata", "save_png", "to_pil"]
 
 METADATA_KEY = "vqgan_clip"
 PROMPT_KEY = "vqgan_clip_prompt"  # the prompt text ("prompt" is ComfyUI's API-prompt JSON chunk)
@@ -45,6 +45,31 @@ def load_image01(path_or_url: str | os.PathLike) -> torch.Tensor:
     finally:
         im.close()
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0)
+
+
+def load_mask(mask: str | os.PathLike | torch.Tensor, what: str = "a mask") -> torch.Tensor:
+    """A mask -> one ``[H, W]`` float32 map (white / 1 = selected): the project's one mask reader.
+
+    A file: images with transparency use their alpha channel (opaque = 1) when it varies; a constant alpha
+    (e.g. an RGBA export of a black-and-white mask) falls back to brightness. A tensor (``[H, W]``,
+    ``[1, H, W]``, ``[1, 1, H, W]``...; a ComfyUI MASK batch's item is picked by the node) is detached and made
+    float; leading size-1 dimensions go. ``what`` names the mask in the error for any other shape.
+    """
+    if not isinstance(mask, torch.Tensor):
+        if not Path(mask).is_file():
+            raise FileNotFoundError(f"mask not found: {mask}")
+        with open_image(mask) as im:
+            if "A" in im.getbands():
+                alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
+                if alpha.min() != alpha.max():
+                    return torch.from_numpy(alpha)
+        return load_image01(mask)[0].mean(0)
+    m = mask.detach().float()
+    while m.dim() > 2 and m.shape[0] == 1:
+        m = m[0]
+    if m.dim() != 2:
+        raise ValueError(f"{what} must be one [H, W] map, got shape {tuple(mask.shape)}")
+    return m
 
 
 def open_image(path: str | os.PathLike):  # noqa: ANN201 - PIL type, lazy import
@@ -99,12 +124,7 @@ def save_png(path: str | os.PathLike, img01: torch.Tensor, prompt: str = "", set
     ``comfy`` (``{"prompt": api_json, "workflow": ui_json}``, ComfyUI's chunks) when given."""
     buf = io.BytesIO()
     to_pil(img01).save(buf, format="PNG", pnginfo=png_text(prompt, settings, comfy))
-
-    def _write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-
-    return atomic_write(path, _write)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def png_chunks(path: str | os.PathLike) -> dict[str, str]:

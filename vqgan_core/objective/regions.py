@@ -12,16 +12,15 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..media.image_io import load_image01
+from ..media.image_io import load_image01, load_mask
 from .prompts import parse_story
 from .targets import TargetBank
 
-__all__ = ["RegionPrompt", "RegionView", "load_mask", "region_banks"]
+__all__ = ["RegionPrompt", "RegionView", "region_banks"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,7 @@ class RegionView:
     """The region's view of a rendered image batch: bounding-box crop, grey outside the (soft) mask."""
 
     def __init__(self, mask: torch.Tensor, height: int, width: int, device: torch.device) -> None:
-        m = mask.detach().float()
-        while m.dim() > 2 and m.shape[0] == 1:
-            m = m[0]
-        if m.dim() != 2:
-            raise ValueError(f"a region mask must be one [H, W] map, got shape {tuple(mask.shape)}")
+        m = load_mask(mask, "a region mask")
         m = F.interpolate(m[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
         inside = (m > 0.5).nonzero()
         if inside.numel() == 0:
@@ -64,26 +59,6 @@ class RegionView:
         crop = img01[..., y0:y1, x0:x1]
         m = self.mask.to(crop.dtype)
         return crop * m + 0.5 * (1 - m)
-
-
-def load_mask(path: str) -> torch.Tensor:
-    """A mask image file -> ``[H, W]`` in [0, 1]: white = 1.
-
-    Images with transparency use their alpha channel (opaque = 1) when it varies; a constant alpha
-    (e.g. an RGBA export of a black-and-white mask) falls back to brightness.
-    """
-    import numpy as np
-
-    from ..media.image_io import open_image
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"mask not found: {path}")
-    with open_image(path) as im:
-        if "A" in im.getbands():
-            alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
-            if alpha.min() != alpha.max():
-                return torch.from_numpy(alpha)
-    return load_image01(path)[0].mean(0)
 
 
 def region_banks(regions: list[RegionPrompt], clip, size: tuple[int, int], device: torch.device, batch: int,  # noqa: ANN001

@@ -1,4 +1,8 @@
-"""Atomic file writing: a crash or a full disk never leaves a half-written checkpoint behind."""
+"""Atomic file writing: a crash or a full disk never leaves a half-written checkpoint behind.
+
+:func:`atomic_write` is the project's one temporary-file-and-rename writer; the others here and every caller in
+the core, the nodes and the trainer go through it (``tests/test_written_once.py`` checks that no second one appears).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,17 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (``str``: as UTF-8) to ``path`` atomically: an encoded image, a small text or JSON file."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+
+    return atomic_write(path, _write)
 
 
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:

@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..util.registry import Registry
+from .warp import warp
 
 __all__ = ["AUGMENTS", "DEFAULT_AUGMENTS", "Augmenter", "augment_names", "parse_augments"]
 
@@ -266,21 +266,6 @@ def parse_augments(codes: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(codes)
 
 
-def _warp(x: torch.Tensor, inv: torch.Tensor, padding: str) -> torch.Tensor:
-    """Resample ``x`` [n,c,S,S] at ``inv @ (u, v, 1)`` of every output pixel (bilinear)."""
-    n, _, hh, ww = x.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(hh, device=x.device, dtype=inv.dtype), torch.arange(ww, device=x.device, dtype=inv.dtype), indexing="ij"
-    )
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3)  # [1,HW,3]
-    src = pts @ inv.transpose(1, 2)  # [n,HW,3]
-    src = src[..., :2] / src[..., 2:].clamp_min(1e-8)
-    gx = src[..., 0] * (2 / max(ww - 1, 1)) - 1
-    gy = src[..., 1] * (2 / max(hh - 1, 1)) - 1
-    grid = torch.stack([gx, gy], -1).view(n, hh, ww, 2).to(x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=True)
-
-
 class Augmenter:
     """Apply augmentation codes in order to a batch of cutouts, then per-cutout noise (classic).
 
@@ -318,7 +303,7 @@ class Augmenter:
                     m = spec.fn(n, x.shape[-1], gen, dev)
                     apply = (torch.rand(n, generator=gen, device=dev) < spec.p).view(n, 1, 1)
                     inv = inv @ torch.where(apply, m, _eye(n, dev))
-                x = _warp(x, inv, self.padding)
+                x = warp(x, inv, self.padding)
             else:
                 spec = specs[0]
                 apply = (torch.rand(n, generator=gen, device=dev) < spec.p).view(n, 1, 1, 1)

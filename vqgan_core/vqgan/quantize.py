@@ -24,18 +24,41 @@ def _to_rows(z: torch.Tensor) -> torch.Tensor:
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
 
 
-def nearest_code(z: torch.Tensor, codebook: torch.Tensor, codebook_sq: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices ``[B, h, w]`` of the nearest codebook rows to each latent vector of ``z`` ``[B, C, h, w]``.
+def nearest_code(
+    z: torch.Tensor, codebook: torch.Tensor, codebook_sq: torch.Tensor | None = None, chunk: int | None = None
+) -> torch.Tensor:
+    """Indices of the nearest codebook rows: ``[B, h, w]`` for a latent ``z`` ``[B, C, h, w]``, or ``[N]`` for rows
+    ``[N, C]`` (k-means assignments). The project's one nearest-code search.
 
     Uses taming's ``|z|^2 + |e|^2 - 2 z.e`` form in float32 whatever the model dtype, so near-ties resolve as in
     the reference. ``codebook_sq``: the rows' squared norms, when the caller keeps them (a loop's every step).
+    ``chunk``: rows per distance matrix (bounds memory for many rows against a large codebook).
     """
-    b, _, h, w = z.shape
-    zf = _to_rows(z).float()
+    rows = z.float() if z.dim() == 2 else _to_rows(z).float()
     e = codebook.float()
     e_sq = e.pow(2).sum(1) if codebook_sq is None else codebook_sq
-    d = zf.pow(2).sum(1, keepdim=True) + e_sq - 2 * zf @ e.t()
-    return d.argmin(1).view(b, h, w)
+    parts = [(r.pow(2).sum(1, keepdim=True) + e_sq - 2 * r @ e.t()).argmin(1) for r in rows.split(chunk or len(rows) or 1)]
+    idx = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return idx if z.dim() == 2 else idx.view(z.shape[0], *z.shape[2:])
+
+
+def gumbel_noise_like(like: torch.Tensor, generator: torch.Generator | None = None, *,
+                      from_uniform: bool = False) -> torch.Tensor:
+    """Standard Gumbel noise shaped like ``like`` (its dtype and device): the project's one Gumbel draw.
+
+    ``generator``: the stream (the device's global one when None). Both forms are free of host synchronisation and
+    give the same distribution; they consume the generator differently, and each is pinned by the tests:
+
+    - default, ``-log(E)`` with ``E ~ Exp(1)`` from ``exponential_``: ``F.gumbel_softmax``'s draw, so a generator
+      seeded like taming's global stream reproduces its samples (the quantizer; the taming golden fixtures pin it);
+    - ``from_uniform=True``, ``-log(-log(U))`` with ``U ~ U[0, 1)`` from ``torch.rand``, clamped to the smallest
+      normal number (always finite): the draw codebook-sampling runs were made with, so a seed, a ``--from-png``
+      reproduction or a resumed latent file gives the same images as before.
+    """
+    if from_uniform:
+        u = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        return -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))
+    return -torch.empty_like(like).exponential_(generator=generator).log()
 
 
 def straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
@@ -141,7 +164,7 @@ class GumbelQuantizer(_Quantizer):
         logits = self.proj(h)
         loss = self.kl_loss(logits)
         if gumbel_noise is None and (self.training or generator is not None):
-            gumbel_noise = -torch.empty_like(logits).exponential_(generator=generator).log()
+            gumbel_noise = gumbel_noise_like(logits, generator)
         if gumbel_noise is None:
             idx = logits.argmax(1)
             return self.lookup(idx).to(h.dtype), loss, idx
