@@ -145,6 +145,7 @@ def test_save_animation_formats(tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # atomic: no temporary file left
 
 
+@pytest.mark.ffmpeg
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
 def test_save_animation_mp4_with_ffmpeg(tmp_path):
     frames = [to_pil(torch.full((3, 9, 7), v)) for v in (0.0, 0.5, 1.0)]  # odd size: padded to even for yuv420p
@@ -156,6 +157,7 @@ def test_save_animation_mp4_with_ffmpeg(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
 
 
+@pytest.mark.ffmpeg
 @pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="ffmpeg not on PATH")
 def test_video_round_trip_with_ffmpeg(tmp_path):
     frames = [to_pil(torch.full((3, 16, 24), v)) for v in (0.1, 0.5, 0.9)]
