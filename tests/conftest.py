@@ -1,4 +1,4 @@
-"""Shared test fixtures: the taming golden fixtures beside the clone, and deterministic torch settings."""
+"""Shared test fixtures: the taming golden fixtures (tests/fixtures/taming), and deterministic torch settings."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("TAMING_FIXTURES", REPO.parent / "shared" / "fixtures" / "taming"))
+FIXTURES = Path(os.environ.get("TAMING_FIXTURES", REPO / "tests" / "fixtures" / "taming"))
 
 
 @pytest.fixture(scope="session")
 def taming_fixtures() -> Path:
-    """Folder of the golden taming-transformers fixtures (skips the test when it is absent)."""
-    if not FIXTURES.is_dir():
-        pytest.skip(f"taming fixtures not found at {FIXTURES}")
+    """Folder of the golden taming-transformers fixtures (part of the repository: a missing one is an error)."""
+    if not (FIXTURES / "tiny_f4" / "last.ckpt").is_file():
+        pytest.fail(f"taming fixtures not found at {FIXTURES} (they ship in tests/fixtures/taming; regenerate them "
+                    "with `python tests/fixtures/make_taming_fixtures.py --taming PATH_TO_TAMING_CHECKOUT`)",
+                    pytrace=False)
     return FIXTURES
 
 

@@ -45,7 +45,9 @@ OUR_NODES = {"VQGAN_Load", "VQClip_LoadGuide", "VQClip_CombineGuides", "VQGAN_En
              "VQGAN_InterpolateLatents", "VQGAN_SaveLatent", "VQGAN_LoadLatent", "VQClip_Loss", "VQGAN_TVLoss",
              "VQGAN_ImageLoss", "VQGAN_InitImageLoss", "VQGAN_CombineLosses", "VQClip_StoryPace", "VQGAN_Optimizer",
              "VQGAN_CLIPOptimizeSteps", "VQGAN_StartNewRun"}
-TAMING = Path(os.environ.get("TAMING_FIXTURES", REPO.parent / "shared" / "fixtures" / "taming"))
+TAMING = Path(os.environ.get("TAMING_FIXTURES", REPO / "tests" / "fixtures" / "taming"))
+TAMING_MISSING = (f"taming fixtures not found at {TAMING} (they ship in tests/fixtures/taming; regenerate them with "
+                  "`python tests/fixtures/make_taming_fixtures.py --taming PATH_TO_TAMING_CHECKOUT`)")
 BOOT_TIMEOUT = 240
 RUN_TIMEOUT = 420
 
@@ -179,9 +181,11 @@ def server(tmp_path_factory):
     from vqgan_core.hub import demo
 
     shutil.copyfile(demo.vqgan_path(), user_models / "my_user_vqgan.safetensors")
-    if TAMING.is_dir():  # a real taming .ckpt + .yaml pair (tiny, random weights) for the .ckpt path
-        shutil.copyfile(TAMING / "tiny_f4" / "last.ckpt", user_models / "taming_tiny_f4.ckpt")
-        shutil.copyfile(TAMING / "tiny_f4" / "model.yaml", user_models / "taming_tiny_f4.yaml")
+    if not (TAMING / "tiny_f4" / "last.ckpt").is_file():
+        pytest.fail(TAMING_MISSING, pytrace=False)
+    # a real taming .ckpt + .yaml pair (tiny, random weights) for the .ckpt path
+    shutil.copyfile(TAMING / "tiny_f4" / "last.ckpt", user_models / "taming_tiny_f4.ckpt")
+    shutil.copyfile(TAMING / "tiny_f4" / "model.yaml", user_models / "taming_tiny_f4.yaml")
     extra = base / "extra_model_paths.yaml"
     extra.write_text(f"vqclip_user:\n    vqgan: {user_models}\n")
     srv = Server(base)
@@ -244,8 +248,6 @@ def test_workflow_runs(server, path):
 
 def test_taming_ckpt_loads_and_round_trips(server):
     """Load VQGAN on a taming .ckpt with its .yaml (weights-only unpickling inside ComfyUI), encode, decode."""
-    if not (server.base / "user_vqgans" / "taming_tiny_f4.ckpt").is_file():
-        pytest.skip("taming fixtures not found")
     prompt = {
         "1": {"class_type": "VQGAN_Load", "inputs": {"vqgan_name": "taming_tiny_f4.ckpt"}},
         "2": {"class_type": "LoadImage", "inputs": {"image": "vqclip_white_circle.png"}},

@@ -86,7 +86,7 @@ def test_ckpt_without_yaml_loads_and_a_broken_one_is_named(pack, taming_fixtures
     assert model.config.quantizer == "gumbel" and model.config.extra["config_source"] == "inferred from the weights"
     shutil.copy(taming_fixtures / "tiny_gumbel_f8" / "model.yaml", folder / "lonely.yaml")  # its yaml arrives
     (again,) = run(pack.loaders.LoadVQGAN, vqgan_name="lonely.ckpt")
-    assert again is not model and "config_source" not in again.config.extra and again.config.resolution == 64
+    assert again is not model and "config_source" not in again.config.extra and again.config.resolution == 16
     (folder / "broken.ckpt").write_bytes(b"x")
     with pytest.raises(Exception, match=r"broken\.ckpt.*not a readable PyTorch checkpoint"):
         run(pack.loaders.LoadVQGAN, vqgan_name="broken.ckpt")
@@ -659,7 +659,7 @@ def test_taming_ckpt_with_yaml_gumbel_through_the_nodes(pack, guide, taming_fixt
     shutil.copyfile(taming_fixtures / "tiny_gumbel_f8" / "last.ckpt", folder / "tiny_gumbel.ckpt")
     shutil.copyfile(taming_fixtures / "tiny_gumbel_f8" / "model.yaml", folder / "tiny_gumbel.yaml")
     (m,) = run(pack.loaders.LoadVQGAN, vqgan_name="tiny_gumbel.ckpt")
-    assert m.config.quantizer == "gumbel" and m.downsample_factor == 8
+    assert m.config.quantizer == "gumbel" and m.downsample_factor == 2
     (lat,) = run(pack.latent.VQGANEncode, vqgan=m, image=image(1, 32, 32))
     (img,) = run(pack.latent.VQGANDecode, latent=lat)
     assert img.shape == (1, 32, 32, 3)

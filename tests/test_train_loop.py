@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.train_helpers import make_coco, tiny_config
+from tests.train_helpers import make_coco, taming_ckpt_with_adam_moments, tiny_config
 from training import checkpointing as ck
 from training.export import export
 from training.logger import read_metrics
@@ -162,7 +162,8 @@ def test_finetune_from_taming_checkpoint(taming_fixtures, coco, tmp_path):
         loss__lpips_chns=[4, 8, 16, 32, 32],
         loss__disc_ndf=8,
         loss__lpips_random=False,
-        init={"from_checkpoint": str(fix / "last.ckpt"), "taming_yaml": str(fix / "model.yaml")},
+        init={"from_checkpoint": str(taming_ckpt_with_adam_moments(fix, tmp_path / "last.ckpt")),
+              "taming_yaml": str(fix / "model.yaml")},
     )
     tr = Trainer(cfg)
     assert tr.opt_ae.state and tr.opt_d.state

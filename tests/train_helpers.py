@@ -114,3 +114,37 @@ def tiny_config(data: Path, out: Path, **over: object) -> TrainConfig:
         else:
             d[sect] = v
     return TrainConfig.from_dict(d)
+
+
+def taming_param_order(fix: Path) -> tuple[list[str], list[str]]:
+    """The state_dict names of the AE and the discriminator optimizer's parameters, in the order taming's
+    ``configure_optimizers`` lists them (recorded from the real code in tiny_f4_train/train_step_golden)."""
+    from safetensors import safe_open
+
+    with safe_open(fix / "train_step_golden.safetensors", "pt") as f:
+        meta = f.metadata()
+    return json.loads(meta["ae_params"]), json.loads(meta["disc_params"])
+
+
+def taming_ckpt_with_adam_moments(fix: Path, out: Path) -> Path:
+    """``fix/last_pl_legacy.ckpt`` as if saved after some training: both optimizer states get Adam moments.
+
+    The fixture was saved before the first step (Adam states empty: moments for every weight would not fit the
+    fixtures' size budget). The moments written here are markers, ``exp_avg == index + 1``, at the parameter
+    indices taming's optimizers use, so a test sees where each one lands. The class-keyed callback state
+    (which needs an alias to unpickle) is left out; tests of that global use the fixture itself.
+    """
+    import torch
+
+    from vqgan_core.checkpoint import safe_torch_load
+
+    obj = safe_torch_load(fix / "last_pl_legacy.ckpt")
+    obj.pop("callbacks", None)
+    sd = obj["state_dict"]
+    for opt, names in zip(obj["optimizer_states"], taming_param_order(fix), strict=True):
+        assert opt["param_groups"][0]["params"] == list(range(len(names)))
+        opt["state"] = {i: {"step": torch.tensor(7.0), "exp_avg": torch.full_like(sd[n], i + 1.0),
+                            "exp_avg_sq": torch.full_like(sd[n], (i + 1.0) ** 2)} for i, n in enumerate(names)}
+    obj["global_step"] = 7
+    torch.save(obj, out)
+    return out
