@@ -136,7 +136,7 @@ def taming_ckpt_with_adam_moments(fix: Path, out: Path) -> Path:
     """
     import torch
 
-    from vqgan_core.checkpoint import safe_torch_load
+    from vqgan_core import safe_torch_load
 
     obj = safe_torch_load(fix / "last_pl_legacy.ckpt")
     obj.pop("callbacks", None)
