@@ -132,7 +132,8 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
         settings = latent_settings(latent, vqgan, engine_settings(
             0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
             tv_weight=tv_weight, image_losses=image_losses, story_fade=story_fade, method=method))
-        config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
+        settings.update(target_settings(targets, change_prompts_every, (frames - 1) * steps_per_frame, story_fade))
+        config = make_config(settings, preview_every=preview_every)
         regions = region_prompts(targets)
         callbacks = ca.Progress((frames - 1) * steps_per_frame, models=(vqgan, clip_guide),
                                 node_id=ca.node_id(cls)).callbacks()
@@ -199,7 +200,9 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
                                    low_memory, init_weight=init_weight, tv_weight=tv_weight,
                                    image_losses=image_losses, width=w, height=h, story_fade=story_fade,
                                    method=method)
-        config = make_config(settings, **target_settings(targets, change_prompts_every), preview_every=preview_every)
+        settings.update(target_settings(targets, change_prompts_every, first_steps + (n - 1) * steps_per_frame,
+                                        story_fade))
+        config = make_config(settings, preview_every=preview_every)
         regions = region_prompts(targets)
         callbacks = ca.Progress(first_steps + (n - 1) * steps_per_frame, models=(vqgan, clip_guide),
                                 node_id=ca.node_id(cls)).callbacks()

@@ -147,13 +147,32 @@ def noise_string(targets: Targets) -> str:
     return "|".join(f"{t.seed}:{t.weight!r}:{t.stop!r}" for t in targets.items if t.kind == "noise")
 
 
-def target_settings(targets: Targets, change_prompts_every: int = 0) -> dict[str, Any]:
-    """The whole-image text and noise targets (and the story pace) as GenerationConfig settings."""
-    if story_sets(targets) > 1 and change_prompts_every <= 0:
-        raise ValueError(f"The prompt has {story_sets(targets)} story phrase sets ('^'): set change_prompts_every "
-                         "to the steps each set lasts.")
-    return {"prompts": prompt_string(targets), "noise_prompts": noise_string(targets),
-            "change_prompts_every": change_prompts_every}
+def story_pace(targets: Targets, change_prompts_every: int, steps: int) -> int:
+    """The steps each '^' phrase set lasts: the widget's value, or, when it is 0 and the targets tell a story, the
+    node's steps shared evenly among the sets.
+
+    Why not an error: the targets arrive through a link, which ComfyUI does not show a node before the run, so
+    a missing pace could only fail once the graph runs; a story spread over the node's steps is what the prompt
+    asks for. (The command line keeps the classic script's rule: no pace, first phrase set only.)
+    """
+    sets = story_sets(targets)
+    if sets > 1 and change_prompts_every <= 0:
+        pace = max(1, math.ceil(steps / sets))
+        log.info("story of %d phrase sets without change_prompts_every: each set lasts %d of the %d steps",
+                 sets, pace, steps)
+        return pace
+    return change_prompts_every
+
+
+def target_settings(targets: Targets, change_prompts_every: int, steps: int,
+                    story_fade: int = 0) -> dict[str, Any]:
+    """The whole-image text and noise targets and the story pace (:func:`story_pace`) as GenerationConfig
+    settings; ``steps``: what the node runs (an automatic pace spreads the story over them)."""
+    pace = story_pace(targets, change_prompts_every, steps)
+    out = {"prompts": prompt_string(targets), "noise_prompts": noise_string(targets), "change_prompts_every": pace}
+    if pace != change_prompts_every:  # an automatic pace: a crossfade fits inside it
+        out["story_fade"] = min(story_fade, pace)
+    return out
 
 
 def image_prompts(targets: Targets) -> list[tuple[torch.Tensor, float, float]]:
@@ -205,8 +224,9 @@ def run_engine(model, guide, targets: Targets, z0: torch.Tensor | None, settings
 
     settings = dict(settings)
     every = int(settings.pop("snapshot_every", 0) or 0)
-    config = make_config(settings, **target_settings(targets, settings.get("change_prompts_every", 0)),
-                         preview_every=preview_every, save_every=every if snapshots is not None else 0)
+    settings.update(target_settings(targets, settings.get("change_prompts_every", 0), settings["steps"],
+                                    settings.get("story_fade", 0)))
+    config = make_config(settings, preview_every=preview_every, save_every=every if snapshots is not None else 0)
     regions = region_prompts(targets)
     callbacks = ca.Progress(settings["steps"], models=(model, guide), node_id=node_id).callbacks()
     if snapshots is not None and every:
@@ -379,19 +399,16 @@ class VQGANCLIPGenerate(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, prompt: str = "", augmentations: str = "Af,Pe,Ji,Er",
-                        change_prompts_every: int = 0) -> bool | str:
-        """Check the prompt grammar, the story pace and the augmentation codes before the run."""
+    def validate_inputs(cls, prompt: str = "", augmentations: str = "Af,Pe,Ji,Er") -> bool | str:
+        """Check the prompt grammar and the augmentation codes before the run (a story without a pace is spread
+        over the steps: :func:`story_pace`)."""
         from .prompts import parse_text_targets
 
         if prompt is not None:
             try:
-                targets = parse_text_targets(prompt, 1.0)
-                if change_prompts_every is not None:  # None: a linked input, known only at run time
-                    target_settings(targets, change_prompts_every)
+                parse_text_targets(prompt, 1.0)
             except ValueError as e:  # (ComfyUI shows a node's message under each widget it checks: name ours)
-                name = "change_prompts_every" if "change_prompts_every" in str(e) else "prompt"
-                return f"{name}: {e}"
+                return f"prompt: {e}"
         if augmentations is not None:
             return check_augments(augmentations) or True
         return True

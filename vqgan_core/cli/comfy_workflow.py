@@ -162,7 +162,8 @@ def generate_widgets(cfg: dict[str, Any], steps: int) -> tuple[dict[str, Any] | 
     if not prompt.strip():
         why.append("no text prompt (the node needs one)")
     elif "^" in prompt and not cfg.get("change_prompts_every"):
-        why.append("'^' story phrase sets without change_prompts_every (the node refuses that)")
+        why.append("'^' story phrase sets without change_prompts_every (this run keeps the first set, as the "
+                   "classic script; the node would share its steps among the sets)")
     else:
         try:
             for part in prompt.split("^"):

@@ -48,7 +48,8 @@ class GenerationConfig:
                                               cli={"nargs": "+"}, group="prompts")
     change_prompts_every: int = setting(0, min=0, max=100000, step=1, aliases=("-cpe",), group="prompts",
                                         help="Story mode: with '^' in the prompt, switch to the next phrase set "
-                                        "every N steps, cycling (the classic -cpe). 0 = no story.")
+                                        "every N steps, cycling (the classic -cpe). 0: the nodes share their steps "
+                                        "evenly among the sets; the command line keeps the first set (classic).")
     story_fade: int = setting(0, min=0, max=100000, step=1, group="prompts",
                               help="Story mode: blend into each new phrase set over N steps instead of switching "
                               "at once (at most change_prompts_every). 0 = switch at once (classic).")
