@@ -130,7 +130,8 @@ class VQGANCLIPZoomAnimation(TextWidgetNode):
         anim = AnimationConfig(frames=frames, steps_per_frame=steps_per_frame, zoom=zoom, shift_x=shift_x,
                                shift_y=shift_y, rotate=rotate, padding=resolve_padding(padding, vqgan))
         settings = latent_settings(latent, vqgan, engine_settings(
-            0, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory, init_weight=init_weight,
+            low_memory, steps=0, optimizer=optimizer, lr=lr, cutouts=cutouts, cutout_method=cutout_method,
+            augmentations=augmentations, seed=seed, init_weight=init_weight,
             tv_weight=tv_weight, image_losses=image_losses, story_fade=story_fade, method=method))
         settings.update(target_settings(targets, change_prompts_every, (frames - 1) * steps_per_frame, story_fade))
         config = make_config(settings, preview_every=preview_every)
@@ -196,8 +197,9 @@ class VQGANCLIPRestyleFrames(TextWidgetNode):
             raise ValueError(f"The frames ({src.shape[-1]}x{src.shape[-2]}) are smaller than this VQGAN's factor {f}.")
         n = src.shape[0]
         anim = AnimationConfig(frames=n, steps_per_frame=steps_per_frame, zoom=1.0, blend=blend, smooth=smooth)
-        settings = engine_settings(first_steps, optimizer, lr, cutouts, cutout_method, augmentations, seed,
-                                   low_memory, init_weight=init_weight, tv_weight=tv_weight,
+        settings = engine_settings(low_memory, steps=first_steps, optimizer=optimizer, lr=lr, cutouts=cutouts,
+                                   cutout_method=cutout_method, augmentations=augmentations, seed=seed,
+                                   init_weight=init_weight, tv_weight=tv_weight,
                                    image_losses=image_losses, width=w, height=h, story_fade=story_fade,
                                    method=method)
         settings.update(target_settings(targets, change_prompts_every, first_steps + (n - 1) * steps_per_frame,

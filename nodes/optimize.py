@@ -96,14 +96,16 @@ def low_memory_input() -> io.Boolean.Input:
                             "by itself when a step runs out of GPU memory.")
 
 
-def engine_settings(steps: int, optimizer: str, lr: float, cutouts: int, cutout_method: str, augmentations: str,
-                    seed: int, low_memory: bool, **extra: Any) -> dict[str, Any]:
-    """The optimiser widgets every engine node has, under the engine's setting names (plus ``extra``).
+def engine_settings(low_memory: bool, **widgets: Any) -> dict[str, Any]:
+    """Widget values under the engine's setting names: a widget saved under another name than its field (e.g.
+    ``cutouts`` for ``cutn``) maps through the field's declared widget name, not a hand-kept table.
 
     ``low_memory`` on = always recompute the decoder; off = only after running out of memory (None).
     """
-    return {"steps": steps, "optimizer": optimizer, "lr": lr, "cutn": cutouts, "cutout_method": cutout_method,
-            "augments": augmentations, "seed": seed, "checkpoint_decoder": True if low_memory else None, **extra}
+    from ..vqgan_core import settings_of
+
+    field_of = {s.widget_name: s.name for s in settings_of(GenerationConfig).values()}
+    return {**{field_of.get(k, k): v for k, v in widgets.items()}, "checkpoint_decoder": True if low_memory else None}
 
 
 def prompt_string(targets: Targets, sets: int | None = None) -> str:
@@ -357,7 +359,8 @@ class VQGANCLIPOptimize(TextWidgetNode):
                 lr_schedule: str = "constant", change_prompts_every: int = 0, story_fade: int = 0,
                 method: str = "z_quantize", snapshot_every: int = 0) -> io.NodeOutput:
         """Run ``steps`` steps."""
-        settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
+        settings = engine_settings(low_memory, steps=steps, optimizer=optimizer, lr=lr, cutouts=cutouts,
+                                   cutout_method=cutout_method, augmentations=augmentations, seed=seed,
                                    init_weight=init_weight, tv_weight=tv_weight, image_losses=image_losses,
                                    lr_schedule=lr_schedule, change_prompts_every=change_prompts_every,
                                    story_fade=story_fade, method=method, snapshot_every=snapshot_every)
@@ -426,8 +429,8 @@ class VQGANCLIPGenerate(io.ComfyNode):
         f = vqgan.downsample_factor
         if width < f or height < f:
             raise ValueError(f"Width and height must be at least {f} pixels for this VQGAN (got {width}x{height}).")
-        settings = engine_settings(steps, optimizer, lr, cutouts, cutout_method, augmentations, seed, low_memory,
-                                   width=(width // f) * f, height=(height // f) * f, init="random",
+        settings = engine_settings(low_memory, steps=steps, optimizer=optimizer, lr=lr, cutouts=cutouts,
+                                   cutout_method=cutout_method, augmentations=augmentations, seed=seed, width=(width // f) * f, height=(height // f) * f, init="random",
                                    lr_schedule=lr_schedule, change_prompts_every=change_prompts_every,
                                    story_fade=story_fade, method=method, snapshot_every=snapshot_every)
         frames: list[torch.Tensor] = []
