@@ -12,8 +12,9 @@ from .types import LATENT_TIP, Codes, Latent, VQCodes, VQLatent
 CATEGORY = "vqgan_clip/codebook"
 
 
-def parse_codes(text: str, n_embed: int) -> list[int]:
-    """Parse '12, 40 7' into code indices, checking the range in the user's words."""
+def parse_codes(text: str, n_embed: int | None) -> list[int]:
+    """Parse '12, 40 7' into code indices, checking the range in the user's words (``n_embed`` None: before the
+    run, when the codebook is not known yet, only that indices start at 0)."""
     parts = [p for p in text.replace(",", " ").split() if p]
     if not parts:
         raise ValueError("Enter at least one code index (e.g. '12' or '3, 40, 7').")
@@ -23,7 +24,9 @@ def parse_codes(text: str, n_embed: int) -> list[int]:
             c = int(p)
         except ValueError:
             raise ValueError(f"'{p}' is not a code index: use whole numbers separated by commas.") from None
-        if not 0 <= c < n_embed:
+        if c < 0:
+            raise ValueError(f"Code {c} does not exist: code indices start at 0.")
+        if n_embed is not None and c >= n_embed:
             raise ValueError(f"Code {c} does not exist: this VQGAN's codebook has codes 0 to {n_embed - 1}.")
         codes.append(c)
     return codes
@@ -121,6 +124,17 @@ class CodebookEdit(io.ComfyNode):
             ],
             outputs=[VQLatent.Output(display_name="latent")],
         )
+
+    @classmethod
+    def validate_inputs(cls, codes: str | None = "0") -> bool | str:
+        """The codes' syntax before the run (the codebook's size is checked when the latent arrives)."""
+        if codes is None:  # a linked input, known only at run time
+            return True
+        try:
+            parse_codes(codes, None)
+        except ValueError as e:
+            return f"codes: {e}"
+        return True
 
     @classmethod
     def execute(cls, latent: Latent, codes: str, pattern: str, x: int, y: int, width: int, height: int,
