@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
 harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)
@@ -668,7 +668,7 @@ def test_taming_ckpt_with_yaml_gumbel_through_the_nodes(pack, guide, taming_fixt
     assert out.z.shape == lat.z.shape
 
 
-# -- ComfyUI memory management (tests/test_comfyui_memory.py checks the same against the real thing) --------
+# -- ComfyUI memory management (tests/nodes/test_comfyui_memory.py checks the same against the real thing) --
 def test_loaders_register_models_and_runs_load_them_through_comfyui(pack, tmp_path):
     from vqgan_core import save_vqgan
 

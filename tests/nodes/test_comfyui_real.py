@@ -4,7 +4,7 @@ Skipped unless ``COMFYUI_DIR`` points at a ComfyUI checkout (Comfy-Org/ComfyUI) 
 ComfyUI's requirements plus this pack's (``COMFYUI_PYTHON``, default ``$COMFYUI_DIR/.venv/bin/python``).
 Marked ``comfyui`` (deselected by default)::
 
-    COMFYUI_DIR=/path/to/ComfyUI pytest -m comfyui tests/test_comfyui_real.py -s
+    COMFYUI_DIR=/path/to/ComfyUI pytest -m comfyui tests/nodes/test_comfyui_real.py -s
 
 The server runs on CPU on a free loopback port with a temporary ``--base-directory`` whose
 ``custom_nodes`` holds only a link to this repository, plus an ``extra_model_paths.yaml`` adding a
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from nodes.workflow_api import ui_to_api  # noqa: E402  (pure Python, no ComfyUI import)
 
