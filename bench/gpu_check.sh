@@ -41,7 +41,7 @@ python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('clip'
   && CLASSIC=(classic_openai classic)
 echo "classic replicas: ${CLASSIC[*]}"
 for s in $STAGES; do case $s in
-  gpu_tests) stage gpu_tests 240 python3 -m pytest -v -m gpu -p no:cacheprovider --durations 12 "${TIMEOUT[@]}" tests/test_gen_cuda.py ;;
+  gpu_tests) stage gpu_tests 240 python3 -m pytest -v -m gpu -p no:cacheprovider --durations 12 "${TIMEOUT[@]}" tests/engine/test_gen_cuda.py ;;
   gen_bench) stage gen_bench 240 python3 bench/bench_generate.py --device cuda --sizes 256 512 --cutn 32 --iters 60 --warmup 10 --modes "${CLASSIC[@]}" ours --json-out "$OUT/gen_bench.json" ;;
   gen_profile_eager) stage gen_profile_eager 80 python3 bench/bench_generate.py --device cuda --sizes 512 --cutn 32 --iters 30 --warmup 5 --modes ours --cuda-graph off --profile ;;
   gen_profile_256) stage gen_profile_256 80 python3 bench/bench_generate.py --device cuda --sizes 256 --cutn 32 --iters 30 --warmup 5 --modes ours --cuda-graph off --profile ;;

@@ -1,6 +1,6 @@
 """Widgets made from the core's declared settings (``vqgan_core.util.settings``): a widget that sets a
 ``GenerationConfig`` / ``AnimationConfig`` field takes its default, range, menu and tooltip from the field, so the
-graph, the command line and the library cannot drift apart (``tests/nodes/test_settings_widgets.py`` checks it).
+graph, the command line and the library cannot drift apart (``tests/core/test_settings.py`` checks it).
 
 Keyword overrides are for what a graph needs differently (a seed widget's ``control_after_generate``, a menu with an
 extra ``auto`` entry); the drift test lists each one it allows.

@@ -1,6 +1,6 @@
 """Run inside a real ComfyUI (CPU): the pack's models live in ComfyUI's memory manager.
 
-Used by ``tests/test_comfyui_memory.py`` (``python tests/comfyui_memory_check.py COMFYUI_DIR``): imports ComfyUI's
+Used by ``tests/nodes/test_comfyui_memory.py`` (``python tests/comfyui_memory_check.py COMFYUI_DIR``): imports ComfyUI's
 ``comfy.model_management`` with ``--cpu``, the pack as ComfyUI imports it (a package under its folder name),
 runs the nodes like ComfyUI's executor does (under ``torch.inference_mode``) and prints ``OK <check>`` per check.
 """

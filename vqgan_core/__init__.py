@@ -1,7 +1,7 @@
 """VQGAN+CLIP core: taming-compatible VQGAN models, checkpoint IO, CLIP guidance and the optimisation loop.
 
 Pure torch: nothing here imports ComfyUI. The subpackages, lowest layer first (a module imports only from its own
-subpackage or from lower ones; ``tests/test_architecture.py`` checks it)::
+subpackage or from lower ones; ``tests/core/test_architecture.py`` checks it)::
 
     util -> vqgan -> views -> hub -> media -> clip -> objective -> latents -> engine -> animation -> cli
 

@@ -1,4 +1,4 @@
-"""Import the node pack against the stub ComfyUI modules (used by tests/test_nodes_*.py).
+"""Import the node pack against the stub ComfyUI modules (used by tests/nodes/ and a few other tests).
 
 ``load_pack()`` puts this folder first on ``sys.path``, drops any cached ``comfy*``/``folder_paths``/pack modules,
 imports the pack the way ComfyUI does (its ``__init__.py`` as a package, here named ``vqgan_clip``), and runs the

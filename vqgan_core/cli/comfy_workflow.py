@@ -11,7 +11,7 @@ into generation settings for ``generate --from-png``: a VQGAN+CLIP Generate node
 by Random VQ Latent and CLIP Text Prompt. What cannot be mapped is an error naming the node and its input.
 
 The editor stores widget values by position, so the widget order below must follow the nodes' schemas
-(tests/test_cli_png_interop.py rebuilds it from the node definitions, so any drift fails there).
+(tests/e2e/test_cli_png_interop.py rebuilds it from the node definitions, so any drift fails there).
 """
 
 from __future__ import annotations

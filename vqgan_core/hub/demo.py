@@ -60,7 +60,7 @@ def clip_dir() -> Path:
 def preset() -> dict[str, Any]:
     """Generation settings tuned for the demo models (keys are ``GenerationConfig`` fields).
 
-    Measured on a 2-core CPU: see tests/test_demo_e2e.py for what these settings achieve.
+    Measured on a 2-core CPU: see tests/e2e/test_demo_e2e.py for what these settings achieve.
     """
     return dict(_PRESET)
 

@@ -1,7 +1,7 @@
 """Atomic file writing: a crash or a full disk never leaves a half-written checkpoint behind.
 
 :func:`atomic_write` is the project's one temporary-file-and-rename writer; the others here and every caller in
-the core, the nodes and the trainer go through it (``tests/test_written_once.py`` checks that no second one appears).
+the core, the nodes and the trainer go through it (``tests/core/test_written_once.py`` checks that no second one appears).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import importlib.util
 import os
 import re
 import socket
@@ -20,10 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
+from tests.nodes.node_helpers import harness, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -97,13 +93,6 @@ def _closed_port() -> int:
 
 
 # -- the pack under stub ComfyUI ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pack():
-    ns, saved = harness.load_pack()
-    yield ns
-    harness.unload_pack(saved)
-
-
 @pytest.fixture
 def comfy(pack, monkeypatch, tmp_path):
     """The pack with an empty models/vqgan, no recorded progress, no Cancel, and the download cache in tmp."""
@@ -119,12 +108,6 @@ def comfy(pack, monkeypatch, tmp_path):
     pack.vqgan_folder = folder
     yield pack
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def run(node_cls, **kw):
-    """Execute like ComfyUI: under torch.inference_mode()."""
-    with torch.inference_mode():
-        return node_cls.execute(**kw).args
 
 
 def vqgan_options(pack) -> list[str]:

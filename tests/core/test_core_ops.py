@@ -13,7 +13,7 @@ from vqgan_core.latents.codebook_edit import code_colors, edit_region, mask_regi
 from vqgan_core.latents.ops import crop_to_multiple, resize_latent
 from vqgan_core.objective.score import clip_scores
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
 harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)

@@ -3,7 +3,7 @@
 Skipped unless ``COMFYUI_DIR`` points at a ComfyUI checkout; runs ``tests/comfyui_memory_check.py`` with
 ComfyUI's Python (``COMFYUI_PYTHON``, default ``$COMFYUI_DIR/.venv/bin/python``) on CPU::
 
-    COMFYUI_DIR=/path/to/ComfyUI pytest -m comfyui tests/test_comfyui_memory.py
+    COMFYUI_DIR=/path/to/ComfyUI pytest -m comfyui tests/nodes/test_comfyui_memory.py
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_models_live_in_comfyui_memory_management():
     python = os.environ.get("COMFYUI_PYTHON") or str(Path(COMFYUI_DIR) / ".venv" / "bin" / "python")
     if not Path(python).exists():
         python = sys.executable
-    script = Path(__file__).with_name("comfyui_memory_check.py")
+    script = Path(__file__).resolve().parents[1] / "comfyui_memory_check.py"
     out = subprocess.run([python, str(script), COMFYUI_DIR], capture_output=True, text=True, timeout=600, check=False)
     done = [ln[3:] for ln in out.stdout.splitlines() if ln.startswith("OK ")]
     assert out.returncode == 0 and done == CHECKS, out.stdout[-2000:] + out.stderr[-4000:]

@@ -19,7 +19,7 @@ from vqgan_core.util.atomic import atomic_write_bytes
 from vqgan_core.views.warp import warp
 from vqgan_core.vqgan.quantize import GumbelQuantizer, nearest_code
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: bench/ is left out on purpose: its replicas copy other projects' code (bench/REPLICAS.md)
 SOURCES = sorted(p for d in ("vqgan_core", "training", "nodes", "workflows") for p in (REPO / d).rglob("*.py"))
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
+from tests.nodes.node_helpers import REPO, harness
 
 # Core ComfyUI nodes the shipped workflows use (their /object_info as in ComfyUI 0.3.64).
 CORE = {
@@ -43,13 +38,6 @@ CORE = {
     "LoadImage": {"input": {"required": {"image": [["x.png"], {"image_upload": True}]}},
                   "input_order": {"required": ["image"]}, "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"]},
 }
-
-
-@pytest.fixture(scope="module")
-def pack():
-    ns, saved = harness.load_pack()
-    yield ns
-    harness.unload_pack(saved)
 
 
 def test_every_node_has_prefixed_unique_id_and_category(pack):

@@ -13,7 +13,7 @@ from vqgan_core import AnimationConfig, GenerationConfig, settings_of
 from vqgan_core.cli.flags import flag_help
 from vqgan_core.cli.main import build_parser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("comfy_stub_harness_settings", REPO / "tests" / "comfy_stubs" / "harness.py")
 harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import vqgan_core
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMFY = {"comfy", "comfy_api", "comfy_execution", "folder_paths", "server", "nodes", "execution"}
 
 #: the core's subpackages, lowest first: a module may import its own subpackage and those to its left

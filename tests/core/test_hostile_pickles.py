@@ -87,7 +87,7 @@ def test_malicious_checkpoints_are_refused_everywhere_and_never_run(tmp_path, ca
                 data.mkdir()
                 for k in range(4):
                     Image.new("RGB", (64, 64), (60 * k, 20, 200)).save(data / f"{k}.png")
-            cfg = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny_cpu.yaml"
+            cfg = Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny_cpu.yaml"
             rc = train_main(["--config", str(cfg), "--data", str(data), "--out", str(tmp_path / f"run_{name}"),
                              f"init.from_checkpoint={path}"])
             assert rc != 0, name

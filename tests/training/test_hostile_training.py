@@ -32,7 +32,7 @@ from training.logger import read_metrics
 from training.runlock import LOCK_NAME, RunLockError
 from training.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

@@ -3,24 +3,10 @@ allocates anything, with a message that says what to change."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
-
-
-@pytest.fixture(scope="module")
-def pack():
-    ns, saved = harness.load_pack()
-    yield ns
-    harness.unload_pack(saved)
-
+from tests.nodes.node_helpers import harness
 
 GEN = {"prompt": "red", "steps": 1, "optimizer": "adam", "lr": 0.1, "cutouts": 2, "cutout_method": "latest",
        "augmentations": "none", "seed": 0, "preview_every": 0}

@@ -3,46 +3,12 @@ Optimize Steps, Start New Run) against the stub ComfyUI, with tiny random models
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
+from tests.nodes.node_helpers import harness, run
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def pack():
-    ns, saved = harness.load_pack()
-    yield ns
-    harness.unload_pack(saved)
-
-
-@pytest.fixture(scope="module")
-def vqgan():
-    return harness.tiny_vqgan()
-
-
-@pytest.fixture(scope="module")
-def guide():
-    return harness.tiny_guide()
-
-
-@pytest.fixture(autouse=True)
-def _comfy_state(pack):
-    pack.comfy_utils.UPDATES.clear()
-    pack.mm.INTERRUPT.update(flag=False, after_checks=None, checks=0)
-
-
-def run(node_cls, **kw):
-    with torch.inference_mode():
-        return node_cls.execute(**kw).args
+pytestmark = pytest.mark.usefixtures("comfy_state", "one_thread")
 
 
 def _latent(pack, vqgan, seed=1):

@@ -11,7 +11,7 @@ from vqgan_core.cli.main import main
 from vqgan_core.media.image_io import read_png_metadata
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 

@@ -18,7 +18,7 @@ from vqgan_core.cli.main import main
 from vqgan_core.media.image_io import read_png_metadata
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("comfy_stub_harness_interop", REPO / "tests" / "comfy_stubs" / "harness.py")
 harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -20,12 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.nodes.node_helpers import harness, run
 from vqgan_core.hub.download import DownloadError, download
-
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("comfy_stub_harness", REPO / "tests" / "comfy_stubs" / "harness.py")
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,24 +111,11 @@ PAYLOAD = bytes(range(256)) * 64  # 16 KiB
 
 
 # -- the pack under stub ComfyUI ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pack():
-    ns, saved = harness.load_pack()
-    yield ns
-    harness.unload_pack(saved)
-
-
 @pytest.fixture
 def comfy(pack):
     pack.mm.INTERRUPT.update(flag=False, after_checks=None, checks=0)
     yield pack
     pack.mm.INTERRUPT.update(flag=False, after_checks=None, checks=0)
-
-
-def run(node_cls, **kw):
-    """Execute like ComfyUI: under torch.inference_mode()."""
-    with torch.inference_mode():
-        return node_cls.execute(**kw).args
 
 
 def _same_refusal(fn, values: dict[str, str]) -> str:

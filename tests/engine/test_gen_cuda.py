@@ -9,7 +9,7 @@
 * the CUDA-only fast paths (split GroupNorm, CLIP attention through SDPA on views) match PyTorch's modules;
 * a real out-of-memory step (memory capped) switches to decoder checkpointing and finishes the run.
 
-Run with ``python -m pytest -m gpu tests/test_gen_cuda.py``.
+Run with ``python -m pytest -m gpu tests/engine/test_gen_cuda.py``.
 """
 
 import pytest

@@ -20,7 +20,7 @@ from PIL import Image
 from vqgan_core.cli.main import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = ["generate", "--size", "64", "64", "--cutn", "2", "--device", "cpu", "--no-progress", "--seed", "1"]
 
 
