@@ -169,6 +169,14 @@ def test_codebook_edit_errors(pack, vqgan, codes, msg):
         run(pack.codebook.CodebookEdit, latent=lat, codes=codes, pattern="tile", x=0, y=0, width=8, height=8, seed=0)
 
 
+def test_codebook_edit_codes_are_checked_before_the_run(pack):
+    check = pack.codebook.CodebookEdit.validate_inputs
+    assert check(codes="3, 40 7") is True and check(codes=None) is True  # None: a linked input
+    assert check(codes="3, x").startswith("codes: 'x' is not a code index")
+    assert check(codes="-1") == "codes: Code -1 does not exist: code indices start at 0."
+    assert "at least one" in check(codes=" ")
+
+
 # -- prompts ---------------------------------------------------------------------------------------------
 def test_text_prompt_grammar_and_errors(pack):
     (t,) = run(pack.prompts.CLIPTextPrompt, text="a red circle:2|blurry:-1:0.1", weight=0.5)

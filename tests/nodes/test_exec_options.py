@@ -169,8 +169,11 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     assert pack.optimize.prompt_string(both) == ("a red circle:1.0:-inf|blurry:-0.5:-inf^a blue square:1.0:-inf|"
                                                  "a cyan square:0.5:-inf|blurry:-0.5:-inf")
     kw = {"latent": _start(pack, vqgan), "vqgan": vqgan, "clip_guide": guide, **OPT}
-    with pytest.raises(ValueError, match="2 story phrase sets.*change_prompts_every"):
-        run(pack.optimize.VQGANCLIPOptimize, targets=both, **kw)
+    # no pace: the node's steps are shared evenly among the sets (a story never stops a graph half-way)
+    run(pack.optimize.VQGANCLIPOptimize, targets=both, **kw, story_fade=5)
+    assert (configs[-1].change_prompts_every, configs[-1].story_fade) == (-(-OPT["steps"] // 2), 2)
+    assert pack.optimize.story_pace(both, 0, 100) == 50 and pack.optimize.story_pace(style, 0, 100) == 0
+    assert pack.optimize.VQGANCLIPGenerate.validate_inputs(prompt="a ^ b") is True  # nothing to refuse before the run
     first, _ = run(pack.optimize.VQGANCLIPOptimize, targets=story, **kw, change_prompts_every=100)
     switching, _ = run(pack.optimize.VQGANCLIPOptimize, targets=story, **kw, change_prompts_every=1)
     assert configs[-1].change_prompts_every == 1 and "^" in configs[-1].prompts
@@ -213,8 +216,7 @@ def test_story_phrase_sets_in_the_graph(pack, vqgan, guide, monkeypatch):
     run(pack.optimize.VQGANCLIPOptimize, targets=story, **{**two_steps, "latent": part1, "continue_run": False})
     assert set(keys) == {(0,)}  # a fresh run starts its story again
     gen = pack.optimize.VQGANCLIPGenerate
-    assert "change_prompts_every" in gen.validate_inputs(prompt="a ^ b", change_prompts_every=0)
-    assert gen.validate_inputs(prompt="a ^ b", change_prompts_every=10) is True
+    assert gen.validate_inputs(prompt="a ^ b") is True  # paced by change_prompts_every, or its steps shared evenly
     # the crossfade widget: the previous and the current set side by side while it lasts
     keys.clear()
     faded, _ = run(pack.optimize.VQGANCLIPOptimize, targets=story, **{**kw, "steps": 4, "change_prompts_every": 2,
