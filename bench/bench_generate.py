@@ -71,7 +71,7 @@ def _child(args: argparse.Namespace) -> dict:
         from vqgan_core.engine.config import GenerationConfig
         from vqgan_core.engine.loop import GenerationLoop
 
-        cfg = GenerationConfig(prompts="a painting of a lighthouse", width=size, height=size, steps=10**9, seed=0,
+        cfg = GenerationConfig(prompts="a painting of a lighthouse", width=size, height=size, steps=args.warmup + args.iters, seed=0,
                                cutn=cutn, precision=args.precision, compile=args.compile,
                                channels_last=args.channels_last, checkpoint_decoder=args.checkpoint_decoder,
                                cuda_graph={"auto": None, "on": True, "off": False}[args.cuda_graph],

@@ -103,7 +103,7 @@ def main() -> int:
     guide = load_clip("ViT-B-32", "none")
     guide.model.requires_grad_(False)
     extra = {"augments": args.augments} if args.augments is not None else {}
-    cfg = GenerationConfig(prompts="a lighthouse", width=args.size, height=args.size, steps=10**9, seed=0,
+    cfg = GenerationConfig(prompts="a lighthouse", width=args.size, height=args.size, steps=100, seed=0,
                            cutn=args.cutn, precision=args.precision, channels_last=args.channels_last, **extra)
     loop = GenerationLoop(vqgan, guide, cfg)
     loop.step()  # warm-up: prompt encoding, optimiser state
