@@ -22,8 +22,10 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from training.shapes import PALETTE, SHAPES
+from vqgan_core import nearest_code
 
 NAMES: list[str] = list(PALETTE)
 RGB = np.array([PALETTE[n] for n in NAMES], dtype=np.float32)
@@ -34,8 +36,8 @@ MIN_IOU = 0.7
 
 def palette_labels(img: np.ndarray) -> np.ndarray:
     """[H,W,3] uint8 (or float 0-255) -> [H,W] index into :data:`NAMES` of the nearest palette colour."""
-    px = np.asarray(img, dtype=np.float32)
-    return ((px[:, :, None, :] - RGB[None, None]) ** 2).sum(-1).argmin(-1)
+    px = torch.from_numpy(np.asarray(img, dtype=np.float32).reshape(-1, 3))
+    return nearest_code(px, torch.from_numpy(RGB)).numpy().reshape(np.shape(img)[:2])
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
