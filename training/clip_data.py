@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from training.data import coco_image_path, read_coco
-from training.shapes import CAPTION_TEMPLATES, PALETTE, SHAPES, shape_polygon
+from training.shapes import CAPTION_TEMPLATES, PALETTE, SHAPES, sample_size, shape_polygon
 from vqgan_core import warp
 
 
@@ -79,13 +79,17 @@ def _mask(shapes: list[tuple[str, float, float, float]], size: int) -> np.ndarra
     return np.asarray(img.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255
 
 
-def mask_bank(n: int, size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """Shape masks for distractor images: one bank per single shape type, and one of 2-4 scattered shapes."""
+def mask_bank(n: int, size: int, rng: np.random.Generator, law: str = "area") -> dict[str, torch.Tensor]:
+    """Shape masks for distractor images: one bank per single shape type, and one of 2-4 scattered shapes.
+
+    Sizes follow ``training.shapes.sample_size`` (``law``), as in the dataset the model is trained on.
+    """
     bank: dict[str, list[np.ndarray]] = {s: [] for s in (*SHAPES, "multi")}
     for _ in range(n):
         for s in SHAPES:
-            r = rng.uniform(0.15, 0.40) * size
-            bank[s].append(_mask([(s, *rng.uniform(r * 0.9, size - r * 0.9, 2), r)], size))
+            r = sample_size(s, rng, size, law)
+            m = min(r * 0.9, size / 2)
+            bank[s].append(_mask([(s, *rng.uniform(m, size - m, 2), r)], size))
         parts = []
         for _ in range(int(rng.integers(2, 5))):
             r = rng.uniform(0.08, 0.22) * size
@@ -130,10 +134,10 @@ def distractors(attrs: list[dict], bank: dict[str, torch.Tensor], g: torch.Gener
     return torch.stack(out)
 
 
-def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, g: torch.Generator, noise: float = 0.05) -> torch.Tensor:
     """Generation-like augmentation on [B,3,H,W] in [0,1]: flip, affine (border fill, never black), jitter, blur, noise.
 
-    Hue is never changed: colour names are the labels.
+    Hue is never changed: colour names are the labels. ``noise``: the largest per-image Gaussian noise std.
     """
     b = x.shape[0]
     u = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
@@ -158,7 +162,7 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     k = torch.tensor([0.25, 0.5, 0.25])
     xb = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), (k[:, None] * k[None, :]).expand(3, 1, 3, 3), groups=3)
     x = torch.where(blur[:, None, None, None], xb, x)
-    x = x + torch.randn(x.shape, generator=g) * 0.05 * u(b, 1, 1, 1)
+    x = x + torch.randn(x.shape, generator=g) * noise * u(b, 1, 1, 1)
     return x.clamp(0, 1)
 
 

@@ -44,7 +44,8 @@ DEFAULTS: dict = {
     "text_heads": 4, "text_layers": 3, "steps": 500, "batch_size": 128, "hard_negatives": 4, "lr": 1e-3,
     "warmup": 30, "weight_decay": 0.05, "seed": 0, "save_dtype": "float16", "threads": 1,
     "distractor_frac": 0.5, "mask_bank": 500, "shape_focus": 0.25,
-    "init_logit_scale": None,
+    "init_logit_scale": None, "aug_noise": 0.05,
+    "mask_size_law": "area",  # distractor shape sizes (training.shapes.SIZE_LAWS); "radius" for the first data
 }
 
 
@@ -146,7 +147,7 @@ def train(c: dict, data: Path, out: Path) -> dict:
             cache[text] = tok(text)[0]
         return cache[text]
 
-    bank = mask_bank(c["mask_bank"], c["image_size"], rng)
+    bank = mask_bank(c["mask_bank"], c["image_size"], rng, c["mask_size_law"])
     imgs, attrs = load_coco(data, "train")
     vimgs, vattrs = load_coco(data, "val")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -164,7 +165,7 @@ def train(c: dict, data: Path, out: Path) -> dict:
         x = imgs[idx].float() / 255
         if nd:
             x = torch.cat([x, distractors(a[:nd], bank, g, c["image_size"], c["shape_focus"])])
-        x = normalize(augment(x, g))
+        x = normalize(augment(x, g, c["aug_noise"]))
         tmpl = rng.integers(len(TEMPLATES), size=bs)
         texts_attr = a + [hard_negative(a[i], rng, c["shape_focus"]) for i in range(bs) for _ in range(k)]
         tmpl_all = np.concatenate([tmpl, np.repeat(tmpl, k)])

@@ -115,26 +115,46 @@ def render(spec: ShapeSpec, size: int = 64, rng: np.random.Generator | None = No
     return img.resize((size, size), Image.Resampling.BOX)
 
 
-def sample_spec(rng: np.random.Generator, size: int = 64) -> ShapeSpec:
-    """Random colours (fg != bg), shape, radius 15-40 % of the side, centre keeping the shape inside."""
+#: Area of each shape drawn by :func:`shape_polygon` with size ``r``, in units of ``r**2``.
+SHAPE_AREA: dict[str, float] = {"circle": math.pi, "square": 1.7 ** 2, "triangle": 3 * math.sqrt(3) / 4}
+#: How :func:`sample_spec` draws sizes. "area" (default): the shape's AREA has one distribution for every shape
+#: (radius of the equal-area circle 15-32 % of the side), so a model cannot tell shapes apart by how many pixels
+#: they cover and must look at the outline. "radius" (the first datasets): ``r`` 15-40 % of the side for every
+#: shape, which made triangles 2.4x smaller than circles on average; the first demo CLIP learned that shortcut.
+SIZE_LAWS: tuple[str, ...] = ("area", "radius")
+
+
+def sample_size(shape: str, rng: np.random.Generator, size: int = 64, law: str = "area") -> float:
+    """The size ``r`` (as in :func:`shape_polygon`) of one random shape under a :data:`SIZE_LAWS` rule."""
+    if law == "radius":
+        return float(rng.uniform(0.15, 0.40)) * size
+    if law != "area":
+        raise ValueError(f"unknown size law {law!r}; valid: {', '.join(SIZE_LAWS)}")
+    r_eq = float(rng.uniform(0.15, 0.32)) * size  # radius of the circle with the same area
+    return r_eq * math.sqrt(math.pi / SHAPE_AREA[shape])
+
+
+def sample_spec(rng: np.random.Generator, size: int = 64, law: str = "area") -> ShapeSpec:
+    """Random colours (fg != bg), shape, size (:func:`sample_size`), centre keeping the shape inside."""
     names = list(PALETTE)
     fg, bg = rng.choice(len(names), size=2, replace=False)
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    r = float(rng.uniform(0.15, 0.40)) * size
-    margin = r * 0.9
+    r = sample_size(shape, rng, size, law)
+    margin = min(r * 0.9, size / 2)
     cx = float(rng.uniform(margin, size - margin))
     cy = float(rng.uniform(margin, size - margin))
     return ShapeSpec(names[int(fg)], names[int(bg)], shape, cx, cy, r)
 
 
-def _write_split(out: Path, split: str, n: int, size: int, rng: np.random.Generator, first_id: int) -> None:
+def _write_split(out: Path, split: str, n: int, size: int, rng: np.random.Generator, first_id: int,
+                 law: str = "area") -> None:
     img_dir = out / f"{split}2017"
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     ann_id = first_id * 10
     for k in range(n):
         image_id = first_id + k
-        spec = sample_spec(rng, size)
+        spec = sample_spec(rng, size, law)
         name = f"{image_id:012d}.png"
         render(spec, size, rng).save(img_dir / name, optimize=True)
         images.append({
@@ -159,28 +179,33 @@ def _write_split(out: Path, split: str, n: int, size: int, rng: np.random.Genera
     logger.info("wrote %d %s images to %s", n, split, img_dir)
 
 
-def make_dataset(out: str | Path, n_train: int, n_val: int, size: int = 64, seed: int = 0) -> Path:
+def make_dataset(out: str | Path, n_train: int, n_val: int, size: int = 64, seed: int = 0,
+                 size_law: str = "area") -> Path:
     """Write the whole dataset; the same arguments always give byte-identical annotations and pixels."""
     if size < 16:
         raise ValueError(f"--size must be >= 16 pixels, got {size}")
+    if size_law not in SIZE_LAWS:
+        raise ValueError(f"--size-law must be one of {', '.join(SIZE_LAWS)}, got {size_law!r}")
     out = Path(out)
     train_seq, val_seq = np.random.SeedSequence(seed).spawn(2)
-    _write_split(out, "train", n_train, size, np.random.default_rng(train_seq), first_id=1)
-    _write_split(out, "val", n_val, size, np.random.default_rng(val_seq), first_id=100_000_001)
+    _write_split(out, "train", n_train, size, np.random.default_rng(train_seq), 1, size_law)
+    _write_split(out, "val", n_val, size, np.random.default_rng(val_seq), 100_000_001, size_law)
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m training.shapes --out DIR --n-train N --n-val M --size 64 --seed S``."""
+    """CLI: ``python -m training.shapes --out DIR --n-train N --n-val M --size 64 --seed S [--size-law area]``."""
     p = argparse.ArgumentParser(prog="python -m training.shapes", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="output folder (COCO layout)")
     p.add_argument("--n-train", type=int, default=6000)
     p.add_argument("--n-val", type=int, default=600)
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size-law", choices=SIZE_LAWS, default="area",
+                   help="area: every shape's area has one distribution (default); radius: the first datasets' rule")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    make_dataset(a.out, a.n_train, a.n_val, a.size, a.seed)
+    make_dataset(a.out, a.n_train, a.n_val, a.size, a.seed, a.size_law)
 
 
 if __name__ == "__main__":

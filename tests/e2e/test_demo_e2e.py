@@ -3,9 +3,11 @@
 The images are judged by pixel statistics measured on the output (nearest shapes-world palette colour per
 pixel), never by the demo CLIP's own score: the background colour named in the prompt must cover the most
 pixels, the foreground colour must be present and mostly in one connected region, and swapping the two
-colours in the prompt must swap the statistics. Not checked: that the shape is the named one (the demo CLIP
-tells triangles apart but confuses circles and squares), and that no third colour appears (blue/purple smudges
-are common).
+colours in the prompt must swap the statistics. The shape check (the largest foreground region must have the
+named shape, ``training.shape_judge``: best IoU against circle / square / triangle templates, checked on real
+drawings by ``bench/demo_quality.py``) runs on every fast prompt, one per shape at least, and is an expected
+failure with the shipped models (strict: it fails loudly once they draw shapes). Not checked: that no third
+colour appears. The whole grid (24 prompts x 2 seeds) is ``bench/demo_quality.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from training.shape_judge import judge
 from training.shapes import PALETTE
 from vqgan_core import load_vqgan
 from vqgan_core.clip.guide import load_clip
@@ -97,6 +100,8 @@ def check_case(models, fg: str, shape: str, bg: str, seed: int) -> dict[str, flo
     img, secs = generate(models, f"a {fg} {shape} on a {bg} background", seed)
     m = measure(img, fg, bg)
     m["seconds"] = secs
+    v = judge((img.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8), fg, shape, bg)
+    m["shape_seen"], m["shape_iou"], m["shape_right"] = v.shape_seen, v.iou, float(v.shape_right)
     return m
 
 
@@ -106,6 +111,16 @@ def assert_matches(m: dict[str, float], fg: str, shape: str, bg: str) -> None:
     assert m["bg"] >= 0.35, f"{prompt}: background {bg} covers only {m['bg']:.0%}: {m}"
     assert m["fg"] >= 0.02, f"{prompt}: foreground {fg} covers only {m['fg']:.1%}: {m}"
     assert m["fg_blob"] >= 0.5, f"{prompt}: foreground {fg} is scattered (largest region {m['fg_blob']:.0%}): {m}"
+
+
+_FAST: dict = {}
+
+
+def fast_results(models) -> dict:
+    """The four fast prompts' measurements, generated once per session (two tests judge them)."""
+    if not _FAST:
+        _FAST.update({case: check_case(models, *case, seed=0) for case in FAST_CASES})
+    return _FAST
 
 
 def test_palette_stats_on_dataset_render():
@@ -122,12 +137,22 @@ def test_palette_stats_on_dataset_render():
 
 def test_demo_text_steers_image(models):
     """Four prompts incl. swapped foreground/background colours, one seed each (~1-2 min on 2 cores)."""
-    results = {case: check_case(models, *case, seed=0) for case in FAST_CASES}
+    results = fast_results(models)
     for case, m in results.items():
         assert_matches(m, *case)
     red_on_blue, blue_on_red = results[FAST_CASES[0]], results[FAST_CASES[1]]
     # swapping the words swaps the colours: red (fg of the first) becomes the dominant colour of the second
     assert blue_on_red["bg"] > 2 * red_on_blue["fg"] and red_on_blue["bg"] > 2 * blue_on_red["fg"], results
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped demo CLIP does not see geometry (its 3-way shape pick on real "
+                   "drawings follows the shape's area); bench/demo_quality.py measures shape recognised 12-38 % per "
+                   "shape. Strict: a demo that draws the named shapes makes this XPASS, then remove the mark")
+def test_demo_draws_the_named_shape(models):
+    """The fast prompts name every shape; the largest foreground region must be that shape (pixel judge)."""
+    assert {shape for _, shape, _ in FAST_CASES} == {"circle", "square", "triangle"}
+    for (fg, shape, bg), m in fast_results(models).items():
+        assert m["shape_right"] == 1.0, f"a {fg} {shape} on a {bg} background: drew a {m['shape_seen']}: {m}"
 
 
 @pytest.mark.slow
