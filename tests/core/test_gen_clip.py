@@ -179,3 +179,10 @@ def test_normalisation_follows_the_input_device_once(tiny_clip_dir):
     g.lowp_model(torch.bfloat16)
     g.drop_copies()
     assert "_lowp" not in g.__dict__
+
+
+def test_random_weights_are_the_same_across_versions():
+    """A 'NAME:none' guide's random weights come from a frozen salt: moving the module must not change them."""
+    from vqgan_core.clip.guide import random_init_seed
+
+    assert random_init_seed("ViT-B-32") == 6098311822465376146

@@ -226,8 +226,11 @@ def _load_folder(folder: Path, label: str) -> tuple[torch.nn.Module, object]:
 
 
 def random_init_seed(name: str) -> int:
-    """The fixed seed of ``name``'s random weights (stable across processes, unlike ``hash()``)."""
-    return int.from_bytes(hashlib.sha256(f"vqgan_core.clip.guide:{name}".encode()).digest()[:8], "little") >> 1
+    """The fixed seed of ``name``'s random weights (stable across processes, unlike ``hash()``).
+
+    The salt is the module's path before the core had subpackages, frozen: the same name keeps the same weights.
+    """
+    return int.from_bytes(hashlib.sha256(f"vqgan_core.clip_guide:{name}".encode()).digest()[:8], "little") >> 1
 
 
 def _random_model(name: str) -> torch.nn.Module:
