@@ -25,12 +25,12 @@ def setting_input(config: type, name: str, *, widget: str | None = None, **overr
     elif s.choices is not None and s.kind == "str":
         cls, kw["options"] = io.Combo.Input, s.options()
     elif s.kind in ("int", "float"):
-        cls = io.Int.Input if s.kind == "int" else io.Float.Input
-        kw.update(min=s.min, max=s.max, step=s.step or 1)
         if s.kind == "int":
+            cls = io.Int.Input
             kw.update(min=int(s.min), max=int(s.max), step=int(s.step or 1))
         else:
-            kw["round"] = (s.step or 0.01) / 10
+            cls = io.Float.Input
+            kw.update(min=s.min, max=s.max, step=s.step or 1, round=(s.step or 0.01) / 10)
     else:  # text: lists as comma-separated codes, "no value" as an empty box
         cls = io.String.Input
         d = kw["default"]

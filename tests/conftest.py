@@ -58,3 +58,18 @@ def clip(tiny_clip_dir):
     from vqgan_core.clip.guide import load_clip
 
     return load_clip(str(tiny_clip_dir))
+
+
+@pytest.fixture
+def tiny_registered(tmp_path, tiny_clip_dir):
+    """The tiny CLIP config registered with open_clip as 'tiny-gen-test'; returns its weights file."""
+    import json
+
+    import open_clip
+
+    from tests.gen_helpers import TINY_CLIP_CFG
+
+    cfg_file = tmp_path / "tiny-gen-test.json"
+    cfg_file.write_text(json.dumps(TINY_CLIP_CFG))
+    open_clip.add_model_config(cfg_file)
+    return tiny_clip_dir / "open_clip_model.safetensors"

@@ -2,7 +2,6 @@
 
 import functools
 import http.server
-import json
 import threading
 
 import pytest
@@ -101,16 +100,6 @@ def test_speed_patches_match_stock_model_with_gradients(sdpa, monkeypatch):
     tok = torch.randint(0, 600, (2, 16))
     torch.testing.assert_close(patched.encode_text(tok), stock.encode_text(tok), atol=1e-5, rtol=1e-5)  # causal mask
     assert calls["fast"] == 4 and calls["explicit"] == (0 if sdpa else 4)  # 2 vision + 2 text blocks
-
-
-@pytest.fixture
-def tiny_registered(tmp_path, tiny_clip_dir):
-    import open_clip
-
-    cfg_file = tmp_path / "tiny-gen-test.json"
-    cfg_file.write_text(json.dumps(TINY_CLIP_CFG))
-    open_clip.add_model_config(cfg_file)
-    return tiny_clip_dir / "open_clip_model.safetensors"
 
 
 def test_local_file_none_and_url(tiny_registered, tmp_path, monkeypatch):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import json
 import os
 import re
 import threading
@@ -128,19 +127,6 @@ def _same_refusal(fn, values: dict[str, str]) -> str:
         messages[label] = str(e.value).replace(repr(value), "<X>").replace(value, "<X>")
     assert len(set(messages.values())) == 1, messages
     return next(iter(messages.values()))
-
-
-@pytest.fixture
-def tiny_registered(tmp_path, tiny_clip_dir):
-    """The tiny CLIP config registered with open_clip as 'tiny-gen-test'; returns its weights file."""
-    import open_clip
-
-    from tests.gen_helpers import TINY_CLIP_CFG
-
-    cfg_file = tmp_path / "tiny-gen-test.json"
-    cfg_file.write_text(json.dumps(TINY_CLIP_CFG))
-    open_clip.add_model_config(cfg_file)
-    return tiny_clip_dir / "open_clip_model.safetensors"
 
 
 # -- 1. Load CLIP Guide ------------------------------------------------------------------------------------------

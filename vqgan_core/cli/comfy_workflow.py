@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from ..engine.config import SEED_MAX  # the nodes' seed widgets
 from ..media.image_io import METADATA_KEY, png_chunks, read_png_metadata
 from .png_trust import names_file_or_url  # one definition of "names a file or URL"
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 GENERATE = "VQGAN_CLIPGenerate"
 OPTIMIZE = "VQGAN_CLIPOptimize"
 DEMO = "demo"
-from ..engine.config import SEED_MAX  # noqa: E402  (the nodes' seed widgets)
 
 SAVE_PREFIX = "vqgan_clip/from_cli"
 

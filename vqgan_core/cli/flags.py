@@ -30,7 +30,8 @@ def flag_help(s: Setting) -> str:
     default = s.default
     if isinstance(default, (list, tuple)):
         default = ",".join(map(str, default)) if default else None
-    if default not in (None, "", False) and s.name != "clamp_latent":
+    sets_a_constant = (s.cli or {}).get("action") in ("store_const", "store_true", "store_false")  # e.g. --no-clamp
+    if default not in (None, "", False) and not sets_a_constant:
         text += f" (default: {default})"
     return text.replace("%", "%%")  # argparse formats help with %
 

@@ -126,7 +126,8 @@ class GenerationConfig:
                                "stalls).")
     clamp_latent: bool = setting(True, flag="--no-clamp", group="optimisation",
                                  cli={"action": "store_const", "const": False},
-                                 help="Clamp the latent to the codebook's per-channel range after each step.")
+                                 help="Clamp the latent to the codebook's per-channel range after each step (on unless "
+                                 "switched off).")
     # speed / numerics
     precision: str = setting("auto", choices=PRECISIONS, group="speed and output",
                              help="auto (bf16 where fast, else fp32), fp32, bf16, fp16, classic (fp32 VQGAN + fp16 "

@@ -14,6 +14,7 @@ their own latents, so their losses never mix). Around that:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Hashable, Iterable
 from typing import Any
 
@@ -29,7 +30,7 @@ __all__ = ["INIT_DECAYS", "ImageLoss", "InitLoss", "LossTerm", "SumLoss", "TVLos
 INIT_DECAYS = ("classic", "linear", "none")
 
 
-class LossTerm:
+class LossTerm(abc.ABC):
     """Base class: ``weight * forward(img, ctx)`` per item. Subclasses implement :meth:`forward`."""
 
     name = "loss"
@@ -38,15 +39,16 @@ class LossTerm:
         self.weight = check_finite(weight, f"{self.name} weight")
 
     def bind(self, run: RunInfo) -> None:
-        """Called once when a run starts, before the first :meth:`prepare`."""
+        """Called once when a run starts, before the first :meth:`prepare` (optional hook)."""
+        return None
 
     def prepare(self, step: int) -> Hashable:
         """Host-side work before ``step`` (of the whole run); returns a key that changes with the term's tensors."""
         return None
 
+    @abc.abstractmethod
     def forward(self, img: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """Unweighted loss per item ``[B]``."""
-        raise NotImplementedError
 
     def __call__(self, img: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         value = self.forward(img, ctx)
@@ -57,7 +59,8 @@ class LossTerm:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Go on from :meth:`state_dict` of an equal term."""
+        """Go on from :meth:`state_dict` of an equal term (optional hook: stateless terms keep nothing)."""
+        return None
 
 
     def __add__(self, other: LossTerm) -> SumLoss:

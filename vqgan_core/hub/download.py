@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from ..util.web_page import DEAD_LINK_HINT, is_web_page  # noqa: F401  (re-exported: the download check)
+from ..util.web_page import DEAD_LINK_HINT
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass
@@ -77,8 +78,10 @@ def _kind(annotation: Any) -> tuple[str, bool]:
     return (rest[0] if len(rest) == 1 else " | ".join(rest)), optional
 
 
+@functools.cache
 def settings_of(cls: type) -> dict[str, Setting]:
-    """Every field of ``cls`` declared with :func:`setting`, in declaration order."""
+    """Every field of ``cls`` declared with :func:`setting`, in declaration order (read once per class; treat
+    the mapping as read-only)."""
     out: dict[str, Setting] = {}
     for f in dataclasses.fields(cls):
         meta = f.metadata.get(_KEY)

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,7 +68,7 @@ def straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
     return z + (z_q - z).detach()
 
 
-class _Quantizer(nn.Module):
+class _Quantizer(nn.Module, abc.ABC):
     """Shared interface: a ``codebook`` [n_embed, dim], ``nearest``, ``lookup`` and ``quantize_latent``."""
 
     n_embed: int
@@ -74,8 +76,9 @@ class _Quantizer(nn.Module):
     l2_normalize: bool = False
 
     @property
+    @abc.abstractmethod
     def codebook(self) -> torch.Tensor:
-        raise NotImplementedError  # subclasses name their parameter differently (taming compatibility)
+        """``[n_embed, dim]``; each subclass names its parameter as taming does (``embedding`` / ``embed``)."""
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code indices ``[B, h, w]`` -> latent ``[B, C, h, w]``."""
