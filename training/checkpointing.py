@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +63,8 @@ def save_checkpoint(
     keep_last: int = 0,
 ) -> Path:
     """Write ``OUT/checkpoints/step_{step}`` atomically and point ``latest`` at it; prune old ones."""
-    root = Path(out) / "checkpoints"
-    final = root / f"step_{step:08d}"
-    tmp = root / f".step_{step:08d}.tmp{os.getpid()}"
-    aside = None
-    try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+
+    def write(tmp: Path) -> None:
         meta = {"train_step": str(step)}
         if train_config is not None:
             meta["train_config"] = json.dumps(train_config, sort_keys=True)
@@ -79,6 +74,23 @@ def save_checkpoint(
         disc_sd = {k: v.detach().cpu() for k, v in disc.state_dict().items()}
         atomic_save_file(disc_sd, tmp / DISC, metadata={"format": "pt"})
         atomic_torch_save({**state, "step": step, "train_config": train_config}, tmp / STATE)
+
+    return save_step_folder(out, step, write, keep_last)
+
+
+def save_step_folder(out: str | Path, step: int, write: Callable[[Path], None], keep_last: int = 0,
+                     required: tuple[str, ...] = REQUIRED) -> Path:
+    """Fill a temporary folder with ``write(tmp)``, rename it to ``OUT/checkpoints/step_{step}``, point ``latest``
+    at it and keep the newest ``keep_last`` (0: all). Any run kind's checkpoints go through here."""
+    root = Path(out) / "checkpoints"
+    final = root / f"step_{step:08d}"
+    tmp = root / f".step_{step:08d}.tmp{os.getpid()}"
+    aside = None
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        write(tmp)
         if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save): never delete first
             aside = root / f".{final.name}.old{os.getpid()}"
             if aside.exists():
@@ -94,7 +106,7 @@ def save_checkpoint(
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
     if keep_last > 0:
-        for old in list_checkpoints(out)[:-keep_last]:
+        for old in list_checkpoints(out, required)[:-keep_last]:
             _prune(old)
     logger.info("checkpoint written: %s", final)
     return final
@@ -128,24 +140,24 @@ def _prune(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def is_complete(path: str | Path) -> bool:
-    """A folder holding every file :func:`save_checkpoint` writes (not a half-pruned or hand-damaged one)."""
+def is_complete(path: str | Path, required: tuple[str, ...] = REQUIRED) -> bool:
+    """A folder holding every file its run kind writes (not a half-pruned or hand-damaged one)."""
     p = Path(path)
-    return p.is_dir() and all((p / name).is_file() for name in REQUIRED)
+    return p.is_dir() and all((p / name).is_file() for name in required)
 
 
-def list_checkpoints(out: str | Path) -> list[Path]:
+def list_checkpoints(out: str | Path, required: tuple[str, ...] = REQUIRED) -> list[Path]:
     """Complete checkpoint folders, oldest first."""
     root = Path(out) / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("step_*") if is_complete(p))
+    return sorted(p for p in root.glob("step_*") if is_complete(p, required))
 
 
-def resume_candidates(out: str | Path) -> list[Path]:
+def resume_candidates(out: str | Path, required: tuple[str, ...] = REQUIRED) -> list[Path]:
     """Complete checkpoints to resume from, best first: the one ``latest`` names, then the others newest first."""
     root = Path(out) / "checkpoints"
-    found = list_checkpoints(out)[::-1]
+    found = list_checkpoints(out, required)[::-1]
     latest = root / LATEST
     if latest.is_file():
         with contextlib.suppress(OSError, UnicodeDecodeError):
@@ -156,13 +168,13 @@ def resume_candidates(out: str | Path) -> list[Path]:
     return found
 
 
-def find_latest(out: str | Path) -> Path | None:
+def find_latest(out: str | Path, required: tuple[str, ...] = REQUIRED) -> Path | None:
     """Newest complete checkpoint folder of a run, or None."""
-    found = resume_candidates(out)
+    found = resume_candidates(out, required)
     return found[0] if found else None
 
 
-def remove_leftovers(out: str | Path) -> list[str]:
+def remove_leftovers(out: str | Path, required: tuple[str, ...] = REQUIRED) -> list[str]:
     """Delete what a killed run left in ``OUT/checkpoints``; never a complete checkpoint. Returns what went.
 
     Unfinished writes (``.step_*.tmp*``), interrupted prunes (``.step_*.prune*``), half-written ``latest``
@@ -175,7 +187,7 @@ def remove_leftovers(out: str | Path) -> list[str]:
     gone: list[str] = []
     for p in sorted(root.glob(".step_*.old*")):
         final = root / p.name[1:].split(".old")[0]
-        if is_complete(p) and not final.exists():
+        if is_complete(p, required) and not final.exists():
             os.replace(p, final)
             logger.warning("restored %s from its aside copy %s (a re-save was interrupted)", final, p.name)
         else:
@@ -192,8 +204,8 @@ def remove_leftovers(out: str | Path) -> list[str]:
         p.unlink(missing_ok=True)
         gone.append(f"{p.name} (unfinished '{LATEST}' pointer)")
     for p in sorted(root.glob("step_*")):
-        if p.is_dir() and not is_complete(p):
-            missing = [n for n in REQUIRED if not (p / n).is_file()]
+        if p.is_dir() and not is_complete(p, required):
+            missing = [n for n in required if not (p / n).is_file()]
             shutil.rmtree(p, ignore_errors=True)
             gone.append(f"{p.name} (incomplete: no {', '.join(missing)})")
     if gone:

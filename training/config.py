@@ -145,6 +145,13 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         """Read YAML/JSON ``path`` and apply ``key.sub=value`` overrides."""
+        return cls.from_dict(read_config_doc(path, overrides))
+
+
+def read_config_doc(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The nested dict of a YAML/JSON config file (None: empty) with ``key.sub=value`` overrides applied."""
+    doc: Any = {}
+    if path is not None:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -155,9 +162,16 @@ class TrainConfig:
         except (json.JSONDecodeError, yaml.YAMLError) as e:
             raise TrainConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
         doc = doc or {}
-        for item in overrides or []:
-            apply_override(doc, item)
-        return cls.from_dict(doc)
+        if not isinstance(doc, dict):
+            raise TrainConfigError(f"{path}: expected a mapping of settings, got {type(doc).__name__}")
+    for item in overrides or []:
+        apply_override(doc, item)
+    return doc
+
+
+def build_config(cls: type, d: dict[str, Any]) -> Any:
+    """Any config dataclass from a nested dict: unknown keys are errors listing the valid ones, values coerced."""
+    return _build(cls, d, "")
 
 
 def apply_override(doc: dict[str, Any], item: str) -> None:

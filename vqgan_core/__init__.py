@@ -3,7 +3,7 @@
 Pure torch: nothing here imports ComfyUI. The subpackages, lowest layer first (a module imports only from its own
 subpackage or from lower ones; ``tests/core/test_architecture.py`` checks it)::
 
-    util -> vqgan -> views -> hub -> media -> clip -> objective -> latents -> engine -> animation -> cli
+    util -> vqgan -> views -> hub -> media -> clip -> objective -> latents -> feedforward -> engine -> animation -> cli
 
 The names below are the public API: ``nodes/`` and ``training/`` import only these (``from vqgan_core import X``),
 never a module inside. They resolve lazily, so ``import vqgan_core`` costs nothing until a name is used (ComfyUI
@@ -54,9 +54,15 @@ _export("latents.codebook_edit", "FILL_PATTERNS", "code_colors", "edit_region", 
 _export("latents.files", "SUFFIX", "LatentFile", "check_model", "load_latent", "save_latent")
 _export("latents.init", "NOISE_IMAGES", "init_latent")
 _export("latents.ops", "INTERPOLATIONS", "crop_to_multiple", "interpolate_latents", "resize_latent")
+_export("feedforward.config", "FeedForwardConfig")
+_export("feedforward.model", "FeedForwardNet")
+_export("feedforward.io", "FeedForwardError", "check_pair", "load_feed_forward", "save_feed_forward",
+        "vqgan_fingerprint")
+_export("feedforward.infer", "decode01", "feed_forward_latent", "prompt_embedding")
 _export("engine", "INIT_DECAYS", "SCHEDULERS", "ClipLoss", "ImageLoss", "InitLoss", "LatentParam", "LossTerm",
         "OptimizerSpec", "Stepper", "StepResult", "SumLoss", "TVLoss", "Views")
 _export("engine.config", "SEED_MAX", "GenerationConfig")
+_export("engine.run_info", "RunInfo", "StepContext")
 _export("engine.loop", "GenerationCallbacks", "GenerationLoop", "GenerationResult", "run_generation")
 _export("engine.loss_curve", "loss_table", "plot_losses")
 _export("engine.memory_budget", "check_run_fits")

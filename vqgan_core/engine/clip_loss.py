@@ -21,7 +21,7 @@ from ..media.image_io import fit_image, load_image01
 from ..objective.losses import prompt_loss
 from ..objective.prompts import parse_story
 from ..objective.regions import RegionView
-from ..objective.targets import TargetBank
+from ..objective.targets import GuideTargets, TargetBank
 from ..views.augment import DEFAULT_AUGMENTS, Augmenter, parse_augments
 from ..views.cutouts import Cutouts
 from ..vqgan.seamless import random_roll
@@ -162,6 +162,23 @@ class ClipLoss(LossTerm):
             raise RuntimeError("the CLIP loss is not bound to a run yet (a Stepper binds it)")
         self._packs = self.bank.at(step)
         return self.bank.key(step)
+
+    def use_text_targets(self, embeds: Sequence[torch.Tensor]) -> None:
+        """Aim item b at row b of each guide's ``[B, D]`` text embeddings (weight 1, no stop), until the next
+        :meth:`prepare`.
+
+        Why: a feed-forward network is trained on a new batch of captions every step; the loss it learns from
+        must be this very term (same cutouts, augmentations and distance), not a copy, so no prompt strings and
+        no run binding are involved.
+        """
+        if len(embeds) != len(self.clip.guides):
+            raise ValueError(f"{len(embeds)} embedding batches for {len(self.clip.guides)} guides")
+        packs = []
+        for e in embeds:
+            b = e.shape[0]
+            packs.append(GuideTargets(e.float(), torch.eye(b, device=e.device),
+                                      torch.full((b,), float("-inf"), device=e.device)))
+        self._packs = packs
 
     def forward(self, img: torch.Tensor, ctx: StepContext) -> torch.Tensor:  # noqa: D102
         B, cutn = img.shape[0], self.views.cutn

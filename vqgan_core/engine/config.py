@@ -81,6 +81,9 @@ class GenerationConfig:
                                  help="Pull back towards the starting latent (keeps an init image's layout).")
     init_weight_decay: str = setting("classic", choices=INIT_DECAYS, group="initialisation",
                                      help="How the pull-back fades: classic (1/(2i+1)/2), linear, none.")
+    feed_forward: str | None = setting(None, group="initialisation", help="Start from a feed-forward network's "
+                                       "one-pass latent for the prompt (a file from python -m training.feed_forward, "
+                                       "or 'demo'); with --steps 0 that one-pass image is the result.")
     edit_mask: str | None = setting(None, group="initialisation", help="Inpainting: a mask image; only its white / "
                                     "opaque part changes, the rest keeps the start (use with an init image).")
     # cutouts and augmentation

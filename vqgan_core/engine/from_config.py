@@ -69,6 +69,28 @@ def start_latent(vqgan: torch.nn.Module, config: GenerationConfig, init_latent: 
     return LatentParam(vqgan, make_init_latent(vqgan, c.init, B, c.height, c.width, gens, img), **kw)
 
 
+def feed_forward_start(vqgan: torch.nn.Module, clip: ClipEnsemble, config: GenerationConfig, prompts: list[str],
+                       init_image: torch.Tensor | None = None) -> torch.Tensor:
+    """The start latent ``config.feed_forward`` gives for the prompts (each item's first phrase set)."""
+    from ..feedforward.infer import feed_forward_latent, pick_guide
+    from ..feedforward.io import FeedForwardError, load_feed_forward
+
+    c = config
+    if c.init_image or init_image is not None or c.init != "random":
+        raise ValueError(f"feed_forward and init {c.init!r}{' / init_image' if c.init_image else ''} are two "
+                         "starts; give one")
+    net = load_feed_forward(c.feed_forward, vqgan.codebook.device, vqgan)
+    grid = vqgan.latent_size(c.height, c.width)
+    if tuple(grid) != tuple(net.config.grid):
+        f = vqgan.downsample_factor
+        gh, gw = net.config.grid
+        raise FeedForwardError(f"{c.feed_forward}: the feed-forward model makes {gw}x{gh}-code latents ({gw * f}x"
+                               f"{gh * f} pixels with this VQGAN); this run is {c.width}x{c.height}")
+    strings = prompts * c.batch_size if len(prompts) == 1 else prompts
+    first = [p.split("^")[0] for p in strings]
+    return feed_forward_latent(net, vqgan, pick_guide(net, [g for g, _ in clip.guides]), first, seed=c.seed)
+
+
 def parts_from_config(vqgan: torch.nn.Module, clip: ClipGuide | ClipEnsemble | list, config: GenerationConfig, *,
                       init_latent: torch.Tensor | None = None, init_image: torch.Tensor | None = None,
                       image_prompts: list[tuple[torch.Tensor, float, float]] | None = None,
@@ -107,5 +129,7 @@ def parts_from_config(vqgan: torch.nn.Module, clip: ClipGuide | ClipEnsemble | l
         terms.append(InitLoss(c.init_weight, c.init_weight_decay))
     if c.seamless and not is_seamless(vqgan):
         vqgan = seamless_copy(vqgan)  # shares the weights: the caller's model keeps its padding
+    if c.feed_forward and init_latent is None:
+        init_latent = feed_forward_start(vqgan, ens, c, per_item, init_image)
     latent = start_latent(vqgan, c, init_latent, init_image, edit_mask)
     return Parts(vqgan, latent, SumLoss(terms), OptimizerSpec(c.optimizer, c.lr, c.lr_schedule))

@@ -51,6 +51,11 @@ def vqgan_path() -> Path:
     return _existing(DEMO_DIR / "vqgan.safetensors")
 
 
+def feed_forward_path() -> Path:
+    """The demo feed-forward network (text -> demo VQGAN latent in one pass; ``load_feed_forward("demo")``)."""
+    return _existing(DEMO_DIR / "feed_forward.safetensors")
+
+
 def clip_dir() -> Path:
     """The demo CLIP folder; ``open_clip.create_model("local-dir:" + str(clip_dir()))`` loads it.
 
