@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMFY = {"comfy", "comfy_api", "comfy_execution", "folder_paths", "server", "nodes", "execution"}
 
 #: the core's subpackages, lowest first: a module may import its own subpackage and those to its left
-LAYERS = ["util", "vqgan", "views", "hub", "media", "clip", "objective", "latents", "engine", "animation", "cli"]
+LAYERS = ["util", "vqgan", "views", "hub", "media", "clip", "objective", "latents", "feedforward", "engine", "animation", "cli"]
 
 
 def _imports(py: Path) -> list[tuple[int, str]]:
