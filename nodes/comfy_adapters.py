@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 
 VQGAN_FOLDER = "vqgan"
 CLIP_FOLDER = "clip_guide"
+FEED_FORWARD_FOLDER = "vqgan_feed_forward"
 VQGAN_EXTENSIONS = {".safetensors", ".ckpt"}
 CLIP_EXTENSIONS = {".safetensors", ".bin", ".pt", ".pth"}
+FEED_FORWARD_EXTENSIONS = {".safetensors"}
 DEMO_NAME = "demo"
 
 
@@ -35,14 +37,15 @@ def first_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def register_model_folders() -> None:
-    """Register ``models/vqgan`` and ``models/clip_guide`` with ComfyUI.
+    """Register ``models/vqgan``, ``models/clip_guide`` and ``models/vqgan_feed_forward`` with ComfyUI.
 
     Uses ``add_model_folder_path`` so entries a user put in ``extra_model_paths.yaml`` (loaded before
     packs are imported) are kept, then sets the extensions on the existing tuple.
     """
     import folder_paths
 
-    for name, exts in ((VQGAN_FOLDER, VQGAN_EXTENSIONS), (CLIP_FOLDER, CLIP_EXTENSIONS)):
+    for name, exts in ((VQGAN_FOLDER, VQGAN_EXTENSIONS), (CLIP_FOLDER, CLIP_EXTENSIONS),
+                       (FEED_FORWARD_FOLDER, FEED_FORWARD_EXTENSIONS)):
         folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
         paths, old_exts = folder_paths.folder_names_and_paths[name]
         folder_paths.folder_names_and_paths[name] = (paths, set(old_exts) | exts)

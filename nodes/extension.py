@@ -25,6 +25,7 @@ from . import (  # noqa: E402
     animate,
     codebook,
     comfy_adapters,
+    feed_forward,
     latent,
     latent_files,
     loaders,
@@ -47,6 +48,8 @@ NODES: list[type[io.ComfyNode]] = [
     latent.RandomVQLatent,
     latent.ResizeVQLatent,
     latent.InterpolateVQLatents,
+    feed_forward.LoadFeedForward,
+    feed_forward.FeedForwardLatent,
     latent_files.SaveVQLatent,
     latent_files.LoadVQLatent,
     codebook.CodebookLookup,
@@ -75,7 +78,8 @@ NODES: list[type[io.ComfyNode]] = [
 
 
 class VQGANCLIPExtension(ComfyExtension):
-    """Registers ``models/vqgan`` and ``models/clip_guide`` and returns the node classes."""
+    """Registers ``models/vqgan``, ``models/clip_guide`` and ``models/vqgan_feed_forward`` and returns the node
+    classes."""
 
     async def on_load(self) -> None:
         """Set-up hook of newer ComfyUIs (0.3.64 does not call it; comfy_entrypoint does the same)."""

@@ -33,7 +33,7 @@ CATEGORY = "vqgan_clip/loaders"
 _CACHE: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 
 
-def _cached(key: tuple, build):  # noqa: ANN001, ANN202 - tiny internal helper
+def cached_model(key: tuple, build):  # noqa: ANN001, ANN202 - tiny helper (also used by nodes.feed_forward)
     """Return the live model for ``key`` or build it (entries vanish once nothing else references them)."""
     value = _CACHE.get(key)
     if value is None:
@@ -118,7 +118,7 @@ class LoadVQGAN(io.ComfyNode):
                 model.eval().requires_grad_(False)
             return memory.manage(model)
 
-        return io.NodeOutput(_cached(("vqgan", path, mtime, str(device)), build))
+        return io.NodeOutput(cached_model(("vqgan", path, mtime, str(device)), build))
 
 
 class SeamlessVQGAN(io.ComfyNode):
@@ -317,7 +317,7 @@ class LoadCLIPGuide(io.ComfyNode):
             memory.manage(guide.model)
             return guide
 
-        return io.NodeOutput(_cached(("clip", name, weights, str(device)), build))
+        return io.NodeOutput(cached_model(("clip", name, weights, str(device)), build))
 
 
 class CombineCLIPGuides(io.ComfyNode):

@@ -34,6 +34,10 @@ VQLoss = io.Custom("VQCLIP_LOSS")
 VQOptimizer = io.Custom("VQCLIP_OPTIMIZER")
 """A ``vqgan_core.engine.OptimizerSpec`` (name, learning rate, schedule)."""
 
+FeedForwardModel = io.Custom("VQGAN_FEED_FORWARD")
+"""A loaded ``vqgan_core.FeedForwardNet``: CLIP text embedding -> VQGAN latent in one pass (built outside inference
+mode, in ComfyUI's memory manager like the VQGAN)."""
+
 
 @dataclass(frozen=True)
 class LossRecipe:
@@ -131,4 +135,5 @@ class Targets:
 VQGAN_TIP = "The VQGAN that encodes and decodes (Load VQGAN, or VQGAN Seamless for tiles)."
 GUIDE_TIP = "The CLIP model that judges the image (Load CLIP Guide, or Combine CLIP Guides for an ensemble)."
 LATENT_TIP = "A VQ latent: Random VQ Latent, VQGAN Encode, Load VQ Latent or an optimising node's output."
+FEED_FORWARD_TIP = "A feed-forward text-to-latent model (Load Feed-Forward Model), trained for one VQGAN and CLIP."
 TARGETS_TIP = "What the image should show: CLIP Text / Image / Noise Prompt, Combine Targets, Region Targets."

@@ -58,7 +58,7 @@ _export("feedforward.config", "FeedForwardConfig")
 _export("feedforward.model", "FeedForwardNet")
 _export("feedforward.io", "FeedForwardError", "check_pair", "load_feed_forward", "save_feed_forward",
         "vqgan_fingerprint")
-_export("feedforward.infer", "decode01", "feed_forward_latent", "prompt_embedding")
+_export("feedforward.infer", "decode01", "feed_forward_latent", "pick_guide", "prompt_embedding")
 _export("engine", "INIT_DECAYS", "SCHEDULERS", "ClipLoss", "ImageLoss", "InitLoss", "LatentParam", "LossTerm",
         "OptimizerSpec", "Stepper", "StepResult", "SumLoss", "TVLoss", "Views")
 _export("engine.config", "SEED_MAX", "GenerationConfig")

@@ -53,7 +53,7 @@ def load_pack() -> tuple[types.SimpleNamespace, dict[str, types.ModuleType]]:
         io=importlib.import_module("comfy_api.latest.io"),
         **{name: importlib.import_module(f"{PACK}.nodes.{name}") for name in
            ("types", "comfy_adapters", "loaders", "latent", "codebook", "prompts", "optimize", "animate", "score",
-            "workflow_api", "memory", "latent_files", "losses", "steps")},
+            "workflow_api", "memory", "latent_files", "losses", "steps", "feed_forward")},
     )
     return ns, saved
 

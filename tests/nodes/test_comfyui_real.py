@@ -40,7 +40,7 @@ OUR_NODES = {"VQGAN_Load", "VQClip_LoadGuide", "VQClip_CombineGuides", "VQGAN_En
              "VQGAN_CLIPRestyleFrames", "VQClip_RegionTargets", "VQGAN_Seamless", "VQClip_NoisePrompt",
              "VQGAN_InterpolateLatents", "VQGAN_SaveLatent", "VQGAN_LoadLatent", "VQClip_Loss", "VQGAN_TVLoss",
              "VQGAN_ImageLoss", "VQGAN_InitImageLoss", "VQGAN_CombineLosses", "VQClip_StoryPace", "VQGAN_Optimizer",
-             "VQGAN_CLIPOptimizeSteps", "VQGAN_StartNewRun"}
+             "VQGAN_CLIPOptimizeSteps", "VQGAN_StartNewRun", "VQGAN_LoadFeedForward", "VQGAN_FeedForwardLatent"}
 TAMING = Path(os.environ.get("TAMING_FIXTURES", REPO / "tests" / "fixtures" / "taming"))
 TAMING_MISSING = (f"taming fixtures not found at {TAMING} (they ship in tests/fixtures/taming; regenerate them with "
                   "`python tests/fixtures/make_taming_fixtures.py --taming PATH_TO_TAMING_CHECKOUT`)")

@@ -116,6 +116,8 @@ RELEASED_WIDGETS = {
     "VQGAN_RandomLatent": ["width", "height", "seed", "init", "batch_size"],
     "VQGAN_ResizeLatent": ["scale", "mode"],
     "VQGAN_InterpolateLatents": ["frames", "mode"],
+    "VQGAN_LoadFeedForward": ["feed_forward_name"],
+    "VQGAN_FeedForwardLatent": ["text", "seed", "batch_size"],
     "VQGAN_SaveLatent": ["filename_prefix"],
     "VQGAN_LoadLatent": ["latent_file"],
     "VQGAN_CodebookLookup": [],
@@ -204,7 +206,7 @@ def test_workflow_matches_node_definitions(pack, path):
             elif kind == "COMBO" or isinstance(kind, list):  # our combos; core LoadImage lists files here
                 options = kind if isinstance(kind, list) else opts.get("options", [])
                 assert not options or value in options or node["class_type"] == "LoadImage", where
-        if node["class_type"] in ("VQGAN_Load", "VQClip_LoadGuide"):
+        if node["class_type"] in ("VQGAN_Load", "VQClip_LoadGuide", "VQGAN_LoadFeedForward"):
             assert "demo" in node["inputs"].values(), f"{path.stem}: node {node_id} must use the demo model"
         if node["class_type"] == "VQGAN_RandomLatent":
             assert node["inputs"]["width"] <= 64 and node["inputs"]["height"] <= 64  # CPU-sized
