@@ -101,7 +101,7 @@ class LoadFeedForward(io.ComfyNode):
         try:
             resolve_feed_forward(feed_forward_name)
         except ValueError as e:
-            return f"feed_forward_name: {e}"
+            return str(e)
         return True
 
     @classmethod
@@ -181,7 +181,7 @@ class FeedForwardLatent(io.ComfyNode):
         try:
             parse_text_targets(text, 1.0)
         except ValueError as e:
-            return f"text: {e}"
+            return str(e)
         return True
 
     @classmethod

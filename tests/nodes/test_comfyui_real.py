@@ -135,6 +135,23 @@ def test_taming_ckpt_loads_and_round_trips(server):
     assert hist["outputs"]["5"]["images"]
 
 
+def test_feed_forward_next_to_another_vqgan_is_a_node_error(server):
+    """The demo feed-forward model with the taming VQGAN: the run stops at Feed-Forward Text to Latent with the
+    core's message naming the VQGAN it was trained for; a name outside its folder is refused when queued."""
+    prompt = ui_to_api(json.loads((REPO / "workflows" / "feed_forward_demo.json").read_text()), server.object_info)
+    loader = next(n for n in prompt.values() if n["class_type"] == "VQGAN_Load")
+    loader["inputs"]["vqgan_name"] = "taming_tiny_f4.ckpt"
+    hist, _ = server.run_prompt(prompt)
+    assert hist["status"]["status_str"] == "error"
+    err = next(m[1] for m in hist["status"]["messages"] if m[0] == "execution_error")
+    assert err["node_type"] == "VQGAN_FeedForwardLatent" and err["exception_type"] == "ValueError"
+    assert "trained for VQGAN demo" in err["exception_message"]
+    ff = next(n for n in prompt.values() if n["class_type"] == "VQGAN_LoadFeedForward")
+    ff["inputs"]["feed_forward_name"] = "../vqgan/my_user_vqgan.safetensors"
+    status, resp = server.post("/prompt", {"prompt": prompt})
+    assert status == 400 and "was not found in models/vqgan_feed_forward" in json.dumps(resp["node_errors"])
+
+
 def test_save_then_load_a_vq_latent_in_a_later_prompt(server):
     """Save VQ Latent writes into output/; a later prompt's Load VQ Latent lists it ([output]) and decodes it."""
     gen = {"class_type": "VQGAN_CLIPGenerate", "inputs": {

@@ -80,7 +80,10 @@ def test_schemas_fit_the_pack(pack, ff_file):
     assert pack.folder_paths.folder_names_and_paths["vqgan_feed_forward"][1] == {".safetensors"}
 
 
-def test_loader_caches_and_refuses_what_is_not_in_its_folder(pack, ff_file, ff):
+def test_loader_caches_and_refuses_what_is_not_in_its_folder(pack, ff_file, ff, tmp_path):
+    import os
+    import shutil
+
     fwd = pack.feed_forward
     (again,) = run(fwd.LoadFeedForward, feed_forward_name=FILE)
     assert again is ff  # one model while anything uses it
@@ -88,12 +91,19 @@ def test_loader_caches_and_refuses_what_is_not_in_its_folder(pack, ff_file, ff):
     assert fwd.LoadFeedForward.validate_inputs(feed_forward_name=FILE) is True
     assert fwd.LoadFeedForward.validate_inputs(feed_forward_name="demo") is True
     folder = pack.folder_paths.get_folder_paths("vqgan_feed_forward")[0]
-    outside = str(ff_file.parent.parent / "elsewhere.safetensors")
-    for bad in ("missing.safetensors", "../vqgan_feed_forward/" + FILE, str(ff_file), outside, "tiny_ff.ckpt"):
-        msg = fwd.LoadFeedForward.validate_inputs(feed_forward_name=bad)
-        assert msg.startswith("feed_forward_name: Feed-forward model") and f"searched: {folder}" in msg, msg
-        with pytest.raises(ValueError, match="was not found in models/vqgan_feed_forward"):
-            run(fwd.LoadFeedForward, feed_forward_name=bad)
+    secret = shutil.copyfile(ff_file, tmp_path / "outside.safetensors")  # a valid model, outside the folder
+    bad = {"missing": "missing.safetensors", "absolute": str(secret), "absolute missing": str(tmp_path / "no.safetensors"),
+           "dotdot": os.path.relpath(secret, folder), "dotdot missing": os.path.relpath(tmp_path / "no.safetensors", folder),
+           "absolute inside": str(ff_file), "other suffix": "tiny_ff.ckpt"}
+    messages = set()
+    for value in bad.values():
+        msg = fwd.LoadFeedForward.validate_inputs(feed_forward_name=value)
+        assert msg.startswith("Feed-forward model") and f"searched: {folder}" in msg, msg
+        with pytest.raises(ValueError, match="was not found in models/vqgan_feed_forward") as e:
+            run(fwd.LoadFeedForward, feed_forward_name=value)
+        assert str(e.value) == msg
+        messages.add(msg.replace(value, "<X>"))
+    assert len(messages) == 1, messages  # the same words whether or not such a file exists
 
 
 def test_latent_decodes_to_the_models_size(pack, vqgan, guide, ff):
@@ -128,7 +138,7 @@ def test_targets_input_replaces_the_text(pack, vqgan, guide, ff):
         _latent(pack, vqgan, guide, ff, targets=noise)
     with pytest.raises(ValueError, match="The prompt is empty"):
         _latent(pack, vqgan, guide, ff, text="  ")
-    assert pack.feed_forward.FeedForwardLatent.validate_inputs(text="a||").startswith("text: Prompt not understood")
+    assert pack.feed_forward.FeedForwardLatent.validate_inputs(text="a||").startswith("Prompt not understood")
     assert pack.feed_forward.FeedForwardLatent.validate_inputs(text="") is True  # targets may be connected
 
 
