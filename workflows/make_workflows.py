@@ -5,6 +5,7 @@ extra ``control_after_generate`` / upload values) comes from the node definition
 a running ComfyUI keeps the files exactly as the editor would save them.
 
     python workflows/make_workflows.py --server http://127.0.0.1:8188      # or --object-info info.json
+    python workflows/make_workflows.py --server http://127.0.0.1:8188 --only feed_forward_demo   # one file
 
 Every workflow uses the shipped ``demo`` models at 64x64 with few steps, so it runs on a CPU in seconds.
 """
@@ -235,6 +236,14 @@ WORKFLOWS: dict[str, list[Node]] = {
         _decode(17, (12, 0)), _save(18, (17, 0), "vqclip/blocks_story_3"),
         {"id": 19, "type": "PreviewImage", "links": {"images": (12, 1)}},
     ],
+    "feed_forward_demo": [  # one pass of the feed-forward model, decoded; the same latent refined by Optimize
+        *_models(), {"id": 3, "type": "VQGAN_LoadFeedForward", "widgets": {"feed_forward_name": "demo"}},
+        _text(4, "a red circle on a blue background"),
+        {"id": 5, "type": "VQGAN_FeedForwardLatent", "widgets": {"text": "", "seed": 1, "batch_size": 1},
+         "links": {"vqgan": (1, 0), "clip_guide": (2, 0), "feed_forward": (3, 0), "targets": (4, 0)}},
+        _decode(6, (5, 0)), _save(7, (6, 0), "vqclip/feed_forward"),
+        _opt(8, (5, 0), (4, 0), steps=20, seed=1), _decode(9, (8, 0)), _save(10, (9, 0), "vqclip/feed_forward_refined"),
+    ],
     "seed_batch_ranked": [
         *_models(), _text(3, "a green triangle on a white background"), _random(4, seed=7, batch=4),
         _opt(5, (4, 0), (3, 0), steps=40, seed=7), _decode(6, (5, 0)),
@@ -352,14 +361,18 @@ def load_object_info(server: str | None, path: str | None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write every workflow to workflows/<name>.json."""
+    """Write every workflow (or those named with ``--only``) to workflows/<name>.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--server", default="http://127.0.0.1:8188")
     ap.add_argument("--object-info", default=None, help="saved /object_info JSON instead of a server")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME", choices=sorted(WORKFLOWS),
+                    help="write only these workflows (names without .json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     info = load_object_info(args.server, args.object_info)
     for name, nodes in WORKFLOWS.items():
+        if args.only and name not in args.only:
+            continue
         path = HERE / f"{name}.json"
         path.write_text(json.dumps(build(nodes, info), indent=1) + "\n", encoding="utf-8")
         log.info("wrote %s", path.relative_to(HERE.parent))
