@@ -117,6 +117,70 @@ def contact_sheet(rows: list[dict], path: Path, seeds: list[int]) -> None:
     sheet.save(path)
 
 
+def run_cell(vq, clip, cell: tuple[str, str, str, int], overrides: dict, out: Path, log: bool = True) -> dict:  # noqa: ANN001
+    """Generate one grid cell with the demo preset (plus ``overrides``), save it under ``out`` and judge it."""
+    import torch
+    from PIL import Image
+
+    from vqgan_core.engine.config import GenerationConfig
+    from vqgan_core.engine.loop import run_generation
+    from vqgan_core.hub import demo
+
+    fg, shape, bg, seed = cell
+    prompt = f"a {fg} {shape} on a {bg} background"
+    cfg = GenerationConfig.from_dict({**demo.preset(), **overrides, "prompts": prompt, "seed": seed})
+    t = time.perf_counter()
+    with torch.inference_mode(False):
+        res = run_generation(vq, clip, cfg)
+    secs = time.perf_counter() - t
+    img = (res.images[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    f = out / f"{fg}_{shape}_{bg}_s{seed}.png"
+    Image.fromarray(img).save(f)
+    v = judge(img, fg, shape, bg)
+    pick = clip_shape_probe(clip, [img], [(fg, shape, bg)])["picks"][0]
+    if log:
+        print(f"{prompt:42s} s{seed}: bg {v.bg_share:.0%} fg {v.fg_share:.0%} blob {v.blob_share:.0%} "
+              f"seen {v.shape_seen} ({v.iou:.2f}) clip {pick} {'PASS' if v.all_four else 'fail'} {secs:.2f}s",
+              flush=True)
+    return {"fg": fg, "shape": shape, "bg": bg, "seed": seed, "seconds": round(secs, 3), "file": str(f),
+            "clip_pick": pick, **v.as_dict()}
+
+
+def summarise(rows: list[dict], show: bool = True) -> dict:
+    """Rates of every criterion per shape and overall, the colour swap over the pairs present in ``rows``."""
+    from training.shape_judge import Verdict
+
+    def verdict(d: dict) -> Verdict:
+        return Verdict(**{k: d[k] for k in Verdict.__dataclass_fields__})
+
+    by_key = {(r["fg"], r["shape"], r["bg"], r["seed"]): r for r in rows}
+    swaps = []
+    for r in rows:
+        o = by_key.get((r["bg"], r["shape"], r["fg"], r["seed"]))
+        if o is not None and r["fg"] < r["bg"]:
+            swaps.append({"shape": r["shape"], "ok": colour_swap(verdict(r), verdict(o))})
+
+    def rate(sel: list[dict], k: str) -> float:
+        return float(np.mean([r[k] for r in sel])) if sel else float("nan")
+
+    table = {}
+    if show:
+        print(f"\n{'':10s}" + "".join(f"{c:>12s}" for c in (*CRITERIA, "colour_swap", "clip=seen")))
+    for s in (*SHAPES, "all"):
+        sel = [r for r in rows if s in ("all", r["shape"])]
+        if not sel:
+            continue
+        ssel = [w for w in swaps if s in ("all", w["shape"])]
+        row = {c: rate(sel, c) for c in CRITERIA}
+        row["colour_swap"] = rate(ssel, "ok")
+        row["clip_agrees_with_judge"] = float(np.mean([r["clip_pick"] == r["shape_seen"] for r in sel]))
+        row["clip_pick_is_prompt"] = float(np.mean([r["clip_pick"] == r["shape"] for r in sel]))
+        table[s] = row
+        if show:
+            print(f"{s:10s}" + "".join(f"{row[c]:12.0%}" for c in (*CRITERIA, "colour_swap", "clip_agrees_with_judge")))
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vqgan", default="demo")
@@ -146,9 +210,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from vqgan_core import load_vqgan
     from vqgan_core.clip.guide import load_clip
-    from vqgan_core.engine.config import GenerationConfig
-    from vqgan_core.engine.loop import run_generation
-    from vqgan_core.hub import demo
 
     vq, clip = load_vqgan(a.vqgan), load_clip(a.clip)
     probes = {}
@@ -175,52 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     for kv in a.set:
         k, _, v = kv.partition("=")
         overrides[k] = json.loads(v)
-    rows = []
-    for fg, shape, bg, seed in grid(a.seeds):
-        prompt = f"a {fg} {shape} on a {bg} background"
-        cfg = GenerationConfig.from_dict({**demo.preset(), **overrides, "prompts": prompt, "seed": seed})
-        t = time.perf_counter()
-        res = run_generation(vq, clip, cfg)
-        secs = time.perf_counter() - t
-        img = (res.images[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-        f = out / f"{fg}_{shape}_{bg}_s{seed}.png"
-        from PIL import Image
-
-        Image.fromarray(img).save(f)
-        v = judge(img, fg, shape, bg)
-        pick = clip_shape_probe(clip, [img], [(fg, shape, bg)])["picks"][0]
-        rows.append({"fg": fg, "shape": shape, "bg": bg, "seed": seed, "seconds": round(secs, 2), "file": str(f),
-                     "clip_pick": pick, **v.as_dict()})
-        print(f"{prompt:42s} s{seed}: bg {v.bg_share:.0%} fg {v.fg_share:.0%} blob {v.blob_share:.0%} "
-              f"seen {v.shape_seen} ({v.iou:.2f}) clip {pick} {'PASS' if v.all_four else 'fail'} {secs:.1f}s",
-              flush=True)
-
-    by_key = {(r["fg"], r["shape"], r["bg"], r["seed"]): r for r in rows}
-    swaps = []
-    for r in rows:
-        o = by_key[(r["bg"], r["shape"], r["fg"], r["seed"])]
-        if r["fg"] < r["bg"]:
-            from training.shape_judge import Verdict
-
-            def verdict(d: dict) -> Verdict:
-                return Verdict(**{k: d[k] for k in Verdict.__dataclass_fields__})
-
-            swaps.append({"shape": r["shape"], "ok": colour_swap(verdict(r), verdict(o))})
-
-    def rate(sel: list[dict], k: str) -> float:
-        return float(np.mean([r[k] for r in sel])) if sel else float("nan")
-
-    table = {}
-    print(f"\n{'':10s}" + "".join(f"{c:>12s}" for c in (*CRITERIA, "colour_swap", "clip=seen")))
-    for s in (*SHAPES, "all"):
-        sel = [r for r in rows if s in ("all", r["shape"])]
-        ssel = [w for w in swaps if s in ("all", w["shape"])]
-        row = {c: rate(sel, c) for c in CRITERIA}
-        row["colour_swap"] = rate(ssel, "ok")
-        row["clip_agrees_with_judge"] = float(np.mean([r["clip_pick"] == r["shape_seen"] for r in sel]))
-        row["clip_pick_is_prompt"] = float(np.mean([r["clip_pick"] == r["shape"] for r in sel]))
-        table[s] = row
-        print(f"{s:10s}" + "".join(f"{row[c]:12.0%}" for c in (*CRITERIA, "colour_swap", "clip_agrees_with_judge")))
+    rows = [run_cell(vq, clip, cell, overrides, out) for cell in grid(a.seeds)]
+    table = summarise(rows)
     secs = [r["seconds"] for r in rows]
     print(f"seconds per image (in process, {a.threads} threads): mean {np.mean(secs):.1f}, max {max(secs):.1f}")
 

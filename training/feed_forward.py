@@ -153,14 +153,14 @@ class FeedForwardTrainer:
                     self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
 
     def _restore(self, folder: Path) -> None:
-        sd, _ = read_safetensors(folder / MODEL)
-        self.net.load_state_dict({k: v.float() for k, v in sd.items()})
         st = safe_torch_load(folder / STATE)
         saved = st.get("train_config", {})
         for key in ("vqgan", "clip", "size", "model"):
             if saved.get(key) != self.cfg.to_dict()[key]:
                 raise TrainConfigError(f"--resume: {folder} was trained with {key}={saved.get(key)!r}, this config "
                                        f"says {self.cfg.to_dict()[key]!r}; use another --out or the same setting")
+        sd, _ = read_safetensors(folder / MODEL)
+        self.net.load_state_dict({k: v.float() for k, v in sd.items()})
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
         self.step = int(st["step"])
