@@ -55,7 +55,7 @@ from vqgan_core import (
 from . import checkpointing as ck
 from .captions import load_captions, split_held_out
 from .config import TrainConfigError
-from .distributed import barrier, cleanup, init_distributed
+from .distributed import any_rank, barrier, cleanup, init_distributed
 from .ff_config import FFTrainConfig
 from .logger import metrics_path, truncate_metrics
 from .runlock import RunLock
@@ -270,7 +270,7 @@ class FeedForwardTrainer:
         old = install_signal_handlers(self.request_stop)
         try:
             t0, done0 = time.perf_counter(), self.step
-            while self.step < cfg.steps and not self._stop:
+            while self.step < cfg.steps and not any_rank(self._stop, self.dist):  # every rank stops together
                 loss = self.train_step()
                 last = self.step == cfg.steps
                 val = (cfg.val_every and self.step % cfg.val_every == 0) or last
@@ -285,7 +285,7 @@ class FeedForwardTrainer:
                                 " ".join(f"{k} {v:.4f}" for k, v in rec.items() if k.startswith("val")))
                 if (cfg.save_every and self.step % cfg.save_every == 0) or last:
                     self.save()
-            if self._stop and self.step < cfg.steps:
+            if self.step < cfg.steps:  # stopped by a signal (on any rank)
                 self.save()
                 logger.info("stopped at step %d; continue with --resume", self.step)
                 return self.out

@@ -140,3 +140,40 @@ def test_shipped_configs_load(name):
     cfg = FFTrainConfig.load(f"training/configs/{name}")
     assert cfg.holdout and cfg.val_captions  # both show generalisation on captions never trained on
     assert any(held_out(c, cfg.holdout) for c in cfg.val_captions)
+
+
+def test_coco_config_builds_a_network_for_the_released_models():
+    """The COCO config's network for f16-16384 (256 channels, 16384 codes) and ViT-B/32 (512-d) at 256x256."""
+    from vqgan_core import FeedForwardConfig, FeedForwardNet
+
+    cfg = FFTrainConfig.load("training/configs/ff_coco_vitb32.yaml")
+    m = cfg.model
+    net = FeedForwardNet(FeedForwardConfig(text_dim=512, noise_dim=m.noise_dim, grid=(16, 16), base=tuple(m.base),
+                                           width=m.width, min_width=m.min_width, blocks=m.blocks,
+                                           latent_channels=256, n_embed=16384, output=m.output))
+    n = sum(p.numel() for p in net.parameters())
+    assert 5e6 < n < 40e6  # small beside the VQGAN (~90 M) and CLIP (~150 M) it learns from
+    with torch.no_grad():
+        assert net(torch.randn(2, 512), torch.randn(2, m.noise_dim)).shape == (2, 256, 16, 16)
+
+
+def test_a_signal_checkpoints_and_stops(tmp_path, captions):
+    out = tmp_path / "run"
+    t = FeedForwardTrainer(FFTrainConfig.load(None, [*TINY, "steps=5", "val_every=0", "save_every=0"]), captions, out)
+    step = t.train_step
+
+    def step_then_signal() -> float:
+        loss = step()
+        if t.step == 2:
+            t.request_stop()  # what SIGINT / SIGTERM call
+        return loss
+
+    t.train_step = step_then_signal
+    try:
+        assert t.fit() == out
+    finally:
+        t.close()
+    assert ck.find_latest(out, REQUIRED).name == "step_00000002" and not (out / RESULT).exists()
+    assert main(["--data", str(captions), "--out", str(out), "--resume", *TINY, "steps=5", "val_every=0",
+                 "save_every=0"]) == 0
+    assert (out / RESULT).is_file() and ck.find_latest(out, REQUIRED).name == "step_00000005"
