@@ -73,7 +73,7 @@ class TrainLoopConfig:
     max_steps: int = 100_000
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
-    precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "bf16" | "fp16" | "fp32"
+    precision: str = "auto"  # "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32) | "bf16" | "fp16" | "fp32"
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the autoencoder and discriminator
     shared_forward: bool = True  # one AE forward for the G and D steps (taming recomputes it: False)

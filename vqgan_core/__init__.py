@@ -63,6 +63,7 @@ _export("engine", "INIT_DECAYS", "SCHEDULERS", "ClipLoss", "ImageLoss", "InitLos
         "OptimizerSpec", "Stepper", "StepResult", "SumLoss", "TVLoss", "Views")
 _export("engine.config", "SEED_MAX", "GenerationConfig")
 _export("engine.run_info", "RunInfo", "StepContext")
+_export("engine.runtime", "resolve_precision")
 _export("engine.loop", "GenerationCallbacks", "GenerationLoop", "GenerationResult", "run_generation")
 _export("engine.loss_curve", "loss_table", "plot_losses")
 _export("engine.memory_budget", "check_run_fits")

@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import save_file
 
 from vqgan_core import (
+    VQGAN,
     FeedForwardConfig,
     FeedForwardError,
     FeedForwardNet,
     GenerationConfig,
-    VQGAN,
     VQGANConfig,
     check_pair,
     feed_forward_latent,
