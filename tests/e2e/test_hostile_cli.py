@@ -249,6 +249,7 @@ def _png_with(tmp_path, **config):
     ({"image_prompts": "/etc/hostname:1"}, "/etc/hostname"),
     ({"region_prompts": [["/etc/shadow", "red"]]}, "/etc/shadow"),
     ({"edit_mask": "/root/.ssh/id_rsa"}, "/root/.ssh/id_rsa"),
+    ({"feed_forward": "/srv/their_model.safetensors"}, "feed-forward model /srv/their_model.safetensors"),
 ])
 def test_from_png_does_not_read_or_fetch_what_it_names(tmp_path, capsys, config, named):
     png = _png_with(tmp_path, **config)

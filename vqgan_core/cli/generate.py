@@ -96,6 +96,8 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
         out["init_image"] = str(Path(args.init_image).resolve())  # --from-png works from any folder
     if args.edit_mask is not None:
         out["edit_mask"] = str(Path(args.edit_mask).resolve())
+    if args.feed_forward is not None and args.feed_forward != "demo":
+        out["feed_forward"] = str(Path(args.feed_forward).resolve())
     if args.region_prompts is not None:  # absolute mask paths: --from-png works from any folder
         out["region_prompts"] = [[str(Path(m).resolve()), p] for m, p in args.region_prompts]
     if args.size is not None:

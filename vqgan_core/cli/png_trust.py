@@ -45,6 +45,9 @@ def untrusted_references(stored: dict[str, Any], meta: dict[str, Any], given: se
     for key in ("init_image", "edit_mask"):
         if key not in given and stored.get(key):
             found.append(f"{key} {stored[key]}")
+    ff = stored.get("feed_forward")
+    if "feed_forward" not in given and ff and ff != "demo":
+        found.append(f"feed-forward model {ff}")
     if "image_prompts" not in given and stored.get("image_prompts"):
         try:
             found += [f"image prompt {p.path}" for p in parse_image_prompts(str(stored["image_prompts"]))]
