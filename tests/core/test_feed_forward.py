@@ -81,6 +81,7 @@ def test_text_and_noise_steer_the_output(demo):
     c = feed_forward_latent(net, vqgan, guide, ["a red circle on a blue background"], seed=4)
     d = feed_forward_latent(net, vqgan, guide, ["a white square on a green background"], seed=3)
     assert torch.equal(a, b)  # same seed, same latent
+    assert torch.allclose(vqgan.quantize_latent(a)[0], a, atol=1e-6)  # a start of code vectors, as the decoder sees
     assert not torch.allclose(a, c) and not torch.allclose(a, d)
     two = feed_forward_latent(net, vqgan, guide, ["a red circle on a blue background"] * 2, seed=3)
     assert torch.allclose(two[0], a[0], atol=1e-5) and torch.allclose(two[1], c[0], atol=1e-5)  # item b: seed + b

@@ -30,6 +30,8 @@ def ff_file(pack, vqgan, guide):
     torch.manual_seed(0)
     with torch.inference_mode(False):
         net = FeedForwardNet(cfg)
+        for p in net.parameters():  # a fresh net starts text-blind (zero FiLM): give every weight a value
+            torch.nn.init.normal_(p, std=0.5)
     folder = os.path.join(pack.folder_paths.models_dir, "vqgan_feed_forward")
     os.makedirs(folder, exist_ok=True)
     return save_feed_forward(net, os.path.join(folder, FILE))

@@ -113,7 +113,10 @@ class FeedForwardNet(nn.Module):
 
     @torch.no_grad()
     def start_latent(self, raw: torch.Tensor, vqgan: nn.Module) -> torch.Tensor:
-        """A latent for the optimiser to start from: the continuous prediction, or the chosen codes' vectors."""
-        if self.config.output == "latent":
-            return raw.detach().float()
+        """A latent for the optimiser to start from: the chosen codes' vectors (what the decoder shows).
+
+        Why not the continuous prediction: with a cosine-lookup VQGAN only its direction counts, so training lets
+        its norm grow (the demo's: ~1000x the codes'); the optimiser's steps and its clamp to the codebook's range
+        assume code-sized latents and would scramble it in the first step.
+        """
         return self.to_latent(raw, vqgan).detach().float()

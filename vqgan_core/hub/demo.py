@@ -7,6 +7,8 @@ trained by this project's own code on the synthetic "shapes world" dataset (``py
   (config ``training/configs/demo_vqgan.yaml``).
 * ``assets/demo/clip/``: an open_clip folder (``open_clip_config.json``, ``open_clip_model.safetensors`` in fp16,
   ``bpe_vocab.txt.gz``) from ``python -m training.clip_train`` (config ``training/configs/demo_clip.json``).
+* ``assets/demo/feed_forward.safetensors``: a feed-forward text -> latent network for those two (fp16) from
+  ``python -m training.feed_forward`` (config ``training/configs/ff_demo_shapes.yaml``).
 
 Reproduce (commands and measured numbers in ``train_info.json`` and the configs' headers)::
 
@@ -14,6 +16,8 @@ Reproduce (commands and measured numbers in ``train_info.json`` and the configs'
     python -m training.clip_train --config training/configs/demo_clip.json --data data/shapes_v1 --out vqgan_core/hub/assets/demo/clip
     OMP_NUM_THREADS=1 python -m training --config training/configs/demo_vqgan.yaml --data data/shapes_v1 --out runs/demo_vqgan
     python -m training export runs/demo_vqgan vqgan_core/hub/assets/demo/vqgan.safetensors
+    python -m training.feed_forward --config training/configs/ff_demo_shapes.yaml --data data/shapes_v1 --out runs/ff_demo
+    cp runs/ff_demo/feed_forward.safetensors vqgan_core/hub/assets/demo/feed_forward.safetensors
 
 What they draw (``python bench/demo_quality.py``, 48 default runs judged by pixels): the colours mostly right
 (background 96 %, colour swap 92 %), the named shape rarely (21 %): the demo CLIP's shape pick follows the

@@ -2,5 +2,6 @@
 
 from pathlib import Path
 
-#: Folder holding the shipped demo weights: ``vqgan.safetensors`` and the open_clip folder ``clip/``.
+#: Folder holding the shipped demo weights: ``vqgan.safetensors``, the open_clip folder ``clip/`` and
+#: ``feed_forward.safetensors``.
 DEMO_DIR: Path = Path(__file__).resolve().parent / "demo"
