@@ -47,6 +47,7 @@ from vqgan_core import (
     load_clip_ensemble,
     load_vqgan,
     read_safetensors,
+    resolve_precision,
     safe_torch_load,
     save_feed_forward,
     vqgan_fingerprint,
@@ -97,6 +98,8 @@ class FeedForwardTrainer:
         if self.dist.is_main:
             ck.remove_leftovers(self.out, REQUIRED)
         barrier(self.dist)
+        prec = cfg.precision if cfg.precision != "auto" else resolve_precision("auto", dev)
+        self.low_dtype = torch.bfloat16 if prec == "bf16" else None  # fp16 (no bf16 on an old GPU): fp32 here
         self.vqgan = load_vqgan(cfg.vqgan, device=dev).eval().requires_grad_(False)
         self.guide = load_clip_ensemble([cfg.clip], device=dev).guides[0][0]
         self.captions, self.held = split_held_out(load_captions(data, cfg.split), cfg.holdout)
@@ -181,13 +184,16 @@ class FeedForwardTrainer:
         text = self.guide.encode_text(captions)
         raw = net(text, self.net.noise(len(captions), g_noise, self.device))
         z_q = self.net.to_latent(raw, self.vqgan)
-        return decode01(self.vqgan, z_q), text, raw, z_q
+        with torch.autocast(self.device.type, dtype=self.low_dtype or torch.bfloat16, enabled=self.low_dtype is not None):
+            img = decode01(self.vqgan, z_q)
+        return img.float(), text, raw, z_q
 
     def _loss(self, img: torch.Tensor, text: torch.Tensor, raw: torch.Tensor, z_q: torch.Tensor,
               gen: torch.Generator, step: int) -> torch.Tensor:
         b = img.shape[0]
         h, w = self.cfg.size
-        run = RunInfo(self.vqgan, self.device, h, w, b, self.cfg.seed, z_q.detach(), self.cfg.steps)
+        run = RunInfo(self.vqgan, self.device, h, w, b, self.cfg.seed, z_q.detach(), self.cfg.steps,
+                      low_dtype=self.low_dtype)  # the CLIP loss runs under the run's autocast
         self.clip_loss.use_text_targets([text])
         return self.loss(img, StepContext(step, gen, raw, z_q, z_q, run))
 

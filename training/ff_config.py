@@ -63,6 +63,7 @@ class FFTrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0: torch's default)
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32)
     log_every: int = 10
     val_every: int = 200  # 0: only at the end
     save_every: int = 200  # 0: only at the end
@@ -83,6 +84,8 @@ class FFTrainConfig:
                 raise TrainConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
         if not self.lr > 0:
             raise TrainConfigError(f"lr must be > 0, got {self.lr}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise TrainConfigError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
         if self.save_dtype not in ("float32", "float16"):
             raise TrainConfigError(f"save_dtype must be float32 or float16, got {self.save_dtype!r}")
 

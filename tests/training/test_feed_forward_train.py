@@ -177,3 +177,17 @@ def test_a_signal_checkpoints_and_stops(tmp_path, captions):
     assert main(["--data", str(captions), "--out", str(out), "--resume", *TINY, "steps=5", "val_every=0",
                  "save_every=0"]) == 0
     assert (out / RESULT).is_file() and ck.find_latest(out, REQUIRED).name == "step_00000005"
+
+
+def test_bf16_autocast_run(tmp_path, captions):
+    """precision=bf16: the decode and the CLIP loss run under bf16 autocast; the weights and AdamW stay fp32."""
+    out = tmp_path / "run"
+    assert main(["--data", str(captions), "--out", str(out), *TINY, "steps=2", "val_every=0", "precision=bf16"]) == 0
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_metrics(out))
+    fp32 = tmp_path / "fp32"
+    assert main(["--data", str(captions), "--out", str(fp32), *TINY, "steps=2", "val_every=0"]) == 0
+    a, b = _weights(out / RESULT), _weights(fp32 / RESULT)
+    assert all(v.dtype == torch.float32 for v in a.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # bf16 really changed the arithmetic
+    with pytest.raises(Exception, match="precision must be"):
+        FFTrainConfig.load(None, ["precision=fp16"])
