@@ -54,16 +54,13 @@ def run_mode(name: str, vq, clip, cells: list, overrides: dict, out: Path, seeds
 def clip_losses(net, vq, clip, captions: list[str]) -> list[float]:  # noqa: ANN001
     """CLIP spherical distance of each one-pass image (whole image, no augmentation) to its caption."""
     import torch
-    import torch.nn.functional as F
 
     from vqgan_core import decode01, feed_forward_latent
+    from vqgan_core.objective.losses import spherical_dist
 
     with torch.no_grad():
-        z = feed_forward_latent(net, vq, clip, captions, seed=0)
-        img = decode01(vq, vq.quantize_latent(z)[0])
-        a = F.normalize(clip.encode_image(img), dim=-1)
-        b = F.normalize(clip.encode_text(captions), dim=-1)
-        return ((a - b).norm(dim=-1).div(2).arcsin().pow(2).mul(2)).tolist()
+        img = decode01(vq, feed_forward_latent(net, vq, clip, captions, seed=0))  # the start is made of codes
+        return spherical_dist(clip.encode_image(img), clip.encode_text(captions)).tolist()
 
 
 def main(argv: list[str] | None = None) -> int:

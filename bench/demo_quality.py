@@ -119,7 +119,6 @@ def contact_sheet(rows: list[dict], path: Path, seeds: list[int]) -> None:
 
 def run_cell(vq, clip, cell: tuple[str, str, str, int], overrides: dict, out: Path, log: bool = True) -> dict:  # noqa: ANN001
     """Generate one grid cell with the demo preset (plus ``overrides``), save it under ``out`` and judge it."""
-    import torch
     from PIL import Image
 
     from vqgan_core.engine.config import GenerationConfig
@@ -130,8 +129,7 @@ def run_cell(vq, clip, cell: tuple[str, str, str, int], overrides: dict, out: Pa
     prompt = f"a {fg} {shape} on a {bg} background"
     cfg = GenerationConfig.from_dict({**demo.preset(), **overrides, "prompts": prompt, "seed": seed})
     t = time.perf_counter()
-    with torch.inference_mode(False):
-        res = run_generation(vq, clip, cfg)
+    res = run_generation(vq, clip, cfg)
     secs = time.perf_counter() - t
     img = (res.images[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
     f = out / f"{fg}_{shape}_{bg}_s{seed}.png"

@@ -80,6 +80,17 @@ def install_example_inputs() -> list[str]:
     return copied
 
 
+def searched_folders(folder: str) -> str:
+    """The disk folders ComfyUI searches for a model folder kind, for error messages ("not registered" before the
+    pack registered it)."""
+    import folder_paths
+
+    try:
+        return ", ".join(folder_paths.get_folder_paths(folder))
+    except KeyError:
+        return "not registered"
+
+
 def list_models(folder: str) -> list[str]:
     """Files in a model folder (sorted); empty when the folder is unknown."""
     import folder_paths

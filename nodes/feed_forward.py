@@ -47,15 +47,6 @@ def feed_forward_choices() -> list[str]:
     return [ca.DEMO_NAME, *ca.list_models(ca.FEED_FORWARD_FOLDER)]
 
 
-def _folders() -> str:
-    import folder_paths
-
-    try:
-        return ", ".join(folder_paths.get_folder_paths(ca.FEED_FORWARD_FOLDER))
-    except KeyError:
-        return "not registered"
-
-
 def resolve_feed_forward(name: str) -> str:
     """'demo', or the full path of a .safetensors file in models/vqgan_feed_forward; anything else (absolute paths,
     '..', links leading out, other suffixes, missing files) is a ValueError naming the folders searched."""
@@ -66,7 +57,7 @@ def resolve_feed_forward(name: str) -> str:
         log.warning("Load Feed-Forward Model refused %r (not a .safetensors file in models/%s)", name,
                     ca.FEED_FORWARD_FOLDER)
         raise ValueError(
-            f"Feed-forward model '{name}' was not found in models/{ca.FEED_FORWARD_FOLDER} (searched: {_folders()}). "
+            f"Feed-forward model '{name}' was not found in models/{ca.FEED_FORWARD_FOLDER} (searched: {ca.searched_folders(ca.FEED_FORWARD_FOLDER)}). "
             f"Choose 'demo' or a .safetensors file listed in the menu (train one with `python -m "
             f"training.feed_forward` and copy its feed_forward.safetensors there); paths leading out of "
             f"models/{ca.FEED_FORWARD_FOLDER} are refused.")
@@ -174,15 +165,9 @@ class FeedForwardLatent(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, text: str | None = "") -> bool | str:
         """Reject a malformed prompt before the run (an empty one is allowed: targets may be connected)."""
-        from .prompts import parse_text_targets
+        from .prompts import prompt_problem
 
-        if text is None or not text.strip():
-            return True
-        try:
-            parse_text_targets(text, 1.0)
-        except ValueError as e:
-            return str(e)
-        return True
+        return True if text is not None and not text.strip() else prompt_problem(text)
 
     @classmethod
     def execute(cls, vqgan, clip_guide, feed_forward, text: str, seed: int, batch_size: int,  # noqa: ANN001

@@ -55,8 +55,6 @@ def resolve_vqgan(name: str) -> str:
 
     Only files in models/vqgan: absolute paths, '..' and links leading out get the not-found message.
     """
-    import folder_paths
-
     if name == ca.DEMO_NAME:
         return name
     known = md.known_vqgan_name(name)
@@ -64,10 +62,7 @@ def resolve_vqgan(name: str) -> str:
         return md.fetch_known_vqgan(known)
     path = ca.find_model_file(ca.VQGAN_FOLDER, name)
     if path is None:
-        try:
-            dirs = ", ".join(folder_paths.get_folder_paths(ca.VQGAN_FOLDER))
-        except KeyError:
-            dirs = "not registered"
+        dirs = ca.searched_folders(ca.VQGAN_FOLDER)
         log.warning("Load VQGAN refused %r (not a file in models/%s)", name, ca.VQGAN_FOLDER)
         raise ValueError(f"Model file '{name}' was not found in models/{ca.VQGAN_FOLDER} (searched: {dirs}). "
                          f"Choose 'demo', a released model or a file listed in the menu; paths leading out of "
@@ -175,15 +170,6 @@ def _few(items: list[str], n: int = 8) -> str:
     return f"{shown} ... ({len(items)} in all)" if len(items) > n else shown
 
 
-def _clip_dirs() -> str:
-    import folder_paths
-
-    try:
-        return ", ".join(folder_paths.get_folder_paths(ca.CLIP_FOLDER))
-    except KeyError:
-        return "not registered"
-
-
 def resolve_clip_name(clip_name: str) -> str:
     """'demo', the full path of a 'local:<folder>' in models/clip_guide, or an open_clip model name; anything else
     is refused (ValueError listing what is allowed; the same message whether or not such a path exists)."""
@@ -202,7 +188,7 @@ def resolve_clip_name(clip_name: str) -> str:
     raise ValueError(
         f"Load CLIP Guide: clip_name {clip_name!r} is not one of the offered options. Allowed: 'demo', "
         f"'local:<folder>' for an open_clip folder (with open_clip_config.json) in models/{ca.CLIP_FOLDER} "
-        f"(found: {_few(folders)}; searched: {_clip_dirs()}), or an open_clip model name "
+        f"(found: {_few(folders)}; searched: {ca.searched_folders(ca.CLIP_FOLDER)}), or an open_clip model name "
         f"({_few(open_clip.list_models())}). Paths outside models/{ca.CLIP_FOLDER} are refused.")
 
 
@@ -227,7 +213,7 @@ def resolve_clip_pretrained(pretrained: str) -> str:
             else f"no URL (the server's owner can allow URL prefixes in {ALLOWED_URLS_ENV})")
     raise ValueError(
         f"Load CLIP Guide: pretrained {pretrained!r} is not one of the offered options. Allowed: 'none', a weights "
-        f"file in models/{ca.CLIP_FOLDER} (found: {_few(ca.list_models(ca.CLIP_FOLDER))}; searched: {_clip_dirs()}), "
+        f"file in models/{ca.CLIP_FOLDER} (found: {_few(ca.list_models(ca.CLIP_FOLDER))}; searched: {ca.searched_folders(ca.CLIP_FOLDER)}), "
         f"an open_clip pretrained tag ({_few(sorted(tags, key=lambda t: (t != 'openai', t)))}), or {urls}. Paths outside models/{ca.CLIP_FOLDER} are refused.")
 
 

@@ -163,12 +163,7 @@ def fetch_known_vqgan(name: str) -> str:
 # -- Load CLIP Guide --------------------------------------------------------------------------------------------
 def clip_offline_hint(name: str, tag: str, source: str) -> str:
     """``offline_hint`` for ``vqgan_core.clip.guide.load_clip``: where to put the weights in ComfyUI's folders."""
-    import folder_paths
-
-    try:
-        folders = ", ".join(folder_paths.get_folder_paths(ca.CLIP_FOLDER))
-    except KeyError:
-        folders = "not registered"
+    folders = ca.searched_folders(ca.CLIP_FOLDER)
     return (f"If this machine is offline, download the weights from {source} (open_clip_model.safetensors or "
             f"open_clip_pytorch_model.bin) on a connected machine and put the file in "
             f"ComfyUI/models/{ca.CLIP_FOLDER} ({folders}), e.g. as {name}_{tag}.safetensors (keep its extension); "

@@ -52,6 +52,17 @@ def stop_value(stop: float) -> float:
     return float("-inf") if stop <= -1.0 else float(stop)
 
 
+def prompt_problem(text: str | None) -> bool | str:
+    """``validate_inputs`` for a prompt widget: True, or the parse error (a linked input, None, is checked later)."""
+    if text is None:
+        return True
+    try:
+        parse_text_targets(text, 1.0)
+    except ValueError as e:
+        return str(e)
+    return True
+
+
 class CLIPTextPrompt(io.ComfyNode):
     """Text -> CLIP targets (classic ``a:1|b:-0.5:0.2`` grammar)."""
 
@@ -76,13 +87,7 @@ class CLIPTextPrompt(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, text: str = "") -> bool | str:
         """Reject malformed prompts before the run starts (only when the text is a constant)."""
-        if text is None:
-            return True
-        try:
-            parse_text_targets(text, 1.0)
-        except ValueError as e:
-            return str(e)
-        return True
+        return prompt_problem(text)
 
     @classmethod
     def execute(cls, text: str, weight: float) -> io.NodeOutput:

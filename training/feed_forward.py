@@ -50,6 +50,7 @@ from vqgan_core import (
     resolve_precision,
     safe_torch_load,
     save_feed_forward,
+    stream_seed,
     vqgan_fingerprint,
 )
 
@@ -128,9 +129,9 @@ class FeedForwardTrainer:
         self.clip_loss = ClipLoss(self.guide, views=views, weight=lc.clip_weight)
         self.loss = SumLoss([self.clip_loss, *([TVLoss(lc.tv_weight)] if lc.tv_weight else [])])
         r = self.dist.rank
-        self.g_data = torch.Generator().manual_seed(cfg.seed * 7919 + 1 + 1000 * r)
-        self.g_noise = torch.Generator().manual_seed(cfg.seed * 7919 + 2 + 1000 * r)
-        self.g_view = torch.Generator(dev).manual_seed(cfg.seed * 7919 + 3 + 1000 * r)
+        self.g_data = torch.Generator().manual_seed(stream_seed(cfg.seed, 1 + 1000 * r))
+        self.g_noise = torch.Generator().manual_seed(stream_seed(cfg.seed, 2 + 1000 * r))
+        self.g_view = torch.Generator(dev).manual_seed(stream_seed(cfg.seed, 3 + 1000 * r))
         self.step = 0
         self.val_captions = cfg.val_captions or (self.captions[:: max(1, len(self.captions) // 6)][:6] + self.held[:2])
         self._stop = False
@@ -146,7 +147,10 @@ class FeedForwardTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
             text = json.dumps(cfg.to_dict(), indent=1)
             atomic_write(self.out / "config.json", lambda p: Path(p).write_text(text, encoding="utf-8"))
-            truncate_metrics(self.out, self.step - 1) if self.step else metrics_path(self.out).unlink(missing_ok=True)
+            if self.step:  # a resumed run keeps what was logged up to its checkpoint
+                truncate_metrics(self.out, self.step)
+            else:
+                metrics_path(self.out).unlink(missing_ok=True)
             if cfg.tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -157,11 +161,11 @@ class FeedForwardTrainer:
 
     def _restore(self, folder: Path) -> None:
         st = safe_torch_load(folder / STATE)
-        saved = st.get("train_config", {})
+        saved, mine = st.get("train_config", {}), self.cfg.to_dict()
         for key in ("vqgan", "clip", "size", "model"):
-            if saved.get(key) != self.cfg.to_dict()[key]:
+            if saved.get(key) != mine[key]:
                 raise TrainConfigError(f"--resume: {folder} was trained with {key}={saved.get(key)!r}, this config "
-                                       f"says {self.cfg.to_dict()[key]!r}; use another --out or the same setting")
+                                       f"says {mine[key]!r}; use another --out or the same setting")
         sd, _ = read_safetensors(folder / MODEL)
         self.net.load_state_dict({k: v.float() for k, v in sd.items()})
         self.opt.load_state_dict(st["optimizer"])

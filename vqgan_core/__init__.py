@@ -62,7 +62,7 @@ _export("feedforward.infer", "decode01", "feed_forward_latent", "pick_guide", "p
 _export("engine", "INIT_DECAYS", "SCHEDULERS", "ClipLoss", "ImageLoss", "InitLoss", "LatentParam", "LossTerm",
         "OptimizerSpec", "Stepper", "StepResult", "SumLoss", "TVLoss", "Views")
 _export("engine.config", "SEED_MAX", "GenerationConfig")
-_export("engine.run_info", "RunInfo", "StepContext")
+_export("engine.run_info", "RunInfo", "StepContext", "stream_seed")
 _export("engine.runtime", "resolve_precision")
 _export("engine.loop", "GenerationCallbacks", "GenerationLoop", "GenerationResult", "run_generation")
 _export("engine.loss_curve", "loss_table", "plot_losses")

@@ -177,6 +177,7 @@ def test_a_signal_checkpoints_and_stops(tmp_path, captions):
     assert main(["--data", str(captions), "--out", str(out), "--resume", *TINY, "steps=5", "val_every=0",
                  "save_every=0"]) == 0
     assert (out / RESULT).is_file() and ck.find_latest(out, REQUIRED).name == "step_00000005"
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4, 5]  # the steps before the stop are kept once
 
 
 def test_bf16_autocast_run(tmp_path, captions):
