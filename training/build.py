@@ -162,7 +162,7 @@ def learning_rate(cfg: TrainConfig, world_size: int) -> float:
 def build_optimizers(
     cfg: TrainConfig, model: torch.nn.Module, disc: torch.nn.Module, lr: float, fused: bool = False
 ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Taming's two Adams (betas (0.5, 0.9)); fused kernels on CUDA."""
+    """Taming's two Adams (betas (0.5, 0.9)); ``fused``: the vectorised kernel (CUDA and CPU)."""
     kw: dict[str, Any] = {
         "lr": lr,
         "betas": tuple(cfg.optim.betas),

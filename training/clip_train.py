@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
 from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 from open_clip.tokenizer import SimpleTokenizer
+from PIL import Image
 
 from training.clip_data import TEMPLATES, augment, distractors, hard_negative, key, load_coco, mask_bank
 from training.clip_vocab import needed_merges, write_bpe
@@ -46,6 +47,9 @@ DEFAULTS: dict = {
     "distractor_frac": 0.5, "mask_bank": 500, "shape_focus": 0.25,
     "init_logit_scale": None, "aug_noise": 0.05,
     "mask_size_law": "area",  # distractor shape sizes (training.shapes.SIZE_LAWS); "radius" for the first data
+    "init": None,  # an open_clip folder written by this script to start from (its architecture and vocabulary)
+    "negatives": [],  # folders of training.mine_negatives: the guide's rejected generations, extra negative images
+    "negatives_per_step": 32,
 }
 
 
@@ -127,6 +131,45 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, pos: torch.Tensor, sc
     return -(i2t + t2i) / 2
 
 
+def load_init(model: torch.nn.Module, folder: Path) -> None:
+    """Start from a folder this script wrote (fine-tuning rounds); it must have the same architecture."""
+    from safetensors.torch import load_file
+
+    f = folder / "open_clip_model.safetensors"
+    if not f.is_file():
+        raise FileNotFoundError(f"init: {f} not found (expected a folder written by training.clip_train)")
+    sd = load_file(str(f))
+    own = model.state_dict()
+    bad = sorted(k for k in own if k not in sd or sd[k].shape != own[k].shape)
+    if bad or set(sd) - set(own):
+        raise ValueError(f"init: {f} does not fit this config (first mismatched keys: {bad[:3]}); "
+                         "use the config the folder was trained with")
+    model.load_state_dict({k: v.float() for k, v in sd.items()})
+
+
+def load_negatives(folders: list[Path], size: int) -> torch.Tensor:
+    """The images ``training.mine_negatives`` rejected (judge: not all four checks) as uint8 [N,3,H,W]."""
+    imgs = []
+    for d in folders:
+        log = d / "negatives.jsonl"
+        if not log.is_file():
+            raise FileNotFoundError(f"negatives: {log} not found (make it with python -m training.mine_negatives)")
+        for i, line in enumerate(log.read_text().splitlines()):
+            row = json.loads(line)
+            if row.get("all_four"):
+                continue
+            with Image.open(d / row["file"]) as im:
+                a = np.asarray(im.convert("RGB"))
+            if a.shape[:2] != (size, size):
+                raise ValueError(f"negatives: {d / row['file']} (line {i + 1} of {log}) is {a.shape[1]}x{a.shape[0]}, "
+                                 f"expected {size}x{size}")
+            imgs.append(a)
+    logger.info("%d mined negative images from %d folders", len(imgs), len(folders))
+    if not imgs:
+        return torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+
+
 def train(c: dict, data: Path, out: Path) -> dict:
     """Train, evaluate zero-shot on val, save the open_clip folder; returns the train_info dict."""
     torch.set_num_threads(int(c["threads"]))
@@ -138,6 +181,9 @@ def train(c: dict, data: Path, out: Path) -> dict:
     tok = SimpleTokenizer(bpe_path=str(out / BPE_FILE), context_length=c["context_length"])
     cfg = model_cfg(c, tok.vocab_size)
     model = create_registered(c["model_name"], cfg)
+    if c["init"]:
+        load_init(model, Path(c["init"]))
+    negs = load_negatives([Path(d) for d in c["negatives"]], c["image_size"])
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("vocab %d, %.2f M parameters", tok.vocab_size, n_params / 1e6)
     cache: dict[str, torch.Tensor] = {}
@@ -155,7 +201,7 @@ def train(c: dict, data: Path, out: Path) -> dict:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c["weight_decay"]}, {"params": rest, "weight_decay": 0}],
                             lr=c["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / c["warmup"]) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, s / c["steps"]))))
+        1 + math.cos(math.pi * min(1.0, s / max(1, c["steps"])))))
     bs, k = c["batch_size"], c["hard_negatives"]
     t0 = time.time()
     for step in range(c["steps"]):
@@ -165,6 +211,9 @@ def train(c: dict, data: Path, out: Path) -> dict:
         x = imgs[idx].float() / 255
         if nd:
             x = torch.cat([x, distractors(a[:nd], bank, g, c["image_size"], c["shape_focus"])])
+        if len(negs):
+            x = torch.cat([x, negs[torch.randint(len(negs), (c["negatives_per_step"],), generator=g)].float() / 255])
+        nd = x.shape[0] - bs
         x = normalize(augment(x, g, c["aug_noise"]))
         tmpl = rng.integers(len(TEMPLATES), size=bs)
         texts_attr = a + [hard_negative(a[i], rng, c["shape_focus"]) for i in range(bs) for _ in range(k)]

@@ -100,6 +100,36 @@ def test_speed_patches_match_stock_model_with_gradients(sdpa, monkeypatch):
     tok = torch.randint(0, 600, (2, 16))
     torch.testing.assert_close(patched.encode_text(tok), stock.encode_text(tok), atol=1e-5, rtol=1e-5)  # causal mask
     assert calls["fast"] == 4 and calls["explicit"] == (0 if sdpa else 4)  # 2 vision + 2 text blocks
+    assert patched.visual.transformer.resblocks[-1].class_token_batch_first is False  # the class-token path ran
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_class_token_last_block_matches_stock_pooling(batch_first):
+    """The last vision block computed for the class token only: same pooled embedding and input gradient."""
+    import open_clip
+
+    from vqgan_core.clip.speed import _class_token_last_block
+
+    torch.manual_seed(0)
+    stock = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
+    patched = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
+    patched.load_state_dict(stock.state_dict())
+    if not batch_first:
+        _seq_first(patched)
+    assert _class_token_last_block(patched)
+    assert set(patched.state_dict()) == set(stock.state_dict())
+    x1 = torch.rand(3, 3, 32, 32, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    a, b = stock.encode_image(x1), patched.encode_image(x2)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    gy = torch.randn(a.shape)
+    (a * gy).sum().backward()
+    (b * gy).sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=1e-4)
+    patched.visual.pool_type = "avg"  # mean pooling reads every token: the patch must not apply
+    fresh = open_clip.model.CLIP(**TINY_CLIP_CFG)
+    fresh.visual.pool_type = "avg"
+    assert not _class_token_last_block(fresh)
 
 
 def test_local_file_none_and_url(tiny_registered, tmp_path, monkeypatch):

@@ -21,3 +21,35 @@ def test_clip_train_writes_a_loadable_open_clip_folder(tmp_path, one_thread):
     e = guide.encode_image(torch.rand(2, 3, 64, 64))
     t = guide.encode_text(["a red circle on a blue background"])
     assert e.shape == (2, t.shape[-1]) and torch.isfinite(e).all()
+
+
+def test_mined_negatives_feed_a_fine_tuning_round(tmp_path, one_thread):
+    """mine_negatives records every generation with the judge's verdict; clip_train starts from a folder
+    (``init``) and takes the rejected images as extra negatives; a folder of another shape is refused by name."""
+    import pytest
+
+    from training import mine_negatives
+
+    make_dataset(str(tmp_path / "shapes"), 48, 12, 64, 0)
+    neg = tmp_path / "neg"
+    res = mine_negatives.mine("demo", ["demo"], 2, 3, neg, {"steps": 1, "cutn": 2})
+    rows = [json.loads(line) for line in (neg / "negatives.jsonl").read_text().splitlines()]
+    assert res["made"] == 2 and len(rows) == 2 and {r["shape"] for r in rows} == {"circle", "square"}
+    assert all((neg / r["file"]).is_file() and "all_four" in r for r in rows)
+    assert mine_negatives.mine("demo", ["demo"], 2, 3, neg, {"steps": 1, "cutn": 2})["made"] == 0  # resumes
+    rows[0]["all_four"] = True  # a generation the judge passed is no negative
+    (neg / "negatives.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert clip_train.load_negatives([neg], 64).shape == (1, 3, 64, 64)
+
+    base = ["--config", "training/configs/demo_clip.json", "--data", str(tmp_path / "shapes"), "--steps", "1",
+            "--set", "batch_size=8"]
+    clip_train.main([*base, "--out", str(tmp_path / "r0")])
+    clip_train.main([*base, "--out", str(tmp_path / "r1"), "--set", f'init="{tmp_path / "r0"}"',
+                     "--set", f'negatives=["{neg}"]'])
+    assert load_clip(str(tmp_path / "r1")).encode_image(torch.rand(1, 3, 64, 64)).isfinite().all()
+    clip_train.main([*base, "--steps", "0", "--out", str(tmp_path / "same"), "--set", f'init="{tmp_path / "r0"}"'])
+    a, b = (load_clip(str(tmp_path / d)).model.state_dict() for d in ("r0", "same"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # zero steps from init: the init's weights
+    with pytest.raises(ValueError, match="does not fit this config"):
+        clip_train.main([*base, "--out", str(tmp_path / "r2"), "--set", f'init="{tmp_path / "r0"}"',
+                         "--set", "embed_dim=64"])

@@ -83,6 +83,8 @@ def test_resume_refuses_changed_architecture(coco, tmp_path, capsys):
     try:
         assert tr.step == 2 and tr.opt_ae.state
         assert tr.opt_ae.param_groups[0]["lr"] == 5e-4 and tuple(tr.opt_ae.param_groups[0]["betas"]) == (0.9, 0.99)
+        # the CPU gets the fused Adam kernel (6x the for-loop one), resumed moments included
+        assert tr.opt_ae.param_groups[0]["fused"] and tr.opt_d.param_groups[0]["fused"]
     finally:
         tr.close()
 

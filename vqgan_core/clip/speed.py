@@ -7,6 +7,9 @@
   matmuls ~2 ms); elsewhere (CUDA) through SDPA on views of the projection, without the stock module's
   copies (a contiguous copy of q/k/v forward; three zero-filled ``select`` gradients, their sums and
   transposed copies backward: about 10 kernels and 40 MB per ViT-B/32 block at 32 cutouts).
+* the last ViT block for the class token only (``class_token_forward``): with class-token pooling nothing reads the
+  other tokens' outputs, so their query, attention output, projection and MLP rows are skipped (about 7 % of a
+  ViT-B/32 image encode, forward and backward).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 
 from ..vqgan.layers import matmul_attention
 
-__all__ = ["ShortSeqAttention", "apply_speed_patches"]
+__all__ = ["ShortSeqAttention", "apply_speed_patches", "class_token_forward"]
 
 
 def _seq_first(model: torch.nn.Module) -> int:
@@ -131,8 +134,72 @@ def _short_seq_attention(model: torch.nn.Module) -> int:
     return n
 
 
+def class_token_forward(self: torch.nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``ResidualAttentionBlock.forward`` for the class token only: a 1-token sequence out.
+
+    Why: a ViT pooled by its class token (CLIP's ``pool_type='tok'``) reads only token 0 after the last block;
+    the other tokens still serve as keys and values there, but their queries, attention outputs, output
+    projection and MLP are dead work. The pooled result is the stock one up to summation order.
+    """
+    if attn_mask is not None:  # no vision tower masks its tokens; if one does, the stock path (all tokens out)
+        return type(self).__mro__[1].forward(self, x, attn_mask=attn_mask)
+    attn = self.attn
+    e, h = attn.embed_dim, attn.num_heads
+    y = self.ln_1(x)
+    if self.class_token_batch_first:  # [N, L, E]
+        x0, y0, n = x[:, :1], y[:, :1], x.shape[0]
+    else:  # [L, N, E]
+        x0, y0, n = x[:1], y[:1], x.shape[1]
+    q = F.linear(y0, attn.in_proj_weight[:e], attn.in_proj_bias[:e])
+    kv = F.linear(y, attn.in_proj_weight[e:], attn.in_proj_bias[e:])
+    if self.class_token_batch_first:
+        q = q.view(n, 1, h, e // h).transpose(1, 2)  # [N, H, 1, d]
+        k, v = kv.view(n, -1, 2, h, e // h).permute(2, 0, 3, 1, 4).unbind(0)  # [N, H, L, d]
+    else:
+        q = q.view(1, n, h, e // h).permute(1, 2, 0, 3)
+        k, v = kv.view(-1, n, 2, h, e // h).permute(2, 1, 3, 0, 4).unbind(0)
+    o = _attend(q, k, v, None)  # [N, H, 1, d]
+    o = o.transpose(1, 2).reshape(n, 1, e) if self.class_token_batch_first else o.permute(2, 0, 1, 3).reshape(1, n, e)
+    x0 = x0 + self.ls_1(attn.out_proj(o))
+    return x0 + self.ls_2(self.mlp(self.ln_2(x0)))
+
+
+_CLASS_TOKEN_TYPES: dict[type, type] = {}
+
+
+def _class_token_last_block(model: torch.nn.Module) -> bool:
+    """Run the vision tower's last block by :func:`class_token_forward` where only the class token is read.
+
+    The block's class is swapped in place (a subclass whose ``forward`` is that function), so parameters and
+    state-dict keys stay.
+    """
+    from open_clip.transformer import ResidualAttentionBlock, Transformer, VisionTransformer
+
+    vis = getattr(model, "visual", None)
+    if not (isinstance(vis, VisionTransformer) and isinstance(vis.transformer, Transformer)):
+        return False
+    blocks = vis.transformer.resblocks
+    last = blocks[-1] if len(blocks) else None
+    attn = getattr(last, "attn", None)
+    fits = (
+        isinstance(last, ResidualAttentionBlock) and not hasattr(last, "ln_1_kv")
+        and isinstance(attn, torch.nn.MultiheadAttention) and attn._qkv_same_embed_dim
+        and attn.in_proj_bias is not None and (attn.dropout == 0.0 or not attn.training)
+        and vis.pool_type == "tok" and vis.attn_pool is None and not vis.output_tokens
+        and not vis.transformer.grad_checkpointing
+    )
+    if fits:
+        base = type(last)
+        if base not in _CLASS_TOKEN_TYPES:
+            _CLASS_TOKEN_TYPES[base] = type(f"ClassToken{base.__name__}", (base,), {"forward": class_token_forward})
+        last.__class__ = _CLASS_TOKEN_TYPES[base]
+        last.class_token_batch_first = vis.transformer.batch_first
+    return fits
+
+
 def apply_speed_patches(model: torch.nn.Module) -> None:
     """Apply every patch that fits ``model`` (an open_clip CLIP); results match the stock model."""
     _seq_first(model)
     _patch_embed_as_linear(model)
     _short_seq_attention(model)
+    _class_token_last_block(model)
