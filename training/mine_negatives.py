@@ -42,11 +42,7 @@ def prompts(n: int, seed: int) -> list[tuple[str, str, str, int]]:
 
 def mine(vqgan: str, clips: list[str], n: int, seed: int, out: Path, overrides: dict) -> dict:
     """Generate ``n`` images with the demo preset (plus ``overrides``) and record the judge's verdicts."""
-    from vqgan_core import load_vqgan
-    from vqgan_core.clip.guide import ClipEnsemble, load_clip
-    from vqgan_core.engine.config import GenerationConfig
-    from vqgan_core.engine.loop import run_generation
-    from vqgan_core.hub import demo
+    from vqgan_core import ClipEnsemble, GenerationConfig, demo_preset, load_clip, load_vqgan, run_generation
 
     out.mkdir(parents=True, exist_ok=True)
     vq = load_vqgan(vqgan)
@@ -60,7 +56,7 @@ def mine(vqgan: str, clips: list[str], n: int, seed: int, out: Path, overrides: 
         name = f"{fg}_{shape}_{bg}_s{s}.png"
         if name in done:
             continue
-        cfg = GenerationConfig.from_dict({**demo.preset(), **overrides, "seed": s,
+        cfg = GenerationConfig.from_dict({**demo_preset(), **overrides, "seed": s,
                                           "prompts": f"a {fg} {shape} on a {bg} background"})
         img = run_generation(vq, guide, cfg).images[0]
         arr = (img.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)

@@ -79,6 +79,9 @@ def preset() -> dict[str, Any]:
     return dict(_PRESET)
 
 
+demo_preset = preset  # the public name (``from vqgan_core import demo_preset``)
+
+
 _PRESET: dict[str, Any] = {
     "width": 64,
     "height": 64,

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # the decoder's blocks and open_clip's transformer block (by name: open_clip is an optional import here)
 BLOCK_TYPES: tuple[type, ...] = (ResnetBlock, AttnBlock)
-BLOCK_NAMES = ("ResidualAttentionBlock",)
+BLOCK_NAMES = ("ResidualAttentionBlock", "ClassTokenResidualAttentionBlock")  # the latter: clip.speed's last ViT block
 
 
 def compile_blocks(module: torch.nn.Module, **compile_kwargs: object) -> int:
