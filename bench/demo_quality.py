@@ -14,6 +14,7 @@ and model load included).
 
     python bench/demo_quality.py                          # shipped demo models, seeds 0 1 (~15 min, 2 cores)
     python bench/demo_quality.py --clip runs/clip_try --seeds 0 1 2 --out runs/dq_try
+    python bench/demo_quality.py --clip demo --clip runs/clip_rn --out runs/dq_ensemble   # a CLIP ensemble
 """
 
 from __future__ import annotations
@@ -117,8 +118,12 @@ def contact_sheet(rows: list[dict], path: Path, seeds: list[int]) -> None:
     sheet.save(path)
 
 
-def run_cell(vq, clip, cell: tuple[str, str, str, int], overrides: dict, out: Path, log: bool = True) -> dict:  # noqa: ANN001
-    """Generate one grid cell with the demo preset (plus ``overrides``), save it under ``out`` and judge it."""
+def run_cell(vq, clip, cell: tuple[str, str, str, int], overrides: dict, out: Path, log: bool = True,  # noqa: ANN001
+             probe=None) -> dict:  # noqa: ANN001
+    """Generate one grid cell with the demo preset (plus ``overrides``), save it under ``out`` and judge it.
+
+    ``clip`` guides (a guide or an ensemble); ``probe`` (default ``clip``) is the single guide asked for its shape pick.
+    """
     from PIL import Image
 
     from vqgan_core.engine.config import GenerationConfig
@@ -135,7 +140,7 @@ def run_cell(vq, clip, cell: tuple[str, str, str, int], overrides: dict, out: Pa
     f = out / f"{fg}_{shape}_{bg}_s{seed}.png"
     Image.fromarray(img).save(f)
     v = judge(img, fg, shape, bg)
-    pick = clip_shape_probe(clip, [img], [(fg, shape, bg)])["picks"][0]
+    pick = clip_shape_probe(probe or clip, [img], [(fg, shape, bg)])["picks"][0]
     if log:
         print(f"{prompt:42s} s{seed}: bg {v.bg_share:.0%} fg {v.fg_share:.0%} blob {v.blob_share:.0%} "
               f"seen {v.shape_seen} ({v.iou:.2f}) clip {pick} {'PASS' if v.all_four else 'fail'} {secs:.2f}s",
@@ -182,7 +187,8 @@ def summarise(rows: list[dict], show: bool = True) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vqgan", default="demo")
-    p.add_argument("--clip", default="demo", help="'demo' or an open_clip folder (e.g. a candidate demo CLIP)")
+    p.add_argument("--clip", action="append", help="'demo' or an open_clip folder (e.g. a candidate demo CLIP); "
+                   "repeat for an ensemble (the last one is asked for its shape pick); default: demo")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default="runs/demo_quality")
     p.add_argument("--threads", type=int, default=2)
@@ -207,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
           + ("" if trusted else "  -- BELOW 98 %: the numbers below are NOT trusted"), flush=True)
 
     from vqgan_core import load_vqgan
-    from vqgan_core.clip.guide import load_clip
+    from vqgan_core.clip.guide import ClipEnsemble, load_clip
 
-    vq, clip = load_vqgan(a.vqgan), load_clip(a.clip)
+    a.clip = a.clip or ["demo"]
+    guides = [load_clip(c) for c in a.clip]
+    vq, clip = load_vqgan(a.vqgan), guides[-1]  # the probes below ask one CLIP: the last one named
+    guide = guides[0] if len(guides) == 1 else ClipEnsemble.of(guides)
     probes = {}
     for law in ("area", "radius"):
         imgs, specs = real_images(a.real, 777, law)
@@ -234,13 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     for kv in a.set:
         k, _, v = kv.partition("=")
         overrides[k] = json.loads(v)
-    rows = [run_cell(vq, clip, cell, overrides, out) for cell in grid(a.seeds)]
+    rows = [run_cell(vq, guide, cell, overrides, out, probe=clip) for cell in grid(a.seeds)]
     table = summarise(rows)
     secs = [r["seconds"] for r in rows]
     print(f"seconds per image (in process, {a.threads} threads): mean {np.mean(secs):.1f}, max {max(secs):.1f}")
 
     cli = None
-    if not a.no_cli_timing and a.vqgan == "demo" and a.clip == "demo":
+    if not a.no_cli_timing and a.vqgan == "demo" and a.clip == ["demo"]:
         env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "vqgan_core", "generate", "a red circle on a blue background",
