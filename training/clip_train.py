@@ -170,8 +170,20 @@ def load_negatives(folders: list[Path], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
 
 
+def check_fine_tune_keys(c: dict) -> None:
+    """``init``: a folder or null; ``negatives``: a list of folders; ``negatives_per_step``: a positive count."""
+    if c["init"] is not None and not isinstance(c["init"], str):
+        raise ValueError(f"init must be an open_clip folder written by this script (a string) or null, got {c['init']!r}")
+    if not isinstance(c["negatives"], list) or not all(isinstance(d, str) for d in c["negatives"]):
+        raise ValueError(f'negatives must be a JSON list of folders (--set \'negatives=["runs/neg_r1"]\'), '
+                         f"got {c['negatives']!r}")
+    if not isinstance(c["negatives_per_step"], int) or c["negatives_per_step"] < 1:
+        raise ValueError(f"negatives_per_step must be a positive integer, got {c['negatives_per_step']!r}")
+
+
 def train(c: dict, data: Path, out: Path) -> dict:
     """Train, evaluate zero-shot on val, save the open_clip folder; returns the train_info dict."""
+    check_fine_tune_keys(c)
     torch.set_num_threads(int(c["threads"]))
     torch.manual_seed(c["seed"])
     g = torch.Generator().manual_seed(c["seed"])

@@ -83,8 +83,18 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(a.threads)
-    overrides = {k: json.loads(v) for k, _, v in (kv.partition("=") for kv in a.set)}
-    print(json.dumps(mine(a.vqgan, a.clip, a.n, a.seed, Path(a.out), overrides)))  # noqa: T201 (the CLI result)
+    overrides = {}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        try:
+            overrides[k] = json.loads(v)
+        except ValueError:
+            p.error(f"--set {kv}: the value must be JSON (e.g. steps=100, augments='[\"Hf\"]')")
+    try:
+        res = mine(a.vqgan, a.clip, a.n, a.seed, Path(a.out), overrides)
+    except (ValueError, OSError) as e:  # bad settings, models that do not load: say which, no traceback
+        p.exit(2, f"error: {e}\n")
+    print(json.dumps(res))  # noqa: T201 (the CLI result)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,10 @@ def test_clear_errors(monkeypatch):
         load_clip("ViT-B-32", "notatag")
     with pytest.raises(ClipLoadError, match="not found"):
         load_clip("ViT-B-32", "/no/such/clip.safetensors")
+    for missing in ("/no/such/clip_folder", "runs/no_such_clip"):  # a folder path, not a model name
+        with pytest.raises(ClipLoadError, match=f"CLIP folder not found: {missing} "):
+            load_clip(missing)
+    assert load_clip("ViT-B/32", "none").image_size == 224  # OpenAI's spelling of a model name still works
 
     def offline(*a, **k):
         raise RuntimeError("Failed to download weights for tag 'openai': Name or service not known")

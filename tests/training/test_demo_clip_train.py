@@ -40,6 +40,9 @@ def test_mined_negatives_feed_a_fine_tuning_round(tmp_path, one_thread):
     rows[0]["all_four"] = True  # a generation the judge passed is no negative
     (neg / "negatives.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert clip_train.load_negatives([neg], 64).shape == (1, 3, 64, 64)
+    with pytest.raises(SystemExit) as e:  # a bad setting is one line, no traceback
+        mine_negatives.main(["--clip", "demo", "--out", str(tmp_path / "x"), "--set", "stepz=3"])
+    assert e.value.code == 2
 
     base = ["--config", "training/configs/demo_clip.json", "--data", str(tmp_path / "shapes"), "--steps", "1",
             "--set", "batch_size=8"]
@@ -50,6 +53,8 @@ def test_mined_negatives_feed_a_fine_tuning_round(tmp_path, one_thread):
     clip_train.main([*base, "--steps", "0", "--out", str(tmp_path / "same"), "--set", f'init="{tmp_path / "r0"}"'])
     a, b = (load_clip(str(tmp_path / d)).model.state_dict() for d in ("r0", "same"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # zero steps from init: the init's weights
+    with pytest.raises(ValueError, match="negatives must be a JSON list of folders"):
+        clip_train.main([*base, "--out", str(tmp_path / "r3"), "--set", f"negatives={neg}"])  # a bare path
     with pytest.raises(ValueError, match="does not fit this config"):
         clip_train.main([*base, "--out", str(tmp_path / "r2"), "--set", f'init="{tmp_path / "r0"}"',
                          "--set", "embed_dim=64"])

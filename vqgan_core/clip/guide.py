@@ -287,6 +287,9 @@ def _load_builtin(name: str, pretrained: str | None, check_interrupt: Callable[[
                   offline_hint: OfflineHint | None = None) -> tuple[torch.nn.Module, object, str]:
     import open_clip
 
+    if looks_like_path(name) and name.replace("/", "-") not in open_clip.list_models():  # not OpenAI's ViT-B/32
+        raise ClipLoadError(f"CLIP folder not found: {name} (expected an open_clip folder with open_clip_config.json, "
+                            "a model name such as ViT-B-32, or 'demo')")
     name = name.replace("/", "-")  # OpenAI spelling ViT-B/32 -> open_clip's ViT-B-32
     if name not in open_clip.list_models():
         raise ClipLoadError(f"unknown open_clip model {name!r}; valid names: {', '.join(open_clip.list_models())}")
