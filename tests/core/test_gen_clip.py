@@ -116,7 +116,8 @@ def test_class_token_last_block_matches_stock_pooling(batch_first):
     patched.load_state_dict(stock.state_dict())
     if not batch_first:
         _seq_first(patched)
-    assert _class_token_last_block(patched)
+    assert _class_token_last_block(patched) and _class_token_last_block(patched)  # a second call changes nothing
+    assert type(patched.visual.transformer.resblocks[-1]).__name__ == "ClassTokenResidualAttentionBlock"
     assert set(patched.state_dict()) == set(stock.state_dict())
     x1 = torch.rand(3, 3, 32, 32, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_(True)
@@ -126,6 +127,11 @@ def test_class_token_last_block_matches_stock_pooling(batch_first):
     (a * gy).sum().backward()
     (b * gy).sum().backward()
     torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=1e-4)
+    if batch_first:  # a masked call (no vision tower makes one) takes the stock path: every token out
+        t = torch.randn(2, 5, stock.visual.transformer.width)
+        mask = torch.zeros(5, 5)
+        torch.testing.assert_close(patched.visual.transformer.resblocks[-1](t, attn_mask=mask),
+                                   stock.visual.transformer.resblocks[-1](t, attn_mask=mask))
     patched.visual.pool_type = "avg"  # mean pooling reads every token: the patch must not apply
     fresh = open_clip.model.CLIP(**TINY_CLIP_CFG)
     fresh.visual.pool_type = "avg"

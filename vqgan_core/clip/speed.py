@@ -142,7 +142,7 @@ def class_token_forward(self: torch.nn.Module, x: torch.Tensor, attn_mask: torch
     projection and MLP are dead work. The pooled result is the stock one up to summation order.
     """
     if attn_mask is not None:  # no vision tower masks its tokens; if one does, the stock path (all tokens out)
-        return type(self).__mro__[1].forward(self, x, attn_mask=attn_mask)
+        return self.stock_forward(x, attn_mask=attn_mask)
     attn = self.attn
     e, h = attn.embed_dim, attn.num_heads
     y = self.ln_1(x)
@@ -180,18 +180,21 @@ def _class_token_last_block(model: torch.nn.Module) -> bool:
         return False
     blocks = vis.transformer.resblocks
     last = blocks[-1] if len(blocks) else None
+    if hasattr(last, "class_token_batch_first"):  # patched already
+        return True
     attn = getattr(last, "attn", None)
     fits = (
         isinstance(last, ResidualAttentionBlock) and not hasattr(last, "ln_1_kv")
         and isinstance(attn, torch.nn.MultiheadAttention) and attn._qkv_same_embed_dim
-        and attn.in_proj_bias is not None and (attn.dropout == 0.0 or not attn.training)
+        and attn.in_proj_bias is not None and attn.dropout == 0.0
         and vis.pool_type == "tok" and vis.attn_pool is None and not vis.output_tokens
         and not vis.transformer.grad_checkpointing
     )
     if fits:
         base = type(last)
         if base not in _CLASS_TOKEN_TYPES:
-            _CLASS_TOKEN_TYPES[base] = type(f"ClassToken{base.__name__}", (base,), {"forward": class_token_forward})
+            _CLASS_TOKEN_TYPES[base] = type(f"ClassToken{base.__name__}", (base,),
+                                            {"forward": class_token_forward, "stock_forward": base.forward})
         last.__class__ = _CLASS_TOKEN_TYPES[base]
         last.class_token_batch_first = vis.transformer.batch_first
     return fits
