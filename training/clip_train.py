@@ -10,6 +10,9 @@ Why: no pretrained CLIP can be downloaded offline, yet the demo must steer image
     OUT/train_info.json              # command settings and measured zero-shot accuracy
 
 Usage: ``python -m training.clip_train --config training/configs/demo_clip.json --data DIR --out DIR``.
+Fine-tuning rounds against the optimiser (``scripts/demo_clip_rounds.sh``): ``--set init='"DIR"'`` starts from a
+folder this script wrote, ``--set 'negatives=["NEG_DIR", ...]'`` adds ``training.mine_negatives`` rejects as
+negative images.
 """
 
 from __future__ import annotations
@@ -155,13 +158,17 @@ def load_negatives(folders: list[Path], size: int) -> torch.Tensor:
         if not log.is_file():
             raise FileNotFoundError(f"negatives: {log} not found (make it with python -m training.mine_negatives)")
         for i, line in enumerate(log.read_text().splitlines()):
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+                name = row["file"]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"negatives: line {i + 1} of {log} is not a mine_negatives record: {line[:80]!r}") from None
             if row.get("all_four"):
                 continue
-            with Image.open(d / row["file"]) as im:
+            with Image.open(d / name) as im:
                 a = np.asarray(im.convert("RGB"))
             if a.shape[:2] != (size, size):
-                raise ValueError(f"negatives: {d / row['file']} (line {i + 1} of {log}) is {a.shape[1]}x{a.shape[0]}, "
+                raise ValueError(f"negatives: {d / name} (line {i + 1} of {log}) is {a.shape[1]}x{a.shape[0]}, "
                                  f"expected {size}x{size}")
             imgs.append(a)
     logger.info("%d mined negative images from %d folders", len(imgs), len(folders))
