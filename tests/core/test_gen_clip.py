@@ -68,9 +68,31 @@ def test_seq_first_is_bit_identical(tiny_clip_dir):
     assert torch.equal(before, m.encode_image(x))
 
 
+def _stock_and_copy():  # noqa: ANN202
+    """A frozen tiny open_clip CLIP and a second one with the same weights (to patch)."""
+    import open_clip
+
+    torch.manual_seed(0)
+    stock = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
+    patched = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
+    patched.load_state_dict(stock.state_dict())
+    return stock, patched
+
+
+def _assert_same_image_encoding(stock, patched) -> None:  # noqa: ANN001
+    """Same image embedding and the same gradient to the input pixels."""
+    x1 = torch.rand(3, 3, 32, 32, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    a, b = stock.encode_image(x1), patched.encode_image(x2)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    gy = torch.randn(a.shape)
+    (a * gy).sum().backward()
+    (b * gy).sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("sdpa", [False, True])  # True: the branch CUDA takes (SDPA on views of the projection)
 def test_speed_patches_match_stock_model_with_gradients(sdpa, monkeypatch):
-    import open_clip
 
     from vqgan_core.clip import speed as clip_speed
 
@@ -82,21 +104,11 @@ def test_speed_patches_match_stock_model_with_gradients(sdpa, monkeypatch):
     monkeypatch.setattr(clip_speed, "matmul_attention",
                         lambda *a: calls.__setitem__("explicit", calls["explicit"] + 1) or real_matmul(*a))
 
-    torch.manual_seed(0)
-    stock = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
-    patched = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
-    patched.load_state_dict(stock.state_dict())
+    stock, patched = _stock_and_copy()
     apply_speed_patches(patched)
     assert set(patched.state_dict()) == set(stock.state_dict())
     assert sum(isinstance(m, ShortSeqAttention) for m in patched.modules()) == 4  # 2 vision + 2 text blocks
-    x1 = torch.rand(3, 3, 32, 32, requires_grad=True)
-    x2 = x1.detach().clone().requires_grad_(True)
-    a, b = stock.encode_image(x1), patched.encode_image(x2)
-    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
-    gy = torch.randn(a.shape)
-    (a * gy).sum().backward()
-    (b * gy).sum().backward()
-    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=1e-4)
+    _assert_same_image_encoding(stock, patched)
     tok = torch.randint(0, 600, (2, 16))
     torch.testing.assert_close(patched.encode_text(tok), stock.encode_text(tok), atol=1e-5, rtol=1e-5)  # causal mask
     assert calls["fast"] == 4 and calls["explicit"] == (0 if sdpa else 4)  # 2 vision + 2 text blocks
@@ -110,31 +122,20 @@ def test_class_token_last_block_matches_stock_pooling(batch_first):
 
     from vqgan_core.clip.speed import _class_token_last_block
 
-    torch.manual_seed(0)
-    stock = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
-    patched = open_clip.model.CLIP(**TINY_CLIP_CFG).eval().requires_grad_(False)
-    patched.load_state_dict(stock.state_dict())
+    stock, patched = _stock_and_copy()
     if not batch_first:
         _seq_first(patched)
     assert _class_token_last_block(patched) and _class_token_last_block(patched)  # a second call changes nothing
     assert type(patched.visual.transformer.resblocks[-1]).__name__ == "ClassTokenResidualAttentionBlock"
     assert set(patched.state_dict()) == set(stock.state_dict())
-    x1 = torch.rand(3, 3, 32, 32, requires_grad=True)
-    x2 = x1.detach().clone().requires_grad_(True)
-    a, b = stock.encode_image(x1), patched.encode_image(x2)
-    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
-    gy = torch.randn(a.shape)
-    (a * gy).sum().backward()
-    (b * gy).sum().backward()
-    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=1e-4)
+    _assert_same_image_encoding(stock, patched)
     if batch_first:  # a masked call (no vision tower makes one) takes the stock path: every token out
         t = torch.randn(2, 5, stock.visual.transformer.width)
         mask = torch.zeros(5, 5)
         torch.testing.assert_close(patched.visual.transformer.resblocks[-1](t, attn_mask=mask),
                                    stock.visual.transformer.resblocks[-1](t, attn_mask=mask))
-    patched.visual.pool_type = "avg"  # mean pooling reads every token: the patch must not apply
     fresh = open_clip.model.CLIP(**TINY_CLIP_CFG)
-    fresh.visual.pool_type = "avg"
+    fresh.visual.pool_type = "avg"  # mean pooling reads every token: the patch must not apply
     assert not _class_token_last_block(fresh)
 
 
