@@ -40,8 +40,9 @@ def run_mode(name: str, vq, clip, cells: list, overrides: dict, out: Path, seeds
     folder = out / name.replace(" ", "_").replace("+", "plus")
     folder.mkdir(parents=True, exist_ok=True)
     print(f"\n== {name}: {overrides}", flush=True)
-    run_cell(vq, clip, cells[0], overrides, folder, log=False)  # warm-up: first-call costs are not per image
-    rows = [run_cell(vq, clip, c, overrides, folder, log=False) for c in cells]
+    probe = clip.guides[-1][0]  # the model asked for its shape pick
+    run_cell(vq, clip, cells[0], overrides, folder, log=False, probe=probe)  # warm-up: first-call costs are not per image
+    rows = [run_cell(vq, clip, c, overrides, folder, log=False, probe=probe) for c in cells]
     table = summarise(rows, show=False)
     if {r["fg"] for r in rows} == set(PALETTE) and len(rows) == len(grid(seeds)):
         contact_sheet(rows, folder / "sheet.png", seeds)
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feed-forward", default="demo")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--refine", type=int, nargs="*", default=[10, 30, 60], help="refinement step counts to try")
+    p.add_argument("--clip", action="append", help="guide(s) of the optimiser and the refinement (default: demo, the "
+                   "demo pair; the README's table used the colour CLIP alone: vqgan_core/hub/assets/demo/clip)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/bench_feed_forward")
     p.add_argument("--skip-optimiser", action="store_true", help="reuse nothing; just leave the optimiser out")
@@ -76,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vqgan_core import load_feed_forward, load_vqgan
-    from vqgan_core.clip.guide import load_clip
+    from vqgan_core.clip.guide import load_clip_ensemble
     from vqgan_core.hub import demo
 
     torch.set_num_threads(a.threads)
     out = Path(a.out)
-    vq, clip = load_vqgan("demo"), load_clip("demo")
+    vq, clip = load_vqgan("demo"), load_clip_ensemble(a.clip or ["demo"])
     t = time.perf_counter()
     net = load_feed_forward(a.feed_forward, vqgan=vq)
     load_s = time.perf_counter() - t
@@ -108,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     seen = summarise(seen_rows, show=False)["all"] if seen_rows else None
     seen_caps = [f"a {r['fg']} {r['shape']} on a {r['bg']} background" for r in seen_rows]
     held_caps = [f"a {c[0]} {c[1]} on a {c[2]} background" for c in held_cells]
-    loss_seen = float(np.mean(clip_losses(net, vq, clip, seen_caps))) if seen_caps else float("nan")
-    loss_held = float(np.mean(clip_losses(net, vq, clip, held_caps))) if held_caps else float("nan")
+    from vqgan_core.feedforward.infer import pick_guide
+
+    text_clip = pick_guide(net, [g for g, _ in clip.guides])  # the CLIP whose text embeddings the network reads
+    loss_seen = float(np.mean(clip_losses(net, vq, text_clip, seen_caps))) if seen_caps else float("nan")
+    loss_held = float(np.mean(clip_losses(net, vq, text_clip, held_caps))) if held_caps else float("nan")
 
     print(f"\n{'mode':26s}" + "".join(f"{c:>12s}" for c in (*CRITERIA, "colour_swap")) + f"{'s/image':>10s}")
     for name, m in modes.items():

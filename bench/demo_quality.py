@@ -187,14 +187,19 @@ def summarise(rows: list[dict], show: bool = True) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vqgan", default="demo")
-    p.add_argument("--clip", action="append", help="'demo' or an open_clip folder (e.g. a candidate demo CLIP); "
-                   "repeat for an ensemble (the last one is asked for its shape pick); default: demo")
+    p.add_argument("--clip", action="append", help="'demo' (the demo's pair), 'demo-robust', or an open_clip folder "
+                   "(e.g. a candidate demo CLIP); repeat for an ensemble (the last model is asked for its shape "
+                   "pick); default: demo")
+    p.add_argument("--clip-weight", type=float, action="append", help="loss weight of each --clip, in order "
+                   "(experiments; default 1 each)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default="runs/demo_quality")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--real", type=int, default=300, help="real drawings for the judge's and the CLIP's check")
     p.add_argument("--no-cli-timing", action="store_true", help="skip the timed CLI run")
     p.add_argument("--probe-only", action="store_true", help="only the checks on real drawings (no generation)")
+    p.add_argument("--every", type=int, default=1, help="run every N-th grid cell only (quick experiments; the "
+                   "colour swap needs both partners, so it reads nan or fewer pairs)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override one preset setting (experiments only: the targets are about the defaults)")
     a = p.parse_args(argv)
@@ -213,12 +218,11 @@ def main(argv: list[str] | None = None) -> int:
           + ("" if trusted else "  -- BELOW 98 %: the numbers below are NOT trusted"), flush=True)
 
     from vqgan_core import load_vqgan
-    from vqgan_core.clip.guide import ClipEnsemble, load_clip
+    from vqgan_core.clip.guide import load_clip_ensemble
 
     a.clip = a.clip or ["demo"]
-    guides = [load_clip(c) for c in a.clip]
-    vq, clip = load_vqgan(a.vqgan), guides[-1]  # the probes below ask one CLIP: the last one named
-    guide = guides[0] if len(guides) == 1 else ClipEnsemble.of(guides)
+    guide = load_clip_ensemble(a.clip, a.clip_weight)  # "demo": the demo's pair (colour CLIP, robust shape CLIP)
+    vq, clip = load_vqgan(a.vqgan), guide.guides[-1][0]  # the probes below ask one CLIP: the last one
     probes = {}
     for law in ("area", "radius"):
         imgs, specs = real_images(a.real, 777, law)
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     for kv in a.set:
         k, _, v = kv.partition("=")
         overrides[k] = json.loads(v)
-    rows = [run_cell(vq, guide, cell, overrides, out, probe=clip) for cell in grid(a.seeds)]
+    rows = [run_cell(vq, guide, cell, overrides, out, probe=clip) for cell in grid(a.seeds)[::a.every]]
     table = summarise(rows)
     secs = [r["seconds"] for r in rows]
     print(f"seconds per image (in process, {a.threads} threads): mean {np.mean(secs):.1f}, max {max(secs):.1f}")

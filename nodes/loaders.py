@@ -254,8 +254,9 @@ class LoadCLIPGuide(io.ComfyNode):
             "refused when queued, naming the model's tags), downloaded by open_clip when online; over the API "
             "also a URL under a prefix the "
             "server's owner listed in VQGAN_CLIP_ALLOWED_URLS. 'none' gives random weights (the same in every "
-            "run). 'demo' is the tiny shipped CLIP (64x64 shapes) and 'local:<folder>' an open_clip folder in "
-            "models/clip_guide; both ignore 'pretrained'.",
+            "run). 'demo' is the shipped 64x64 shapes-world guide (a pair: a colour CLIP and an adversarially "
+            "trained shape CLIP) and 'local:<folder>' an open_clip folder in models/clip_guide; both ignore "
+            "'pretrained'.",
             inputs=[
                 io.Combo.Input("clip_name", options=clip_model_choices(), default=ca.DEMO_NAME,
                                tooltip="open_clip model (only those with published weights are listed), 'demo', "
@@ -296,14 +297,22 @@ class LoadCLIPGuide(io.ComfyNode):
                         clip_name)
         device = memory.offload_device()
 
-        def build():  # noqa: ANN202
-            with ca.outside_inference_mode():
-                guide = load_clip(name, weights, device=device, check_interrupt=ca.check_interrupt,
-                                  offline_hint=md.clip_offline_hint)
-            memory.manage(guide.model)
-            return guide
+        def one(name: str, weights: str):  # noqa: ANN202
+            def build():  # noqa: ANN202
+                with ca.outside_inference_mode():
+                    guide = load_clip(name, weights, device=device, check_interrupt=ca.check_interrupt,
+                                      offline_hint=md.clip_offline_hint)
+                memory.manage(guide.model)
+                return guide
 
-        return io.NodeOutput(cached_model(("clip", name, weights, str(device)), build))
+            return cached_model(("clip", name, weights, str(device)), build)
+
+        if clip_name == ca.DEMO_NAME:  # the demo guide is a pair (colours, shapes)
+            from ..vqgan_core import ClipEnsemble
+            from ..vqgan_core.hub import demo
+
+            return io.NodeOutput(ClipEnsemble([(one(n, "none"), w) for n, w in demo.GUIDE]))
+        return io.NodeOutput(one(name, weights))
 
 
 class CombineCLIPGuides(io.ComfyNode):

@@ -12,7 +12,8 @@ Why: no pretrained CLIP can be downloaded offline, yet the demo must steer image
 Usage: ``python -m training.clip_train --config training/configs/demo_clip.json --data DIR --out DIR``.
 Fine-tuning rounds against the optimiser (``scripts/demo_clip_rounds.sh``): ``--set init='"DIR"'`` starts from a
 folder this script wrote, ``--set 'negatives=["NEG_DIR", ...]'`` adds ``training.mine_negatives`` rejects as
-negative images.
+negative images. ``--set adv_eps=3`` trains it adversarially (PGD in an L2 ball, ``training.adversarial``):
+a robust guide whose gradients the optimiser cannot satisfy with patchwork.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
+from training.adversarial import pgd_l2
 from training.clip_data import TEMPLATES, augment, distractors, hard_negative, key, load_coco, mask_bank
 from training.clip_vocab import needed_merges, write_bpe
 from training.shapes import PALETTE, SHAPES, caption_words
@@ -53,6 +55,12 @@ DEFAULTS: dict = {
     "init": None,  # an open_clip folder written by this script to start from (its architecture and vocabulary)
     "negatives": [],  # folders of training.mine_negatives: the guide's rejected generations, extra negative images
     "negatives_per_step": 32,
+    # adversarial training (training.adversarial): this share of each batch's real images is replaced by its
+    # worst case within an L2 ball of radius adv_eps (pixels in [0,1]) found by adv_steps of PGD; 0 = off
+    "adv_eps": 0.0,
+    "adv_steps": 3,
+    "adv_frac": 0.5,
+    "adv_after": 0,  # the first adv_after steps are clean: shapes are learnt first, robustness after
 }
 
 
@@ -134,6 +142,17 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, pos: torch.Tensor, sc
     return -(i2t + t2i) / 2
 
 
+def attack(model: torch.nn.Module, x: torch.Tensor, txt: torch.Tensor, pos: torch.Tensor, scale: torch.Tensor,
+           c: dict, g: torch.Generator) -> torch.Tensor:
+    """The images ``x`` ([0,1]) perturbed to mismatch their captions: PGD on the image->text InfoNCE term."""
+
+    def loss(xx: torch.Tensor) -> torch.Tensor:
+        logits = scale * F.normalize(model.encode_image(normalize(xx)), dim=-1) @ txt.T
+        return -(torch.logsumexp(logits.masked_fill(~pos, -1e4), 1) - torch.logsumexp(logits, 1)).mean()
+
+    return pgd_l2(loss, x, float(c["adv_eps"]), int(c["adv_steps"]), g)
+
+
 def load_init(model: torch.nn.Module, folder: Path) -> None:
     """Start from a folder this script wrote (fine-tuning rounds); it must have the same architecture."""
     from safetensors.torch import load_file
@@ -186,6 +205,14 @@ def check_fine_tune_keys(c: dict) -> None:
                          f"got {c['negatives']!r}")
     if not isinstance(c["negatives_per_step"], int) or c["negatives_per_step"] < 1:
         raise ValueError(f"negatives_per_step must be a positive integer, got {c['negatives_per_step']!r}")
+    if not isinstance(c["adv_eps"], (int, float)) or c["adv_eps"] < 0:
+        raise ValueError(f"adv_eps must be a number >= 0 (0 = no adversarial training), got {c['adv_eps']!r}")
+    if not isinstance(c["adv_steps"], int) or c["adv_steps"] < 1:
+        raise ValueError(f"adv_steps must be a positive integer, got {c['adv_steps']!r}")
+    if not isinstance(c["adv_after"], int) or c["adv_after"] < 0:
+        raise ValueError(f"adv_after must be an integer >= 0 (clean steps before the attacks start), got {c['adv_after']!r}")
+    if not isinstance(c["adv_frac"], (int, float)) or not 0 < c["adv_frac"] <= 1:
+        raise ValueError(f"adv_frac must be in (0, 1], got {c['adv_frac']!r}")
 
 
 def train(c: dict, data: Path, out: Path) -> dict:
@@ -233,15 +260,19 @@ def train(c: dict, data: Path, out: Path) -> dict:
         if len(negs):
             x = torch.cat([x, negs[torch.randint(len(negs), (c["negatives_per_step"],), generator=g)].float() / 255])
         nd = x.shape[0] - bs
-        x = normalize(augment(x, g, c["aug_noise"]))
+        x = augment(x, g, c["aug_noise"])
         tmpl = rng.integers(len(TEMPLATES), size=bs)
         texts_attr = a + [hard_negative(a[i], rng, c["shape_focus"]) for i in range(bs) for _ in range(k)]
         tmpl_all = np.concatenate([tmpl, np.repeat(tmpl, k)])
         caps = [TEMPLATES[t].format(**d) for t, d in zip(tmpl_all, texts_attr, strict=True)]
         pos = torch.tensor([[key(ai) == key(tj) for tj in texts_attr] for ai in a])
-        fi = F.normalize(model.encode_image(x), dim=-1)
         ft = F.normalize(model.encode_text(torch.stack([tokens(t) for t in caps])), dim=-1)
-        loss = contrastive_loss(fi[:bs], ft, pos, model.logit_scale.exp().clamp(max=100), fi[bs:] if nd else None)
+        scale = model.logit_scale.exp().clamp(max=100)
+        na = int(bs * c["adv_frac"]) if c["adv_eps"] > 0 and step >= c["adv_after"] else 0
+        if na:
+            x = torch.cat([attack(model, x[:na], ft.detach(), pos[:na], scale.detach(), c, g), x[na:]])
+        fi = F.normalize(model.encode_image(normalize(x)), dim=-1)
+        loss = contrastive_loss(fi[:bs], ft, pos, scale, fi[bs:] if nd else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

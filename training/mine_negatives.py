@@ -42,12 +42,11 @@ def prompts(n: int, seed: int) -> list[tuple[str, str, str, int]]:
 
 def mine(vqgan: str, clips: list[str], n: int, seed: int, out: Path, overrides: dict) -> dict:
     """Generate ``n`` images with the demo preset (plus ``overrides``) and record the judge's verdicts."""
-    from vqgan_core import ClipEnsemble, GenerationConfig, demo_preset, load_clip, load_vqgan, run_generation
+    from vqgan_core import GenerationConfig, demo_preset, load_clip_ensemble, load_vqgan, run_generation
 
     out.mkdir(parents=True, exist_ok=True)
     vq = load_vqgan(vqgan)
-    guides = [load_clip(c) for c in clips]
-    guide = guides[0] if len(guides) == 1 else ClipEnsemble.of(guides)
+    guide = load_clip_ensemble(clips)  # "demo": the demo's pair
     log = out / "negatives.jsonl"
     done = {json.loads(line)["file"] for line in log.read_text().splitlines()} if log.is_file() else set()
     kept = total = 0

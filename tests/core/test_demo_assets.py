@@ -54,7 +54,7 @@ def test_small_bpe_gives_the_standard_token_pieces(tmp_path):
 
 
 def test_demo_weights_are_small_and_load_offline():
-    files = [demo.vqgan_path(), *demo.clip_dir().iterdir()]
+    files = [demo.vqgan_path(), *demo.clip_dir().iterdir(), *demo.robust_clip_dir().iterdir()]
     assert sum(f.stat().st_size for f in files) <= 10 * 2**20
     vq = load_vqgan("demo")
     assert vq.config.norm_groups == 8 and vq.downsample_factor == 4
@@ -81,6 +81,25 @@ def test_demo_models_know_the_colours():
         i = torch.nn.functional.normalize(clip.encode_image(imgs), dim=-1)
     best = [caps[k].split() for k in (i @ t.T).argmax(1).tolist()]
     assert [(w[1], w[5]) for w in best] == [(f, b) for f, b, _ in cases]
+
+
+def test_demo_robust_clip_knows_shapes_at_any_size():
+    """The demo's shape CLIP picks circle / square / triangle right whatever their size (the colour CLIP's pick
+    follows the area); every shape drawn small and large, with the true colours in the caption."""
+    from vqgan_core.clip.guide import load_clip
+
+    clip = load_clip("demo-robust")
+    cases = [(f, b, s, r) for f, b in (("red", "blue"), ("white", "green"), ("cyan", "orange"))
+             for s in SHAPES for r in (11, 19)]
+    imgs = torch.stack([torch.from_numpy(np.array(render(ShapeSpec(f, b, s, 32, 32, r)))).permute(2, 0, 1)
+                        for f, b, s, r in cases]).float() / 255
+    with torch.no_grad():
+        i = torch.nn.functional.normalize(clip.encode_image(imgs), dim=-1)
+        picks = []
+        for k, (f, b, _, _) in enumerate(cases):
+            t = torch.nn.functional.normalize(clip.encode_text([f"a {f} {s} on a {b} background" for s in SHAPES]), dim=-1)
+            picks.append(SHAPES[int((i[k] @ t.T).argmax())])
+    assert picks == [s for _, _, s, _ in cases]
 
 
 def test_equal_area_law_hides_size_as_a_shape_cue():

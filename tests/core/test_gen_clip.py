@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import json
 import threading
 
 import pytest
@@ -194,6 +195,19 @@ def test_demo_clip_is_shipped_and_loads():
     assert (DEMO_DIR / "clip" / "open_clip_config.json").is_file(), f"demo CLIP missing in {DEMO_DIR}"
     g = load_clip("demo")
     assert g.encode_text(["a red circle on a blue background"]).ndim == 2
+
+
+def test_demo_guide_is_the_colour_and_the_robust_shape_clip():
+    """``demo`` in an ensemble spec (CLI ``--clip demo``) is the pair; its weight scales the pair's weights."""
+    from vqgan_core.hub import demo
+
+    pair = load_clip_ensemble(["demo"], [2.0])
+    assert [g.name for g, _ in pair.guides] == ["demo", "demo-robust"]
+    assert [w for _, w in pair.guides] == [2.0 * w for _, w in demo.GUIDE]
+    robust = pair.guides[1][0]
+    assert robust.image_size == 64 and type(robust.model.visual).__name__ == "ModifiedResNet"
+    info = json.loads((demo.robust_clip_dir() / "train_info.json").read_text())
+    assert info["config"]["adv_eps"] > 0 and info["zero_shot_val"]["shape"] >= 0.95  # trained adversarially
 
 
 def test_normalisation_follows_the_input_device_once(tiny_clip_dir):

@@ -18,7 +18,7 @@ BASE = ["generate", PROMPT, "--device", "cpu", "--no-progress", "--seed", "3"]
 
 
 def test_demo_feed_forward_ships_beside_the_demo_models():
-    files = [demo.vqgan_path(), demo.feed_forward_path(), *demo.clip_dir().iterdir()]
+    files = [demo.vqgan_path(), demo.feed_forward_path(), *demo.clip_dir().iterdir(), *demo.robust_clip_dir().iterdir()]
     assert sum(f.stat().st_size for f in files) <= 10 * 2**20  # all demo models together stay under 10 MB
     vq = load_vqgan("demo")
     net = load_feed_forward("demo", vqgan=vq)  # trained for the demo VQGAN and CLIP

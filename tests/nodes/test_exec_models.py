@@ -225,9 +225,9 @@ def test_shipped_demo_models_load_in_the_nodes(pack):
     assert (DEMO_DIR / "vqgan.safetensors").is_file() and (DEMO_DIR / "clip" / "open_clip_config.json").is_file()
     (m,) = run(pack.loaders.LoadVQGAN, vqgan_name="demo")
     (g,) = run(pack.loaders.LoadCLIPGuide, clip_name="demo", pretrained="none")
-    # the shipped demo: f4 VQGAN with 256 codes of dim 8, CLIP seeing 64x64 images
+    # the shipped demo: f4 VQGAN with 256 codes of dim 8; the guide is the pair (colours, shapes) seeing 64x64 images
     assert m.downsample_factor == 4 and tuple(m.codebook.shape) == (256, 8)
-    assert g.image_size == 64
+    assert [(m.name, m.image_size) for m, _ in g.guides] == [("demo", 64), ("demo-robust", 64)]
     (lat,) = run(pack.latent.RandomVQLatent, vqgan=m, width=64, height=64, seed=0, init="random", batch_size=2)
     assert lat.z.shape == (2, m.config.embed_dim, 16, 16)
     (img,) = run(pack.latent.VQGANDecode, latent=lat)

@@ -9,7 +9,8 @@
 * ``"none"``: random initialisation (tests, benchmarks), from a seed derived from the model name so the same
   command gives the same image in every process; the caller's RNG state is left untouched.
 
-``name`` may also be ``"demo"`` (the shipped tiny CLIP) or a folder holding ``open_clip_config.json`` +
+``name`` may also be ``"demo"`` / ``"demo-robust"`` (the shipped tiny CLIPs: colours / shapes; ``demo`` in
+:func:`load_clip_ensemble` is the pair) or a folder holding ``open_clip_config.json`` +
 ``open_clip_model.safetensors`` (+ ``bpe_vocab.txt.gz`` for a custom vocabulary: open_clip's
 ``get_tokenizer("local-dir:...")`` would silently return the 49k-token default, so it is built here).
 """
@@ -339,10 +340,10 @@ def load_clip(
         offline_hint: ``hint(name, tag, source)`` -> the advice given when open_clip cannot fetch a tag's weights
             (default :func:`cli_offline_hint`, in command-line terms; ComfyUI names its models folder instead).
     """
-    if name == "demo":
-        from ..hub import demo
+    from ..hub import demo
 
-        folder, label = Path(demo.clip_dir()), "demo"
+    if demo.is_demo_clip(name):
+        folder, label = demo.clip_folder(name), name
     elif os.path.isdir(os.path.expanduser(name)):
         folder, label = Path(os.path.expanduser(name)), name
     else:
@@ -370,14 +371,24 @@ def _default_tag(name: str) -> str:
 def load_clip_ensemble(
     specs: list[str], weights: list[float] | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> ClipEnsemble:
-    """Load ``NAME[:TAG|:PATH]`` specs (bare names use ``openai`` or the first known tag) as an ensemble."""
+    """Load ``NAME[:TAG|:PATH]`` specs (bare names use ``openai`` or the first known tag) as an ensemble.
+
+    ``demo`` stands for the demo's guide pair (``vqgan_core.hub.demo.GUIDE``: the colour CLIP ``demo`` and the shape
+    CLIP ``demo-robust``), its weight multiplying the pair's own.
+    """
     if weights is not None and len(weights) != len(specs):
         raise ClipLoadError(f"{len(specs)} CLIP models but {len(weights)} weights")
+    from ..hub import demo
+
     guides = []
     for k, spec in enumerate(specs):
         name, pre = parse_clip_spec(spec)
-        if pre is None and name != "demo" and not os.path.isdir(os.path.expanduser(name)):
+        w = 1.0 if weights is None else float(weights[k])
+        if name == demo.NAME:  # the demo guide is a pair: colours and shapes
+            guides += [(load_clip(n, device=device, dtype=dtype), w * dw) for n, dw in demo.GUIDE]
+            continue
+        if pre is None and not demo.is_demo_clip(name) and not os.path.isdir(os.path.expanduser(name)):
             pre = _default_tag(name)
             log.info("CLIP %s: no weights given, using pretrained tag %r", name, pre)
-        guides.append((load_clip(name, pre, device=device, dtype=dtype), 1.0 if weights is None else float(weights[k])))
+        guides.append((load_clip(name, pre, device=device, dtype=dtype), w))
     return ClipEnsemble(guides)

@@ -1,27 +1,31 @@
 """The offline demo models (name ``demo``) and the generation settings that make them work.
 
-Why: pretrained VQGAN/CLIP weights cannot be downloaded everywhere, so the package ships two tiny models
+Why: pretrained VQGAN/CLIP weights cannot be downloaded everywhere, so the package ships four tiny models
 trained by this project's own code on the synthetic "shapes world" dataset (``python -m training.shapes``):
 
-* ``assets/demo/vqgan.safetensors``: an f4 VQGAN (256 codes, GroupNorm with 8 groups) from ``python -m training``
-  (config ``training/configs/demo_vqgan.yaml``).
-* ``assets/demo/clip/``: an open_clip folder (``open_clip_config.json``, ``open_clip_model.safetensors`` in fp16,
-  ``bpe_vocab.txt.gz``) from ``python -m training.clip_train`` (config ``training/configs/demo_clip.json``).
-* ``assets/demo/feed_forward.safetensors``: a feed-forward text -> latent network for those two (fp16) from
-  ``python -m training.feed_forward`` (config ``training/configs/ff_demo_shapes.yaml``).
+* ``assets/demo/vqgan.safetensors``: an f4 VQGAN (256 codes, GroupNorm with 8 groups, stored in fp16) from
+  ``python -m training`` (config ``training/configs/demo_vqgan.yaml``).
+* ``assets/demo/clip/`` (``demo``): an open_clip folder (``open_clip_config.json``, ``open_clip_model.safetensors``
+  in fp16, ``bpe_vocab.txt.gz``) from ``python -m training.clip_train`` (``training/configs/demo_clip.json``): a
+  small ViT that knows the colours.
+* ``assets/demo/clip_robust/`` (``demo-robust``): a small-ResNet open_clip folder trained adversarially
+  (``training/configs/demo_clip_robust.json``) that knows the shapes. The demo guide is the pair (``GUIDE``).
+* ``assets/demo/feed_forward.safetensors``: a feed-forward text -> latent network for the VQGAN and the colour
+  CLIP (fp16) from ``python -m training.feed_forward`` (config ``training/configs/ff_demo_shapes.yaml``).
 
 Reproduce (commands and measured numbers in ``train_info.json`` and the configs' headers)::
 
     python -m training.shapes --out data/shapes_v1 --size-law radius --n-train 6000 --n-val 600 --seed 0
+    python -m training.shapes --out data/shapes --n-train 6000 --n-val 600 --seed 0
     python -m training.clip_train --config training/configs/demo_clip.json --data data/shapes_v1 --out vqgan_core/hub/assets/demo/clip
+    python -m training.clip_train --config training/configs/demo_clip_robust.json --data data/shapes --out vqgan_core/hub/assets/demo/clip_robust
     OMP_NUM_THREADS=1 python -m training --config training/configs/demo_vqgan.yaml --data data/shapes_v1 --out runs/demo_vqgan
-    python -m training export runs/demo_vqgan vqgan_core/hub/assets/demo/vqgan.safetensors
+    python -m training export runs/demo_vqgan runs/demo_vqgan.safetensors
+    python -m vqgan_core convert runs/demo_vqgan.safetensors vqgan_core/hub/assets/demo/vqgan.safetensors --dtype float16
     python -m training.feed_forward --config training/configs/ff_demo_shapes.yaml --data data/shapes_v1 --out runs/ff_demo
     cp runs/ff_demo/feed_forward.safetensors vqgan_core/hub/assets/demo/feed_forward.safetensors
 
-What they draw (``python bench/demo_quality.py``, 48 default runs judged by pixels): the colours mostly right
-(background 96 %, colour swap 92 %), the named shape rarely (21 %): the demo CLIP's shape pick follows the
-shape's area, not its outline (README, "Why the shapes fail").
+What they draw: ``python bench/demo_quality.py`` (48 default runs judged by pixels; numbers in the README).
 
 They only know captions like "a red circle on a blue background" (colours: red, orange, yellow, green, cyan,
 blue, purple, white; shapes: circle, square, triangle) at 64x64 pixels.
@@ -35,6 +39,10 @@ from typing import Any
 from .assets import DEMO_DIR
 
 NAME = "demo"
+ROBUST_NAME = "demo-robust"
+#: The demo's guide: the colour CLIP ``demo`` and the adversarially trained shape CLIP ``demo-robust``, with their
+#: loss weights. ``--clip demo`` (CLI, ``load_clip_ensemble``) and the Load CLIP Guide node's ``demo`` mean this pair.
+GUIDE: tuple[tuple[str, float], ...] = ((NAME, 1.0), (ROBUST_NAME, 1.0))
 _REPRODUCE = "see README 'Offline demo models' (python -m training.shapes / training.clip_train / training)"
 
 
@@ -48,6 +56,11 @@ def _existing(path: Path) -> Path:
 def is_demo(name: object) -> bool:
     """True when a model name/path argument asks for the shipped demo model."""
     return isinstance(name, str) and name == NAME
+
+
+def is_demo_clip(name: object) -> bool:
+    """True for the names of the two shipped demo CLIP models (``demo``, ``demo-robust``)."""
+    return isinstance(name, str) and name in (NAME, ROBUST_NAME)
 
 
 def vqgan_path() -> Path:
@@ -68,6 +81,21 @@ def clip_dir() -> Path:
     would silently return the standard 49k-token tokenizer, whose ids do not fit this model.
     """
     return _existing(DEMO_DIR / "clip")
+
+
+def robust_clip_dir() -> Path:
+    """The demo's shape CLIP (``demo-robust``): a small-ResNet open_clip folder trained adversarially.
+
+    Why a second model: the ViT ``demo`` CLIP judges colours well but picks shapes by their area; this one tells
+    circle, square and triangle apart at any size, and its adversarial training (PGD in an L2 ball,
+    ``training.adversarial``) makes its gradients draw outlines instead of patchwork the optimiser can fool it with.
+    """
+    return _existing(DEMO_DIR / "clip_robust")
+
+
+def clip_folder(name: str) -> Path:
+    """The folder of demo CLIP ``name`` (``demo`` or ``demo-robust``)."""
+    return robust_clip_dir() if name == ROBUST_NAME else clip_dir()
 
 
 def preset() -> dict[str, Any]:
