@@ -308,10 +308,9 @@ class LoadCLIPGuide(io.ComfyNode):
             return cached_model(("clip", name, weights, str(device)), build)
 
         if clip_name == ca.DEMO_NAME:  # the demo guide is a pair (colours, shapes)
-            from ..vqgan_core import ClipEnsemble
-            from ..vqgan_core.hub import demo
+            from ..vqgan_core import DEMO_GUIDE, ClipEnsemble
 
-            return io.NodeOutput(ClipEnsemble([(one(n, "none"), w) for n, w in demo.GUIDE]))
+            return io.NodeOutput(ClipEnsemble([(one(n, "none"), w) for n, w in DEMO_GUIDE]))
         return io.NodeOutput(one(name, weights))
 
 

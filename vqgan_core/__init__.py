@@ -41,7 +41,7 @@ _export("hub.checkpoint", "CONFIG_KEY", "CheckpointError", "find_yaml", "generat
 _export("hub.loading", "check_state_dict_or_explain", "count_parameters", "load_vqgan", "vqgan_file_problem")
 _export("hub.download", "ALLOWED_URLS_ENV", "OFFLINE_HINT", "DownloadError", "allowed_url_prefixes", "url_allowed",
         "verify_cached")
-_export("hub.demo", "demo_preset")
+_export("hub.demo", "DEMO_GUIDE", "demo_preset")
 _export("hub.known_models", "KNOWN_VQGANS", "MIRROR_ENV", "fetch_known", "known_file_names", "known_urls")
 _export("media.image_io", "load_mask", "to_pil")
 _export("clip.guide", "ClipEnsemble", "ClipGuide", "ClipLoadError", "load_clip", "load_clip_ensemble")

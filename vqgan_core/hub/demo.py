@@ -43,6 +43,7 @@ ROBUST_NAME = "demo-robust"
 #: The demo's guide: the colour CLIP ``demo`` and the adversarially trained shape CLIP ``demo-robust``, with their
 #: loss weights. ``--clip demo`` (CLI, ``load_clip_ensemble``) and the Load CLIP Guide node's ``demo`` mean this pair.
 GUIDE: tuple[tuple[str, float], ...] = ((NAME, 1.0), (ROBUST_NAME, 1.0))
+DEMO_GUIDE = GUIDE  # the public name (``from vqgan_core import DEMO_GUIDE``)
 _REPRODUCE = "see README 'Offline demo models' (python -m training.shapes / training.clip_train / training)"
 
 
