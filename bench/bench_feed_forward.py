@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vqgan_core import load_feed_forward, load_vqgan
     from vqgan_core.clip.guide import load_clip_ensemble
+    from vqgan_core.feedforward.infer import pick_guide
     from vqgan_core.hub import demo
 
     torch.set_num_threads(a.threads)
@@ -111,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     seen = summarise(seen_rows, show=False)["all"] if seen_rows else None
     seen_caps = [f"a {r['fg']} {r['shape']} on a {r['bg']} background" for r in seen_rows]
     held_caps = [f"a {c[0]} {c[1]} on a {c[2]} background" for c in held_cells]
-    from vqgan_core.feedforward.infer import pick_guide
-
     text_clip = pick_guide(net, [g for g, _ in clip.guides])  # the CLIP whose text embeddings the network reads
     loss_seen = float(np.mean(clip_losses(net, vq, text_clip, seen_caps))) if seen_caps else float("nan")
     loss_held = float(np.mean(clip_losses(net, vq, text_clip, held_caps))) if held_caps else float("nan")

@@ -123,6 +123,11 @@ def zero_shot(model: torch.nn.Module, tok: SimpleTokenizer, imgs: torch.Tensor, 
     return {k: v / len(imgs) for k, v in hits.items()}
 
 
+def image_to_text(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Mean log-probability of an image's true captions (``pos``) among all the texts: the image->text InfoNCE term."""
+    return (torch.logsumexp(logits.masked_fill(~pos, -1e4), 1) - torch.logsumexp(logits, 1)).mean()
+
+
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, pos: torch.Tensor, scale: torch.Tensor,
                      distract: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE where ``pos[i, j]`` marks every text j that truly describes image i.
@@ -131,7 +136,7 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, pos: torch.Tensor, sc
     to the image->text direction, distractor image embeddings only to the text->image direction.
     """
     logits = scale * img @ txt.T
-    i2t = (torch.logsumexp(logits.masked_fill(~pos, -1e4), 1) - torch.logsumexp(logits, 1)).mean()
+    i2t = image_to_text(logits, pos)
     b = img.shape[0]
     lt = logits[:, :b].T
     pt = pos[:, :b].T
@@ -147,8 +152,7 @@ def attack(model: torch.nn.Module, x: torch.Tensor, txt: torch.Tensor, pos: torc
     """The images ``x`` ([0,1]) perturbed to mismatch their captions: PGD on the image->text InfoNCE term."""
 
     def loss(xx: torch.Tensor) -> torch.Tensor:
-        logits = scale * F.normalize(model.encode_image(normalize(xx)), dim=-1) @ txt.T
-        return -(torch.logsumexp(logits.masked_fill(~pos, -1e4), 1) - torch.logsumexp(logits, 1)).mean()
+        return -image_to_text(scale * F.normalize(model.encode_image(normalize(xx)), dim=-1) @ txt.T, pos)
 
     return pgd_l2(loss, x, float(c["adv_eps"]), int(c["adv_steps"]), g)
 
@@ -196,8 +200,8 @@ def load_negatives(folders: list[Path], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
 
 
-def check_fine_tune_keys(c: dict) -> None:
-    """``init``: a folder or null; ``negatives``: a list of folders; ``negatives_per_step``: a positive count."""
+def check_settings(c: dict) -> None:
+    """The fine-tuning and adversarial keys, which JSON could give any type: a clear error naming the key."""
     if c["init"] is not None and not isinstance(c["init"], str):
         raise ValueError(f"init must be an open_clip folder written by this script (a string) or null, got {c['init']!r}")
     if not isinstance(c["negatives"], list) or not all(isinstance(d, str) for d in c["negatives"]):
@@ -217,7 +221,7 @@ def check_fine_tune_keys(c: dict) -> None:
 
 def train(c: dict, data: Path, out: Path) -> dict:
     """Train, evaluate zero-shot on val, save the open_clip folder; returns the train_info dict."""
-    check_fine_tune_keys(c)
+    check_settings(c)
     torch.set_num_threads(int(c["threads"]))
     torch.manual_seed(c["seed"])
     g = torch.Generator().manual_seed(c["seed"])

@@ -203,7 +203,7 @@ def test_demo_guide_is_the_colour_and_the_robust_shape_clip():
 
     pair = load_clip_ensemble(["demo"], [2.0])
     assert [g.name for g, _ in pair.guides] == ["demo", "demo-robust"]
-    assert [w for _, w in pair.guides] == [2.0 * w for _, w in demo.GUIDE]
+    assert [w for _, w in pair.guides] == [2.0 * w for _, w in demo.DEMO_GUIDE]
     robust = pair.guides[1][0]
     assert robust.image_size == 64 and type(robust.model.visual).__name__ == "ModifiedResNet"
     info = json.loads((demo.robust_clip_dir() / "train_info.json").read_text())

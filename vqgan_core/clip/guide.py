@@ -373,7 +373,7 @@ def load_clip_ensemble(
 ) -> ClipEnsemble:
     """Load ``NAME[:TAG|:PATH]`` specs (bare names use ``openai`` or the first known tag) as an ensemble.
 
-    ``demo`` stands for the demo's guide pair (``vqgan_core.hub.demo.GUIDE``: the colour CLIP ``demo`` and the shape
+    ``demo`` stands for the demo's guide pair (``vqgan_core.DEMO_GUIDE``: the colour CLIP ``demo`` and the shape
     CLIP ``demo-robust``), its weight multiplying the pair's own.
     """
     if weights is not None and len(weights) != len(specs):
@@ -385,7 +385,7 @@ def load_clip_ensemble(
         name, pre = parse_clip_spec(spec)
         w = 1.0 if weights is None else float(weights[k])
         if name == demo.NAME:  # the demo guide is a pair: colours and shapes
-            guides += [(load_clip(n, device=device, dtype=dtype), w * dw) for n, dw in demo.GUIDE]
+            guides += [(load_clip(n, device=device, dtype=dtype), w * dw) for n, dw in demo.DEMO_GUIDE]
             continue
         if pre is None and not demo.is_demo_clip(name) and not os.path.isdir(os.path.expanduser(name)):
             pre = _default_tag(name)

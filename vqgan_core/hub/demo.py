@@ -9,7 +9,7 @@ trained by this project's own code on the synthetic "shapes world" dataset (``py
   in fp16, ``bpe_vocab.txt.gz``) from ``python -m training.clip_train`` (``training/configs/demo_clip.json``): a
   small ViT that knows the colours.
 * ``assets/demo/clip_robust/`` (``demo-robust``): a small-ResNet open_clip folder trained adversarially
-  (``training/configs/demo_clip_robust.json``) that knows the shapes. The demo guide is the pair (``GUIDE``).
+  (``training/configs/demo_clip_robust.json``) that knows the shapes. The demo guide is the pair (``DEMO_GUIDE``).
 * ``assets/demo/feed_forward.safetensors``: a feed-forward text -> latent network for the VQGAN and the colour
   CLIP (fp16) from ``python -m training.feed_forward`` (config ``training/configs/ff_demo_shapes.yaml``).
 
@@ -42,8 +42,7 @@ NAME = "demo"
 ROBUST_NAME = "demo-robust"
 #: The demo's guide: the colour CLIP ``demo`` and the adversarially trained shape CLIP ``demo-robust``, with their
 #: loss weights. ``--clip demo`` (CLI, ``load_clip_ensemble``) and the Load CLIP Guide node's ``demo`` mean this pair.
-GUIDE: tuple[tuple[str, float], ...] = ((NAME, 1.0), (ROBUST_NAME, 1.0))
-DEMO_GUIDE = GUIDE  # the public name (``from vqgan_core import DEMO_GUIDE``)
+DEMO_GUIDE: tuple[tuple[str, float], ...] = ((NAME, 1.0), (ROBUST_NAME, 1.0))
 _REPRODUCE = "see README 'Offline demo models' (python -m training.shapes / training.clip_train / training)"
 
 
