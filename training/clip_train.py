@@ -13,7 +13,9 @@ Usage: ``python -m training.clip_train --config training/configs/demo_clip.json 
 Fine-tuning rounds against the optimiser (``scripts/demo_clip_rounds.sh``): ``--set init='"DIR"'`` starts from a
 folder this script wrote, ``--set 'negatives=["NEG_DIR", ...]'`` adds ``training.mine_negatives`` rejects as
 negative images. ``--set adv_eps=3`` trains it adversarially (PGD in an L2 ball, ``training.adversarial``):
-a robust guide whose gradients the optimiser cannot satisfy with patchwork.
+a robust guide whose gradients the optimiser cannot satisfy with patchwork; ``--set adv_distract=1`` also pushes
+the distractor images towards their caption before they serve as negatives. ``--set freeze_text=true`` (with
+``init``) retrains the image tower only, so the text embeddings, and whatever was trained on them, stay as they were.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ DEFAULTS: dict = {
     "adv_steps": 3,
     "adv_frac": 0.5,
     "adv_after": 0,  # the first adv_after steps are clean: shapes are learnt first, robustness after
+    # this share of the distractor images is moved (same PGD) TOWARDS its sample's caption before it is used as a
+    # negative: what the generator does to a wrong image, so the text learns to reject it anyway; 0 = off
+    "adv_distract": 0.0,
+    # train the image tower only (with init): the text embeddings stay exactly as they were, so whatever reads
+    # them (the feed-forward network trained on this CLIP's text) keeps working
+    "freeze_text": False,
 }
 
 
@@ -157,6 +165,20 @@ def attack(model: torch.nn.Module, x: torch.Tensor, txt: torch.Tensor, pos: torc
     return pgd_l2(loss, x, float(c["adv_eps"]), int(c["adv_steps"]), g)
 
 
+def attack_towards(model: torch.nn.Module, x: torch.Tensor, txt: torch.Tensor, c: dict,
+                   g: torch.Generator) -> torch.Tensor:
+    """Wrong images ``x`` ([0,1]) perturbed to MATCH the captions ``txt`` (one normalised text row each).
+
+    Why: guidance starts from wrong images and climbs towards the text; a distractor a small step can push
+    to the text's score is a shortcut the optimiser will take. Rejecting the pushed versions closes it.
+    """
+
+    def loss(xx: torch.Tensor) -> torch.Tensor:
+        return (F.normalize(model.encode_image(normalize(xx)), dim=-1) * txt).sum(1).mean()
+
+    return pgd_l2(loss, x, float(c["adv_eps"]), int(c["adv_steps"]), g)
+
+
 def load_init(model: torch.nn.Module, folder: Path) -> None:
     """Start from a folder this script wrote (fine-tuning rounds); it must have the same architecture."""
     from safetensors.torch import load_file
@@ -217,6 +239,10 @@ def check_settings(c: dict) -> None:
         raise ValueError(f"adv_after must be an integer >= 0 (clean steps before the attacks start), got {c['adv_after']!r}")
     if not isinstance(c["adv_frac"], (int, float)) or not 0 < c["adv_frac"] <= 1:
         raise ValueError(f"adv_frac must be in (0, 1], got {c['adv_frac']!r}")
+    if not isinstance(c["adv_distract"], (int, float)) or not 0 <= c["adv_distract"] <= 1:
+        raise ValueError(f"adv_distract must be in [0, 1] (share of distractors attacked), got {c['adv_distract']!r}")
+    if not isinstance(c["freeze_text"], bool):
+        raise ValueError(f"freeze_text must be true or false, got {c['freeze_text']!r}")
 
 
 def train(c: dict, data: Path, out: Path) -> dict:
@@ -233,6 +259,9 @@ def train(c: dict, data: Path, out: Path) -> dict:
     model = create_registered(c["model_name"], cfg)
     if c["init"]:
         load_init(model, Path(c["init"]))
+    if c["freeze_text"]:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("visual.") or name == "logit_scale")
     negs = load_negatives([Path(d) for d in c["negatives"]], c["image_size"])
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("vocab %d, %.2f M parameters", tok.vocab_size, n_params / 1e6)
@@ -246,8 +275,9 @@ def train(c: dict, data: Path, out: Path) -> dict:
     bank = mask_bank(c["mask_bank"], c["image_size"], rng, c["mask_size_law"])
     imgs, attrs = load_coco(data, "train")
     vimgs, vattrs = load_coco(data, "val")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in trained if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c["weight_decay"]}, {"params": rest, "weight_decay": 0}],
                             lr=c["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / c["warmup"]) * 0.5 * (
@@ -257,10 +287,10 @@ def train(c: dict, data: Path, out: Path) -> dict:
     for step in range(c["steps"]):
         idx = torch.randint(len(imgs), (bs,), generator=g)
         a = [attrs[i] for i in idx.tolist()]
-        nd = int(bs * c["distractor_frac"])
+        n_distract = int(bs * c["distractor_frac"])
         x = imgs[idx].float() / 255
-        if nd:
-            x = torch.cat([x, distractors(a[:nd], bank, g, c["image_size"], c["shape_focus"])])
+        if n_distract:
+            x = torch.cat([x, distractors(a[:n_distract], bank, g, c["image_size"], c["shape_focus"])])
         if len(negs):
             x = torch.cat([x, negs[torch.randint(len(negs), (c["negatives_per_step"],), generator=g)].float() / 255])
         nd = x.shape[0] - bs
@@ -272,9 +302,14 @@ def train(c: dict, data: Path, out: Path) -> dict:
         pos = torch.tensor([[key(ai) == key(tj) for tj in texts_attr] for ai in a])
         ft = F.normalize(model.encode_text(torch.stack([tokens(t) for t in caps])), dim=-1)
         scale = model.logit_scale.exp().clamp(max=100)
-        na = int(bs * c["adv_frac"]) if c["adv_eps"] > 0 and step >= c["adv_after"] else 0
+        attacking = c["adv_eps"] > 0 and step >= c["adv_after"]
+        na = int(bs * c["adv_frac"]) if attacking else 0
         if na:
             x = torch.cat([attack(model, x[:na], ft.detach(), pos[:na], scale.detach(), c, g), x[na:]])
+        nt = int(n_distract * c["adv_distract"]) if attacking else 0
+        if nt:  # distractor j was made from sample j, whose caption is text row j
+            pushed = attack_towards(model, x[bs:bs + nt], ft[:nt].detach(), c, g)
+            x = torch.cat([x[:bs], pushed, x[bs + nt:]])
         fi = F.normalize(model.encode_image(normalize(x)), dim=-1)
         loss = contrastive_loss(fi[:bs], ft, pos, scale, fi[bs:] if nd else None)
         opt.zero_grad(set_to_none=True)
@@ -303,6 +338,29 @@ def train(c: dict, data: Path, out: Path) -> dict:
     return info
 
 
+def settings(config: str | None, sets: list[str], steps: int | None = None) -> dict:
+    """DEFAULTS, then the JSON ``config`` file, then each ``KEY=VALUE`` (JSON value), then ``steps``; checked."""
+    c = dict(DEFAULTS)
+    if config:
+        user = json.loads(Path(config).read_text())
+        unknown = set(user) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"{config}: unknown keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}")
+        c.update(user)
+    for kv in sets:
+        k, _, v = kv.partition("=")
+        if k not in DEFAULTS:
+            raise ValueError(f"--set {kv}: unknown key {k!r}; valid keys: {sorted(DEFAULTS)}")
+        try:
+            c[k] = json.loads(v)
+        except ValueError:
+            c[k] = v
+    if steps is not None:
+        c["steps"] = steps
+    check_settings(c)
+    return c
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point; every DEFAULTS key can be overridden by ``--config FILE`` then ``--set key=value``."""
     p = argparse.ArgumentParser(prog="python -m training.clip_train", description=__doc__.splitlines()[0])
@@ -313,24 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (JSON value)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    c = dict(DEFAULTS)
-    if a.config:
-        user = json.loads(Path(a.config).read_text())
-        unknown = set(user) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"{a.config}: unknown keys {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}")
-        c.update(user)
-    for kv in a.set:
-        k, _, v = kv.partition("=")
-        if k not in DEFAULTS:
-            raise ValueError(f"--set {kv}: unknown key {k!r}; valid keys: {sorted(DEFAULTS)}")
-        try:
-            c[k] = json.loads(v)
-        except ValueError:
-            c[k] = v
-    if a.steps is not None:
-        c["steps"] = a.steps
-    info = train(c, Path(a.data), Path(a.out))
+    info = train(settings(a.config, a.set, a.steps), Path(a.data), Path(a.out))
     print(json.dumps(info["zero_shot_val"]))
 
 

@@ -45,3 +45,30 @@ def test_clip_train_adversarial_option(tmp_path, one_thread):
     assert all(torch.equal(b[k], c[k]) for k in b)  # attacks start after step 1: this one step was clean
     with pytest.raises(ValueError, match="adv_frac must be in"):
         clip_train.main([*base, "--out", str(tmp_path / "bad"), "--set", "adv_eps=2", "--set", "adv_frac=0"])
+
+
+def test_attack_towards_moves_wrong_images_to_their_caption(tmp_path):
+    model = load_clip("demo-robust").model.float().eval()
+    txt = torch.nn.functional.normalize(torch.randn(4, model.text_projection.shape[1], generator=torch.Generator().manual_seed(0)), dim=-1)
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    c = {"adv_eps": 1.5, "adv_steps": 3}
+
+    def sim(xx: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return (torch.nn.functional.normalize(model.encode_image(clip_train.normalize(xx)), dim=-1) * txt).sum(1)
+
+    pushed = clip_train.attack_towards(model, x, txt, c, torch.Generator().manual_seed(2))
+    assert (sim(pushed) > sim(x)).all()  # every image now matches its text better
+    assert (pushed - x).flatten(1).norm(dim=1).max() <= 1.5 + 1e-5
+
+
+def test_clip_train_attacks_distractors_when_asked(tmp_path, one_thread):
+    make_dataset(str(tmp_path / "shapes"), 32, 8, 64, 0)
+    base = ["--config", "training/configs/demo_clip_resnet.json", "--data", str(tmp_path / "shapes"), "--steps", "1",
+            "--set", "batch_size=8", "--set", "adv_eps=2", "--set", "adv_steps=1"]
+    clip_train.main([*base, "--out", str(tmp_path / "plain")])
+    clip_train.main([*base, "--out", str(tmp_path / "pushed"), "--set", "adv_distract=1"])
+    a, b = (load_clip(str(tmp_path / d)).model.state_dict() for d in ("plain", "pushed"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the negatives the step saw were the pushed ones
+    with pytest.raises(ValueError, match="adv_distract must be in"):
+        clip_train.main([*base, "--out", str(tmp_path / "bad"), "--set", "adv_distract=2"])

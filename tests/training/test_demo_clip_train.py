@@ -58,3 +58,35 @@ def test_mined_negatives_feed_a_fine_tuning_round(tmp_path, one_thread):
     with pytest.raises(ValueError, match="does not fit this config"):
         clip_train.main([*base, "--out", str(tmp_path / "r2"), "--set", f'init="{tmp_path / "r0"}"',
                          "--set", "embed_dim=64"])
+
+
+def test_freeze_text_trains_the_image_tower_only(tmp_path, one_thread):
+    """A colour CLIP retrained with ``freeze_text`` keeps its text embeddings bit for bit (the feed-forward
+    network reads them), while its image tower learns."""
+    import pytest
+
+    make_dataset(str(tmp_path / "shapes"), 32, 8, 64, 0)
+    base = ["--config", "training/configs/demo_clip.json", "--data", str(tmp_path / "shapes"), "--set", "batch_size=8"]
+    clip_train.main([*base, "--steps", "1", "--out", str(tmp_path / "r0")])
+    clip_train.main([*base, "--steps", "2", "--out", str(tmp_path / "r1"), "--set", f'init="{tmp_path / "r0"}"',
+                     "--set", "freeze_text=true"])
+    a, b = (load_clip(str(tmp_path / d)) for d in ("r0", "r1"))
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith("visual.") and k != "logit_scale")
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("visual."))
+    text = ["a red circle on a blue background"]
+    assert torch.equal(a.encode_text(text), b.encode_text(text))
+    with pytest.raises(ValueError, match="freeze_text must be true or false"):
+        clip_train.main([*base, "--steps", "1", "--out", str(tmp_path / "bad"), "--set", "freeze_text=1"])
+
+
+def test_every_shipped_clip_config_is_valid():
+    """The configs the README's commands name hold only known keys with valid values (a typo fails here, not
+    half an hour into a run)."""
+    from pathlib import Path
+
+    configs = sorted(Path("training/configs").glob("demo_clip*.json"))
+    assert len(configs) >= 4
+    for f in configs:
+        c = clip_train.settings(str(f), [])
+        assert c["model_name"].startswith("demo-clip"), f
