@@ -63,7 +63,7 @@ class GenerationConfig:
     height: int = setting(256, min=8, max=16384, step=8, flag=False, help="Image height in pixels: a multiple of "
                           "the VQGAN's downsampling factor (the nodes round down).")
     steps: int = setting(300, min=0, max=100000, step=1, ui_default=50, group="image and run",
-                         help="Optimisation steps (classic 300-500 for a finished image; the demo: 60).")
+                         help="Optimisation steps (classic 300-500 for a finished image; the demo: 150).")
     seed: int | None = setting(None, min=0, max=SEED_MAX, step=1, ui_default=0, group="image and run",
                                help="Seed of the starting codes, cutouts and augmentations: same seed, same image "
                                "(none: drawn at random and recorded with the image).")
