@@ -243,6 +243,9 @@ def check_settings(c: dict) -> None:
         raise ValueError(f"adv_distract must be in [0, 1] (share of distractors attacked), got {c['adv_distract']!r}")
     if not isinstance(c["freeze_text"], bool):
         raise ValueError(f"freeze_text must be true or false, got {c['freeze_text']!r}")
+    if c["freeze_text"] and not c["init"]:
+        raise ValueError("freeze_text needs init (the folder whose text tower to keep): a frozen random text "
+                         "tower would never learn")
 
 
 def train(c: dict, data: Path, out: Path) -> dict:

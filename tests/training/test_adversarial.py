@@ -47,7 +47,7 @@ def test_clip_train_adversarial_option(tmp_path, one_thread):
         clip_train.main([*base, "--out", str(tmp_path / "bad"), "--set", "adv_eps=2", "--set", "adv_frac=0"])
 
 
-def test_attack_towards_moves_wrong_images_to_their_caption(tmp_path):
+def test_attack_towards_moves_wrong_images_to_their_caption():
     model = load_clip("demo-robust").model.float().eval()
     txt = torch.nn.functional.normalize(torch.randn(4, model.text_projection.shape[1], generator=torch.Generator().manual_seed(0)), dim=-1)
     x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))

@@ -78,6 +78,8 @@ def test_freeze_text_trains_the_image_tower_only(tmp_path, one_thread):
     assert torch.equal(a.encode_text(text), b.encode_text(text))
     with pytest.raises(ValueError, match="freeze_text must be true or false"):
         clip_train.main([*base, "--steps", "1", "--out", str(tmp_path / "bad"), "--set", "freeze_text=1"])
+    with pytest.raises(ValueError, match="freeze_text needs init"):
+        clip_train.main([*base, "--steps", "1", "--out", str(tmp_path / "bad"), "--set", "freeze_text=true"])
 
 
 def test_every_shipped_clip_config_is_valid():
