@@ -154,19 +154,24 @@ class ImageLoss(io.ComfyNode):
             inputs=[
                 io.Combo.Input("name", options=image_loss_names(), default="symmetry",
                                tooltip="symmetry (left-right), symmetry_vertical, saturation, brightness, "
-                               "contrast, smoothness."),
+                               "contrast, smoothness, plain_border (one flat outer frame: the subject stays inside the picture)."),
                 io.Float.Input("weight", default=0.5, **WEIGHT, tooltip="Positive: more of it; negative: less."),
+                io.Float.Input("start", default=0.0, min=0.0, max=1.0, step=0.01, round=0.01, optional=True,
+                               tooltip="Fraction of the run before the term switches on: a layout prior such as "
+                               "plain_border works best once the composition has settled (the demo: 0.33). Optional: workflows "
+                               "saved before it existed load unchanged."),
             ],
             outputs=[VQLoss.Output(display_name="loss")],
         )
 
     @classmethod
-    def execute(cls, name: str, weight: float) -> io.NodeOutput:
+    def execute(cls, name: str, weight: float, start: float = 0.0) -> io.NodeOutput:
         """A recipe of one image term."""
         from ..vqgan_core import ImageLoss as Term
 
-        Term(name, weight)
-        return io.NodeOutput(LossRecipe(lambda: Term(name, weight), f"{name} x{weight:g}"))
+        Term(name, weight, start)
+        label = f"{name} x{weight:g}" + (f" from {start:.0%}" if start else "")
+        return io.NodeOutput(LossRecipe(lambda: Term(name, weight, start), label))
 
 
 class InitImageLoss(io.ComfyNode):

@@ -27,6 +27,11 @@ def test_values_on_known_images():
     assert IMAGE_LOSSES.get("contrast")(flat).item() == pytest.approx(0, abs=1e-6)
     assert IMAGE_LOSSES.get("contrast")(checker).item() < -0.1
     assert IMAGE_LOSSES.get("smoothness")(flat).item() == 0
+    inside, cut = torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32)
+    inside[..., 8:24, 8:24] = 1  # a square well inside: the 2-pixel frame is one flat colour
+    cut[..., 8:32, 8:24] = 1  # the same square reaching the bottom edge
+    border = IMAGE_LOSSES.get("plain_border")
+    assert border(inside).item() == 0 and border(cut).item() > 0.01  # positive weight -> a plain frame
     both = image_losses(red, {"saturation": 2.0, "brightness": -1.0})
     assert both.item() == pytest.approx(2 * -1 + -1 * -0.299)
 
@@ -34,7 +39,7 @@ def test_values_on_known_images():
 def test_parsing_and_errors():
     assert parse_image_losses("symmetry:0.5, saturation") == {"symmetry": 0.5, "saturation": 1.0}
     assert parse_image_losses("") == {} and parse_image_losses({"contrast": 2}) == {"contrast": 2.0}
-    with pytest.raises(ValueError, match="valid names: brightness, contrast, saturation, smoothness, symmetry"):
+    with pytest.raises(ValueError, match="valid names: brightness, contrast, plain_border, saturation, smoothness, symmetry"):
         parse_image_losses("symetry:1")
     with pytest.raises(ValueError, match="must be a number"):
         parse_image_losses("symmetry:lots")
@@ -56,3 +61,13 @@ def test_symmetry_weight_makes_the_image_more_symmetric(taming_fixtures, tiny_cl
     asym = IMAGE_LOSSES.get("symmetry")
     # measured 0.70 of the plain run's asymmetry (codes snap to the codebook, which limits how symmetric it gets)
     assert asym(sym).item() < 0.8 * asym(plain).item()
+
+
+def test_plain_border_weight_flattens_the_frame(taming_fixtures, tiny_clip_dir):
+    vq, clip = load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt"), load_clip(str(tiny_clip_dir))
+    base = {"prompts": "a red circle", "width": 32, "height": 32, "steps": 12, "seed": 1, "cutn": 2,
+            "precision": "fp32", "lr": 0.2}
+    plain = run_generation(vq, clip, GenerationConfig(**base)).images
+    flat = run_generation(vq, clip, GenerationConfig(**base, image_losses={"plain_border": 500.0})).images
+    busy = IMAGE_LOSSES.get("plain_border")
+    assert busy(flat).item() < 0.5 * busy(plain).item()

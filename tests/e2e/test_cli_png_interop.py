@@ -30,7 +30,8 @@ SAVE_IMAGE = {"input": {"required": {"images": ["IMAGE", {}], "filename_prefix":
 # the demo models with every setting the Generate node has no widget for at the node's value (the demo preset
 # sets tv_weight, aug_noise, aug_padding and precision, which the node cannot)
 DEMO = ["generate", "--device", "cpu", "--no-progress", "--size", "64", "64", "--tv-weight", "0", "--aug-noise", "0.1",
-        "--aug-padding", "zeros", "--precision", "auto", "--cutouts", "latest", "--augments", "Af,Pe,Ji,Er"]
+        "--aug-padding", "zeros", "--precision", "auto", "--cutouts", "latest", "--augments", "Af,Pe,Ji,Er",
+        "--image-losses", ""]
 
 
 @pytest.fixture(scope="module")

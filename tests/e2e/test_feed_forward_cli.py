@@ -41,8 +41,11 @@ def test_one_pass_image_is_the_network_output_and_reproduces(tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
     refined = tmp_path / "refined.png"
     assert main([*BASE, "--feed-forward", "demo", "--steps", "3", "--out", str(refined)]) == 0
-    a, b = np.asarray(Image.open(out)).astype(int), np.asarray(Image.open(refined)).astype(int)
-    assert 0 < np.abs(a - b).mean() < 40  # refined from the one-pass start, not from random codes
+    scratch = tmp_path / "scratch.png"
+    assert main([*BASE, "--steps", "3", "--out", str(scratch)]) == 0
+    a, b, c = (np.asarray(Image.open(p)).astype(int) for p in (out, refined, scratch))
+    # refined from the one-pass start, not from random codes: nearer the one-pass image than a run from scratch
+    assert 0 < np.abs(a - b).mean() < 0.75 * np.abs(a - c).mean()
     assert "wrote" in capsys.readouterr().out
 
 

@@ -210,6 +210,8 @@ def generate_widgets(cfg: dict[str, Any], steps: int) -> tuple[dict[str, Any] | 
     mine = GenerationConfig.from_dict({k: v for k, v in cfg.items() if k in node}).to_dict()
     if not mine.get("init_weight"):
         node["init_weight_decay"] = mine["init_weight_decay"]  # no pull-back: its decay does nothing
+    if not mine.get("image_losses"):
+        node["image_losses_from"] = mine["image_losses_from"]  # no image losses: when they start does nothing
     for k in sorted(set(node) - _IMAGE_NEUTRAL):
         if k in ("lr_schedule", "cutout_method", "method"):
             same = str(mine[k]).lower() == str(node[k]).lower()

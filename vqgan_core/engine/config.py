@@ -111,7 +111,12 @@ class GenerationConfig:
     image_losses: dict[str, float] | None = setting(
         None, group="cutouts, augmentation, loss", ui_default="",
         help="Extra image terms 'name:weight,...' (positive = more of it): symmetry, symmetry_vertical, saturation, "
-        "brightness, contrast, smoothness. Empty = none.")
+        "brightness, contrast, smoothness, plain_border (one flat outer frame: the subject not cut by the edges). "
+        "Empty = none.")
+    image_losses_from: float = setting(0.0, min=0.0, max=1.0, step=0.01, group="cutouts, augmentation, loss",
+                                       help="Fraction of the run before the image losses switch on (0: from the "
+                                       "start). A layout prior such as plain_border applied at once can freeze the "
+                                       "random start's layout; later it only tidies it (the demo: 0.33).")
     clip_weights: list[float] | None = setting(None, cli={"nargs": "+", "type": float}, group="models",
                                                help="Ensemble weights, one per CLIP guide (default 1 each).")
     # optimisation

@@ -124,7 +124,7 @@ def parts_from_config(vqgan: torch.nn.Module, clip: ClipGuide | ClipEnsemble | l
     if c.tv_weight:
         terms.append(TVLoss(c.tv_weight))
     if c.image_losses:  # one sum, added as one term (the classic order of additions)
-        terms.append(SumLoss([ImageLoss(n, w) for n, w in c.image_losses.items()]))
+        terms.append(SumLoss([ImageLoss(n, w, c.image_losses_from) for n, w in c.image_losses.items()]))
     if c.init_weight:
         terms.append(InitLoss(c.init_weight, c.init_weight_decay))
     if c.seamless and not is_seamless(vqgan):

@@ -123,15 +123,31 @@ class TVLoss(LossTerm):
 
 
 class ImageLoss(LossTerm):
-    """One named image term of ``vqgan_core.objective.image_losses`` (a positive weight asks for more of it)."""
+    """One named image term of ``vqgan_core.objective.image_losses`` (a positive weight asks for more of it).
 
-    def __init__(self, name: str, weight: float = 1.0) -> None:
+    ``start``: the fraction of the planned run before the term switches on. Why: a prior on the layout (a plain
+    border) applied from the first step freezes the random start's layout, e.g. the frame in the foreground's
+    colour; switched on once the composition has settled, it only tidies it.
+    """
+
+    def __init__(self, name: str, weight: float = 1.0, start: float = 0.0) -> None:
         self.fn = IMAGE_LOSSES.get(name)  # an unknown name lists the valid ones
         self.name = name
         super().__init__(weight)
+        if not 0.0 <= float(start) <= 1.0:
+            raise ValueError(f"image loss {name!r}: start is a fraction of the run in [0, 1], got {start}")
+        self.start = float(start)
+        self._first, self._on = 0, True
+
+    def bind(self, run: RunInfo) -> None:  # noqa: D102
+        self._first = round(self.start * run.planned_steps)
+
+    def prepare(self, step: int) -> Hashable:  # noqa: D102 - the key changes once: a CUDA graph is recaptured then
+        self._on = step >= self._first
+        return self._on
 
     def forward(self, img: torch.Tensor, ctx: StepContext) -> torch.Tensor:  # noqa: D102
-        return self.fn(img)
+        return self.fn(img) if self._on else img.new_zeros(img.shape[0])
 
 
 class InitLoss(LossTerm):

@@ -1,4 +1,5 @@
-"""Image-space loss terms by name (pixray's extra losses): symmetry, saturation, brightness, contrast, smoothness.
+"""Image-space loss terms by name (pixray's extra losses): symmetry, saturation, brightness, contrast, smoothness,
+plain_border.
 
 Each term maps the rendered image ``[B, 3, H, W]`` in [0, 1] to ``[B]`` and is added with its weight.
 Convention: a **positive weight asks for more of the named property** (more symmetric, more
@@ -62,6 +63,17 @@ def _flatness(img: torch.Tensor) -> torch.Tensor:
 def _roughness(img: torch.Tensor) -> torch.Tensor:
     """Total variation (the same term as ``tv_weight``)."""
     return tv_loss(img)
+
+
+@IMAGE_LOSSES.register("plain_border")
+def _busy_border(img: torch.Tensor) -> torch.Tensor:
+    """Colour variance of the outer frame (1/16 of the shorter side): a positive weight asks for one flat frame,
+    so the subject stays inside the picture instead of being cut by its edges (icons, stickers, product shots)."""
+    h, w = img.shape[-2:]
+    k = max(1, min(h, w) // 16)
+    frame = torch.cat([img[..., :k, :].flatten(2), img[..., -k:, :].flatten(2),
+                       img[..., k:-k, :k].flatten(2), img[..., k:-k, -k:].flatten(2)], dim=2)
+    return (frame - frame.mean(2, keepdim=True)).pow(2).mean((1, 2))
 
 
 def image_loss_names() -> list[str]:
