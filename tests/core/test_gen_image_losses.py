@@ -7,6 +7,7 @@ from vqgan_core import load_vqgan
 from vqgan_core.clip.guide import load_clip
 from vqgan_core.engine.config import GenerationConfig
 from vqgan_core.engine.loop import run_generation
+from vqgan_core.engine.terms import ImageLoss
 from vqgan_core.objective.image_losses import IMAGE_LOSSES, image_loss_names, image_losses, parse_image_losses
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,3 +72,9 @@ def test_plain_border_weight_flattens_the_frame(taming_fixtures, tiny_clip_dir):
     flat = run_generation(vq, clip, GenerationConfig(**base, image_losses={"plain_border": 500.0})).images
     busy = IMAGE_LOSSES.get("plain_border")
     assert busy(flat).item() < 0.5 * busy(plain).item()
+    # image_losses_from: the term waits for that fraction of the run; at 1.0 it never switches on
+    late = run_generation(vq, clip, GenerationConfig(**base, image_losses={"plain_border": 500.0},
+                                                     image_losses_from=1.0)).images
+    assert torch.equal(late, plain)
+    with pytest.raises(ValueError, match="start is a fraction of the run"):
+        ImageLoss("plain_border", 1.0, start=1.5)
