@@ -53,28 +53,27 @@ def test_parsing_and_errors():
     assert "symmetry_vertical" in image_loss_names()
 
 
-def test_symmetry_weight_makes_the_image_more_symmetric(taming_fixtures, tiny_clip_dir):
+def _runs(taming_fixtures, tiny_clip_dir, *extras: dict) -> list[torch.Tensor]:  # noqa: ANN001
+    """Images of one short tiny-model run per ``extras`` (settings over a shared base)."""
     vq, clip = load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt"), load_clip(str(tiny_clip_dir))
     base = {"prompts": "a red circle", "width": 32, "height": 32, "steps": 12, "seed": 1, "cutn": 2,
             "precision": "fp32", "lr": 0.2}
-    plain = run_generation(vq, clip, GenerationConfig(**base)).images
-    sym = run_generation(vq, clip, GenerationConfig(**base, image_losses={"symmetry": 500.0})).images
+    return [run_generation(vq, clip, GenerationConfig(**base, **extra)).images for extra in extras]
+
+
+def test_symmetry_weight_makes_the_image_more_symmetric(taming_fixtures, tiny_clip_dir):
+    plain, sym = _runs(taming_fixtures, tiny_clip_dir, {}, {"image_losses": {"symmetry": 500.0}})
     asym = IMAGE_LOSSES.get("symmetry")
     # measured 0.70 of the plain run's asymmetry (codes snap to the codebook, which limits how symmetric it gets)
     assert asym(sym).item() < 0.8 * asym(plain).item()
 
 
 def test_plain_border_weight_flattens_the_frame(taming_fixtures, tiny_clip_dir):
-    vq, clip = load_vqgan(taming_fixtures / "tiny_f4" / "last.ckpt"), load_clip(str(tiny_clip_dir))
-    base = {"prompts": "a red circle", "width": 32, "height": 32, "steps": 12, "seed": 1, "cutn": 2,
-            "precision": "fp32", "lr": 0.2}
-    plain = run_generation(vq, clip, GenerationConfig(**base)).images
-    flat = run_generation(vq, clip, GenerationConfig(**base, image_losses={"plain_border": 500.0})).images
+    border = {"image_losses": {"plain_border": 500.0}}
+    # image_losses_from: the term waits for that fraction of the run; at 1.0 it never switches on
+    plain, flat, late = _runs(taming_fixtures, tiny_clip_dir, {}, border, {**border, "image_losses_from": 1.0})
     busy = IMAGE_LOSSES.get("plain_border")
     assert busy(flat).item() < 0.5 * busy(plain).item()
-    # image_losses_from: the term waits for that fraction of the run; at 1.0 it never switches on
-    late = run_generation(vq, clip, GenerationConfig(**base, image_losses={"plain_border": 500.0},
-                                                     image_losses_from=1.0)).images
     assert torch.equal(late, plain)
     with pytest.raises(ValueError, match="start is a fraction of the run"):
         ImageLoss("plain_border", 1.0, start=1.5)
