@@ -79,10 +79,53 @@ def _mask(shapes: list[tuple[str, float, float, float]], size: int) -> np.ndarra
     return np.asarray(img.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255
 
 
-def mask_bank(n: int, size: int, rng: np.random.Generator, law: str = "area") -> dict[str, torch.Tensor]:
+#: Near misses: pictures that are not "one X" but that guidance drifts to and a shape CLIP trained only on
+#: the three shapes accepts: oblongs (aspect 1.4-2.4), squares with rounded corners (corner radius 45-90 % of
+#: the half side), ellipses (aspect 1.4-2.2) and pairs (two shapes of one kind side by side).
+NEAR_MISSES: tuple[str, ...] = ("oblong", "rounded", "ellipse", "pair")
+
+
+def near_miss_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Anti-aliased [H,W] mask of one :data:`NEAR_MISSES` outline, with the dataset's equal-area size law."""
+    if kind not in NEAR_MISSES:
+        raise ValueError(f"unknown near miss {kind!r}; valid: {', '.join(NEAR_MISSES)}")
+    if kind == "pair":  # two of one shape, each 0.6-0.9 of a single shape's size, apart (never touching)
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        r = min(sample_size(shape, rng, size) * float(rng.uniform(0.6, 0.9)), 0.22 * size)  # so that two fit
+        while True:
+            for _ in range(100):
+                a, b = rng.uniform(r, size - r, 2), rng.uniform(r, size - r, 2)
+                if np.hypot(*(a - b)) > 2.6 * r:  # a square's corner reaches 1.2 r from its centre
+                    return _mask([(shape, *a, r), (shape, *b, r)], size)
+            r *= 0.9
+    s = 4
+    area = math.pi * (float(rng.uniform(0.15, 0.32)) * size) ** 2
+    aspect = {"oblong": rng.uniform(1.4, 2.4), "rounded": rng.uniform(1.0, 1.25), "ellipse": rng.uniform(1.4, 2.2)}[kind]
+    fill = math.pi / 4 if kind == "ellipse" else 1.0  # share of the bounding box the outline covers
+    h = math.sqrt(area / (aspect * fill))
+    w = min(aspect * h, size * 0.9)
+    if rng.uniform() < 0.5:
+        w, h = h, w
+    cx, cy = rng.uniform(w / 2, size - w / 2), rng.uniform(h / 2, size - h / 2)
+    img = Image.new("L", (size * s, size * s), 0)
+    draw = ImageDraw.Draw(img)
+    box = [(cx - w / 2) * s, (cy - h / 2) * s, (cx + w / 2) * s, (cy + h / 2) * s]
+    if kind == "ellipse":
+        draw.ellipse(box, fill=255)
+    elif kind == "rounded":
+        draw.rounded_rectangle(box, radius=float(rng.uniform(0.45, 0.9)) * min(w, h) / 2 * s, fill=255)
+    else:
+        draw.rectangle(box, fill=255)
+    return np.asarray(img.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255
+
+
+def mask_bank(n: int, size: int, rng: np.random.Generator, law: str = "area",
+              near_misses: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Shape masks for distractor images: one bank per single shape type, and one of 2-4 scattered shapes.
 
     Sizes follow ``training.shapes.sample_size`` (``law``), as in the dataset the model is trained on.
+    ``near_misses`` (names from :data:`NEAR_MISSES`) adds a bank "near" of those outlines in turn (drawn after
+    the others, so the other banks are the same either way).
     """
     bank: dict[str, list[np.ndarray]] = {s: [] for s in (*SHAPES, "multi")}
     for _ in range(n):
@@ -95,24 +138,33 @@ def mask_bank(n: int, size: int, rng: np.random.Generator, law: str = "area") ->
             r = rng.uniform(0.08, 0.22) * size
             parts.append((SHAPES[int(rng.integers(3))], *rng.uniform(r, size - r, 2), r))
         bank["multi"].append(_mask(parts, size))
+    if near_misses:
+        bank["near"] = [near_miss_mask(near_misses[i % len(near_misses)], size, rng) for i in range(n)]
     return {k: torch.from_numpy(np.stack(v))[:, None] for k, v in bank.items()}
 
 
 def distractors(attrs: list[dict], bank: dict[str, torch.Tensor], g: torch.Generator, size: int,
-                shape_focus: float = 0.2) -> torch.Tensor:
+                shape_focus: float = 0.2, near_miss: float = 0.0) -> torch.Tensor:
     """One image per sample with the sample's colours but the wrong content, as extra negatives for its text.
 
-    Kinds: another shape (probability ``shape_focus``), several small shapes, an 8x8-block mosaic or an
-    irregular blob (the patchwork that CLIP-guided generation tends to produce), or the colours swapped. Teaching the text tower to rank these
-    below the true image is what makes guidance prefer one clean shape. Returns [B,3,H,W] in [0,1].
+    Kinds: another shape (probability ``shape_focus``), a near miss (probability ``near_miss``: one of the bank's
+    "near" masks, :data:`NEAR_MISSES`), several small shapes, an 8x8-block mosaic or an
+    irregular blob (the patchwork that CLIP-guided generation tends to produce), or the colours swapped.
+    Teaching the text tower to rank these below the true image is what makes guidance prefer one clean shape.
+    Returns [B,3,H,W] in [0,1].
     """
+    if near_miss and "near" not in bank:
+        raise ValueError("near_miss > 0 needs a mask bank made with near_misses (training.clip_data.NEAR_MISSES)")
     out = []
     for a in attrs:
         fg = torch.tensor(PALETTE[a["fg"]], dtype=torch.float32).view(3, 1, 1) / 255
         bg = torch.tensor(PALETTE[a["bg"]], dtype=torch.float32).view(3, 1, 1) / 255
-        rest = (1 - shape_focus) / 4
-        kind = int(torch.multinomial(torch.tensor([shape_focus, rest, rest, rest, rest]), 1, generator=g))
-        if kind == 0:
+        rest = (1 - shape_focus - near_miss) / 4
+        weights = [shape_focus, rest, rest, rest, rest] + ([near_miss] if near_miss else [])
+        kind = int(torch.multinomial(torch.tensor(weights), 1, generator=g))
+        if kind == 5:
+            m = bank["near"][int(torch.randint(len(bank["near"]), (1,), generator=g))]
+        elif kind == 0:
             other = [s for s in SHAPES if s != a["shape"]][int(torch.randint(2, (1,), generator=g))]
             m = bank[other][int(torch.randint(len(bank[other]), (1,), generator=g))]
         elif kind == 1:

@@ -16,6 +16,9 @@ negative images. ``--set adv_eps=3`` trains it adversarially (PGD in an L2 ball,
 a robust guide whose gradients the optimiser cannot satisfy with patchwork; ``--set adv_distract=1`` also pushes
 the distractor images towards their caption before they serve as negatives. ``--set freeze_text=true`` (with
 ``init``) retrains the image tower only, so the text embeddings, and whatever was trained on them, stay as they were.
+``--set near_miss=0.25`` makes that share of the distractors near misses (``training.clip_data.NEAR_MISSES``:
+oblongs, rounded squares, ellipses, pairs; ``near_miss_kinds`` picks some) in the sample's colours, so the text
+learns that "a red square" is one shape with equal sides and sharp corners, not whatever red blob is squarish.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
 from training.adversarial import pgd_l2
-from training.clip_data import TEMPLATES, augment, distractors, hard_negative, key, load_coco, mask_bank
+from training.clip_data import NEAR_MISSES, TEMPLATES, augment, distractors, hard_negative, key, load_coco, mask_bank
 from training.clip_vocab import needed_merges, write_bpe
 from training.shapes import PALETTE, SHAPES, caption_words
 from vqgan_core import atomic_save_file
@@ -52,6 +55,10 @@ DEFAULTS: dict = {
     "text_heads": 4, "text_layers": 3, "steps": 500, "batch_size": 128, "hard_negatives": 4, "lr": 1e-3,
     "warmup": 30, "weight_decay": 0.05, "seed": 0, "save_dtype": "float16", "threads": 1,
     "distractor_frac": 0.5, "mask_bank": 500, "shape_focus": 0.25,
+    # share of the distractors that are near misses (training.clip_data.NEAR_MISSES: oblongs, rounded squares,
+    # ellipses, pairs in the sample's colours): negatives for every shape caption, so "square" means equal sides
+    "near_miss": 0.0,
+    "near_miss_kinds": list(NEAR_MISSES),  # which near misses, in turn (see NEAR_MISSES)
     "init_logit_scale": None, "aug_noise": 0.05,
     "mask_size_law": "area",  # distractor shape sizes (training.shapes.SIZE_LAWS); "radius" for the first data
     "init": None,  # an open_clip folder written by this script to start from (its architecture and vocabulary)
@@ -241,6 +248,12 @@ def check_settings(c: dict) -> None:
         raise ValueError(f"adv_frac must be in (0, 1], got {c['adv_frac']!r}")
     if not isinstance(c["adv_distract"], (int, float)) or not 0 <= c["adv_distract"] <= 1:
         raise ValueError(f"adv_distract must be in [0, 1] (share of distractors attacked), got {c['adv_distract']!r}")
+    if not isinstance(c["near_miss"], (int, float)) or not 0 <= c["near_miss"] <= 1 - c["shape_focus"]:
+        raise ValueError(f"near_miss must be in [0, 1 - shape_focus] (share of distractors that are near misses), "
+                         f"got {c['near_miss']!r}")
+    kinds = c["near_miss_kinds"]
+    if not isinstance(kinds, list) or not kinds or any(k not in NEAR_MISSES for k in kinds):
+        raise ValueError(f"near_miss_kinds must be a non-empty JSON list of {', '.join(NEAR_MISSES)}; got {kinds!r}")
     if not isinstance(c["freeze_text"], bool):
         raise ValueError(f"freeze_text must be true or false, got {c['freeze_text']!r}")
     if c["freeze_text"] and not c["init"]:
@@ -275,7 +288,8 @@ def train(c: dict, data: Path, out: Path) -> dict:
             cache[text] = tok(text)[0]
         return cache[text]
 
-    bank = mask_bank(c["mask_bank"], c["image_size"], rng, c["mask_size_law"])
+    bank = mask_bank(c["mask_bank"], c["image_size"], rng, c["mask_size_law"],
+                     tuple(c["near_miss_kinds"]) if c["near_miss"] > 0 else ())
     imgs, attrs = load_coco(data, "train")
     vimgs, vattrs = load_coco(data, "val")
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -293,7 +307,8 @@ def train(c: dict, data: Path, out: Path) -> dict:
         n_distract = int(bs * c["distractor_frac"])
         x = imgs[idx].float() / 255
         if n_distract:
-            x = torch.cat([x, distractors(a[:n_distract], bank, g, c["image_size"], c["shape_focus"])])
+            x = torch.cat([x, distractors(a[:n_distract], bank, g, c["image_size"], c["shape_focus"],
+                                        c["near_miss"])])
         if len(negs):
             x = torch.cat([x, negs[torch.randint(len(negs), (c["negatives_per_step"],), generator=g)].float() / 255])
         nd = x.shape[0] - bs

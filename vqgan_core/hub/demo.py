@@ -9,7 +9,9 @@ trained by this project's own code on the synthetic "shapes world" dataset (``py
   in fp16, ``bpe_vocab.txt.gz``) from ``python -m training.clip_train`` (``training/configs/demo_clip.json``): a
   small ViT that knows the colours.
 * ``assets/demo/clip_robust/`` (``demo-robust``): a small-ResNet open_clip folder trained adversarially
-  (``training/configs/demo_clip_robust.json``) that knows the shapes. The demo guide is the pair (``DEMO_GUIDE``).
+  (``training/configs/demo_clip_robust.json``), then fine-tuned with oblongs, rounded squares and ellipses as
+  negatives (``training/configs/demo_clip_robust_nearmiss.json``), that knows the shapes. The demo guide is the
+  pair (``DEMO_GUIDE``).
 * ``assets/demo/feed_forward.safetensors``: a feed-forward text -> latent network for the VQGAN and the colour
   CLIP (fp16) from ``python -m training.feed_forward`` (config ``training/configs/ff_demo_shapes.yaml``).
 
@@ -18,7 +20,8 @@ Reproduce (commands and measured numbers in ``train_info.json`` and the configs'
     python -m training.shapes --out data/shapes_v1 --size-law radius --n-train 6000 --n-val 600 --seed 0
     python -m training.shapes --out data/shapes --n-train 6000 --n-val 600 --seed 0
     python -m training.clip_train --config training/configs/demo_clip.json --data data/shapes_v1 --out vqgan_core/hub/assets/demo/clip
-    python -m training.clip_train --config training/configs/demo_clip_robust.json --data data/shapes --out vqgan_core/hub/assets/demo/clip_robust
+    python -m training.clip_train --config training/configs/demo_clip_robust.json --data data/shapes --out runs/clip_robust
+    python -m training.clip_train --config training/configs/demo_clip_robust_nearmiss.json --data data/shapes --out vqgan_core/hub/assets/demo/clip_robust
     OMP_NUM_THREADS=1 python -m training --config training/configs/demo_vqgan.yaml --data data/shapes_v1 --out runs/demo_vqgan
     python -m training export runs/demo_vqgan runs/demo_vqgan.safetensors
     python -m vqgan_core convert runs/demo_vqgan.safetensors vqgan_core/hub/assets/demo/vqgan.safetensors --dtype float16
